@@ -1,0 +1,556 @@
+"""The path of one `apply`: detect, select, transform, plan, then commit or just report.
+
+No CLI code here, and nothing from the upstream tree is imported or run: files are read as bytes,
+parsed with libcst and written back atomically (see manifest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from . import __version__
+from .findings import PY_NEEDLES, REQ_NEEDLES, Finding, find_in_python, find_in_requirements
+from .manifest import STATE_DIR, Entry, Manifest, ManifestError, State, atomic_remove, atomic_write, sha256
+from .resources import runtime_helper_source
+from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
+from .ruleset import Profile, Release, RulePack
+
+# Folders that are never part of an upstream's source.
+SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", "checkpoints", ".mypy_cache"}
+REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
+TMP_SUFFIX = ".lsync-tmp"
+
+
+class TreeError(Exception):
+    """The tree cannot be worked on. `exit_code` is what the CLI returns (see cli.py)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class FileProblem:
+    path: str
+    reason: str
+
+
+@dataclass
+class Drift:
+    """A rule that should have matched here and did not: upstream moved under it."""
+
+    rule_id: str
+    file: str
+    expected: int
+    found: int
+
+
+@dataclass
+class FilePlan:
+    path: str
+    pristine: bytes | None  # None: the file is new (the runtime helper)
+    new: bytes
+    current: bytes | None  # what is on disk now
+    changes: list[Change]
+    mode: int | None = None
+
+    @property
+    def needs_write(self) -> bool:
+        return self.current != self.new
+
+
+@dataclass
+class Plan:
+    tree: Path
+    profile: Profile
+    release: Release | None
+    rules: list[Rule]
+    files: list[FilePlan] = field(default_factory=list)
+    restores: list[FilePlan] = field(default_factory=list)  # managed before, no longer changed
+    matches: Counter[str] = field(default_factory=Counter)
+    drift: list[Drift] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # what is still CUDA-only afterwards
+    problems: list[FileProblem] = field(default_factory=list)  # files left untouched, and why
+    warnings: list[str] = field(default_factory=list)
+    previous: Manifest | None = None
+
+    @property
+    def changes(self) -> list[Change]:
+        return [c for f in self.files for c in f.changes]
+
+    @property
+    def residue(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error" and path_matches(f.path, self.profile.inference_path)]
+
+    @property
+    def writes(self) -> list[FilePlan]:
+        return [f for f in self.files + self.restores if f.needs_write]
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+
+
+def check_tree(tree: Path) -> Path:
+    if not tree.exists():
+        raise TreeError(f"{tree}: no such directory", 2)
+    if not tree.is_dir():
+        raise TreeError(f"{tree}: not a directory; give the root of a LatentSync checkout", 2)
+    return tree.resolve()
+
+
+def detect(tree: Path, pack: RulePack, profile_name: str | None = None) -> tuple[Profile, Release | None]:
+    """Which upstream (profile) and which of its known releases this tree is."""
+    if profile_name is not None:
+        if profile_name not in pack.profiles:
+            raise TreeError(f"unknown profile '{profile_name}' (known: {', '.join(sorted(pack.profiles))})", 2)
+        profile = pack.profiles[profile_name]
+    else:
+        candidates = [p for p in pack.profiles.values() if all((tree / d).exists() for d in p.detect)]
+        if not candidates:
+            wanted = "; ".join(f"{p.name}: {', '.join(p.detect)}" for p in pack.profiles.values())
+            raise TreeError(
+                f"{tree} is not a recognised upstream tree (looked for {wanted}). "
+                "Give the root of a LatentSync or ComfyUI-LatentSyncWrapper checkout, or --profile.",
+                3,
+            )
+        profile = max(candidates, key=lambda p: p.priority)
+    return profile, detect_release(tree, profile)
+
+
+def detect_release(tree: Path, profile: Profile) -> Release | None:
+    """The newest known release whose fingerprint fits; None when none does."""
+
+    def text(rel: str) -> str:
+        try:
+            return (tree / rel).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    for release in sorted(profile.releases, key=lambda r: r.version, reverse=True):
+        fp = release.fingerprint
+        if (
+            all((tree / p).exists() for p in fp.present)
+            and not any((tree / p).exists() for p in fp.absent)
+            and all(needle in text(file) for file, needle in fp.contains)
+            and not any(needle in text(file) for file, needle in fp.lacks)
+        ):
+            return release
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+
+
+def walk(tree: Path) -> list[str]:
+    """Every regular file of the tree (relative POSIX paths), not following symlinked folders."""
+    found = []
+    for folder, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        base = Path(folder).relative_to(tree)
+        for name in sorted(files):
+            if not name.endswith(TMP_SUFFIX):
+                found.append((base / name).as_posix())
+    return found
+
+
+def _safe_target(tree: Path, rel: str) -> str | None:
+    """Why `rel` must not be written, or None when it is a plain file inside the tree."""
+    path = tree / rel
+    if path.is_symlink():
+        return "a symbolic link (not followed for writing)"
+    try:
+        resolved = path.resolve()
+    except OSError as error:  # symlink loops among its parents
+        return f"cannot be resolved ({error.strerror or error})"
+    if not resolved.is_relative_to(tree):
+        return "lies outside the tree through a symbolic link"
+    return None
+
+
+def select_kinds(profile: Profile, release: Release | None, rule_ids: list[str] | None) -> list[RuleKind]:
+    kinds = profile.kinds()
+    if rule_ids is not None:
+        unknown = set(rule_ids) - {k.rule.id for k in kinds}
+        if unknown:
+            raise TreeError(f"unknown rule id(s) for profile {profile.name}: {', '.join(sorted(unknown))}", 2)
+        return [k for k in kinds if k.rule.id in rule_ids]
+    version = release.version if release else None
+    return [k for k in kinds if k.rule.default and k.rule.covers_release(version)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformation
+
+
+def transform_file(relpath: str, data: bytes, kinds: list[RuleKind], ctx: FileContext) -> tuple[bytes, list[Change]]:
+    """Run every rule that can match `data` over it, parsing once. Raises on unparseable input."""
+    active = [k for k in kinds if k.rule.covers_path(relpath) and any(n.encode() in data for n in k.needles())]
+    if not active:
+        return data, []
+    changes: list[Change] = []
+    if active[0].language == "requirements":
+        text = data.decode("utf-8-sig")
+        for kind in active:
+            assert isinstance(kind, RequirementsRuleKind)
+            text, found = kind.transform_text(text, ctx)
+            changes += found
+        bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+        return (bom + text.encode("utf-8") if changes else data), changes
+    module = cst.parse_module(data)
+    for kind in active:
+        assert isinstance(kind, PythonRuleKind)
+        module, found = kind.transform(module, ctx)
+        changes += found
+    return (module.bytes if changes else data), changes
+
+
+def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
+    """One rule over one text, ignoring file selection: what the rule examples exercise."""
+    ctx = FileContext(path or "example.py", runtime_module)
+    if isinstance(kind, RequirementsRuleKind):
+        return kind.transform_text(text, ctx)
+    assert isinstance(kind, PythonRuleKind)
+    module, changes = kind.transform(cst.parse_module(text), ctx)
+    return module.code, changes
+
+
+def _language(relpath: str) -> str | None:
+    if relpath.endswith(".py"):
+        return "python"
+    if path_matches(relpath, REQUIREMENTS_GLOBS):
+        return "requirements"
+    return None
+
+
+def find(relpath: str, data: bytes) -> list[Finding]:
+    language = _language(relpath)
+    if language == "python":
+        return find_in_python(relpath, data)
+    if language == "requirements" and any(n in data for n in REQ_NEEDLES):
+        return find_in_requirements(relpath, data.decode("utf-8-sig", errors="replace"))
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def make_plan(
+    tree: Path, pack: RulePack, profile_name: str | None = None, rule_ids: list[str] | None = None
+) -> Plan:
+    tree = check_tree(tree)
+    profile, release = detect(tree, pack, profile_name)
+    state = State(tree)
+    try:
+        previous = state.read()
+    except ManifestError as error:
+        raise TreeError(f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine.", 8) from None
+    kinds = select_kinds(profile, release, rule_ids)
+    plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
+    ctx_for = lambda rel: FileContext(rel, profile.runtime_module)  # noqa: E731
+    helper_path = profile.runtime_path
+
+    for rel in walk(tree):
+        if rel == helper_path:
+            continue
+        language = _language(rel)
+        if language is None:
+            continue
+        pristine, current, problem = _pristine(tree, rel, state, previous)
+        if problem:
+            plan.problems.append(FileProblem(rel, problem))
+            continue
+        assert pristine is not None
+        try:
+            new, changes = transform_file(rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel))
+        except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
+            plan.problems.append(FileProblem(rel, f"cannot be parsed, left untouched: {_short(error)}"))
+            continue
+        if changes:
+            reason = _safe_target(tree, rel)
+            if reason:
+                plan.problems.append(FileProblem(rel, f"{reason}; left untouched"))
+                continue
+            mode = (tree / rel).stat().st_mode & 0o7777
+            plan.files.append(FilePlan(rel, pristine, new, current, changes, mode))
+            plan.matches.update(c.rule_id for c in changes)
+        elif previous and rel in previous.files and pristine != current:
+            plan.restores.append(FilePlan(rel, pristine, pristine, current, []))
+        try:
+            plan.findings += find(rel, new)
+        except (cst.ParserSyntaxError, UnicodeDecodeError):
+            pass  # already reported above if it mattered
+
+    if plan.files:
+        helper = runtime_helper_source().encode("utf-8")
+        current = _read_or_none(tree / helper_path)
+        reason = _safe_target(tree, helper_path)
+        if current is not None and not (previous and helper_path in previous.files):
+            plan.problems.append(FileProblem(helper_path, "exists and was not written by lsync-port; not overwritten"))
+        elif reason:
+            plan.problems.append(FileProblem(helper_path, f"{reason}; the runtime helper cannot be written"))
+        else:
+            plan.files.append(FilePlan(helper_path, None, helper, current, [], 0o644))
+    if previous is not None:
+        # A managed file that no longer exists in the plan and is not a source file any more
+        # (the helper of an apply that now changes nothing) is removed again.
+        planned = {f.path for f in plan.files} | {f.path for f in plan.restores}
+        for rel, entry in previous.files.items():
+            if rel not in planned and entry.original is None and (tree / rel).exists():
+                plan.restores.append(FilePlan(rel, None, b"", _read_or_none(tree / rel), []))
+
+    plan.drift = _drift(plan, kinds)
+    plan.warnings += _git_warnings(tree, previous)
+    return plan
+
+
+def _pristine(tree: Path, rel: str, state: State, previous: Manifest | None) -> tuple[bytes | None, bytes | None, str | None]:
+    """(the file as upstream shipped it, the file now, a problem that stops us touching it)."""
+    path = tree / rel
+    try:
+        current = path.read_bytes()
+    except OSError as error:
+        return None, None, f"cannot be read: {error.strerror}"
+    entry = previous.files.get(rel) if previous else None
+    if entry is None or entry.original is None:
+        return current, current, None
+    digest = sha256(current)
+    if digest == entry.original:
+        return current, current, None
+    if digest in entry.patched:
+        try:
+            return state.read_backup(rel, entry.original), current, None
+        except ManifestError as error:
+            return None, current, str(error)
+    return None, current, "changed by hand since lsync-port patched it; left untouched (revert --force restores it)"
+
+
+def _drift(plan: Plan, kinds: list[RuleKind]) -> list[Drift]:
+    version = plan.release.version if plan.release else None
+    per_file: Counter[tuple[str, str]] = Counter((c.rule_id, c.path) for c in plan.changes)
+    drift = []
+    for kind in kinds:
+        for expect in kind.rule.expect:
+            if version is not None and not expect.releases.contains(version, prereleases=True):
+                continue
+            found = sum(n for (rule_id, path), n in per_file.items() if rule_id == kind.rule.id and path_matches(path, [expect.file]))
+            if found < expect.min:
+                drift.append(Drift(kind.rule.id, expect.file, expect.min, found))
+    return drift
+
+
+def _git_warnings(tree: Path, previous: Manifest | None) -> list[str]:
+    if not (tree / ".git").exists():
+        return []
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    managed = set(previous.files) if previous else set()
+    dirty = [line[3:] for line in out.splitlines() if line[3:] not in managed]
+    if dirty:
+        return [f"the git tree has {len(dirty)} uncommitted change(s) of its own (e.g. {dirty[0]}); "
+                "lsync-port backs up what it changes, but commit your work first to be safe"]
+    return []
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Commit, revert, status
+
+
+def commit(plan: Plan) -> None:
+    """Write the plan: manifest first, then per file backup + atomic replace, then 'applied'."""
+    state = State(plan.tree)
+    old = plan.previous.files if plan.previous else {}
+    restored = {f.path for f in plan.restores}
+    final: dict[str, Entry] = {rel: e for rel, e in old.items() if rel not in restored}  # incl. files we could not touch
+    for f in plan.files:
+        known = list(dict.fromkeys([*old.get(f.path, Entry(None, [])).patched, sha256(f.new)]))
+        final[f.path] = Entry(None if f.pristine is None else sha256(f.pristine), known, sorted({c.rule_id for c in f.changes}))
+    rule_ids = [r.id for r in plan.rules]
+    release = plan.release.name if plan.release else None
+    previous = plan.previous
+    if not plan.writes and (previous is None and not final or previous is not None and (
+        previous.state, previous.files, previous.tool_version, previous.rules, previous.release
+    ) == ("applied", final, __version__, rule_ids, release)):
+        return  # the tree already is what this plan describes
+    # While files are being written, the manifest knows both the old and the new entries.
+    manifest = Manifest(__version__, plan.profile.name, release, rule_ids, "applying", old | final)
+    state.write(manifest)
+    for f in plan.files:
+        if f.pristine is not None:
+            state.save_backup(f.path, f.pristine)
+    for f in plan.writes:
+        target = plan.tree / f.path
+        if f.path in restored and f.pristine is None:
+            atomic_remove(target)
+        else:
+            atomic_write(target, f.new, f.mode)
+    for rel in restored:
+        state.backup_path(rel).unlink(missing_ok=True)
+    manifest.files, manifest.state = final, "applied"
+    if final:
+        state.write(manifest)
+    else:
+        state.remove()
+    clean_temp_files(plan.tree, [*final, *old])
+
+
+def clean_temp_files(tree: Path, relpaths: list[str]) -> None:
+    """Remove temp files that an interrupted atomic write left next to the files it targeted."""
+    folders = {(tree / rel).parent for rel in relpaths}
+    for folder in folders:
+        for stray in folder.glob(f".*{TMP_SUFFIX}"):
+            stray.unlink(missing_ok=True)
+
+
+@dataclass
+class FileStatus:
+    path: str
+    state: str  # "patched" | "original" | "modified" | "missing" | "created"
+
+
+@dataclass
+class TreeStatus:
+    tree: Path
+    manifest: Manifest | None
+    files: list[FileStatus]
+
+    @property
+    def summary(self) -> str:
+        if self.manifest is None:
+            return "not patched"
+        states = Counter(f.state for f in self.files)
+        if states["modified"] or states["missing"]:
+            return "patched, with files changed by hand since"
+        if self.manifest.state != "applied" or states["original"]:
+            return "partially patched (apply was interrupted): run apply to finish or revert to undo"
+        return "patched"
+
+
+def status(tree: Path) -> TreeStatus:
+    tree = check_tree(tree)
+    state = State(tree)
+    try:
+        manifest = state.read()
+    except ManifestError as error:
+        raise TreeError(f"{state.manifest_path}: {error}", 8) from None
+    if manifest is None:
+        return TreeStatus(tree, None, [])
+    files = []
+    for rel, entry in sorted(manifest.files.items()):
+        data = _read_or_none(tree / rel)
+        if data is None:
+            files.append(FileStatus(rel, "original" if entry.original is None else "missing"))
+            continue
+        digest = sha256(data)
+        if digest in entry.patched:
+            files.append(FileStatus(rel, "patched"))
+        elif digest == entry.original:
+            files.append(FileStatus(rel, "original"))
+        else:
+            files.append(FileStatus(rel, "modified"))
+    return TreeStatus(tree, manifest, files)
+
+
+@dataclass
+class RevertResult:
+    restored: list[str]
+    removed: list[str]
+    refused: list[FileProblem]
+
+
+def revert(tree: Path, force: bool = False) -> RevertResult:
+    """Put back every byte apply changed. Files edited by hand since are kept unless `force`."""
+    tree_status = status(tree)
+    manifest = tree_status.manifest
+    if manifest is None:
+        raise TreeError(f"{tree_status.tree} is not patched by lsync-port (no {STATE_DIR}/{'manifest.json'})", 4)
+    state = State(tree_status.tree)
+    result = RevertResult([], [], [])
+    for file in tree_status.files:
+        entry = manifest.files[file.path]
+        target = tree_status.tree / file.path
+        if file.state == "original" or (file.state == "missing" and entry.original is None):
+            continue
+        if file.state == "modified" and not force:
+            result.refused.append(FileProblem(file.path, "changed by hand since apply; kept (use --force to restore the original)"))
+            continue
+        if entry.original is None:
+            atomic_remove(target)
+            result.removed.append(file.path)
+            continue
+        try:
+            data = state.read_backup(file.path, entry.original)
+        except ManifestError as error:
+            result.refused.append(FileProblem(file.path, str(error)))
+            continue
+        mode = target.stat().st_mode & 0o7777 if target.exists() else None
+        atomic_write(target, data, mode)
+        result.restored.append(file.path)
+    if not result.refused:
+        clean_temp_files(tree_status.tree, list(manifest.files))
+        state.remove()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Scan
+
+
+@dataclass
+class ScanResult:
+    tree: Path
+    profile: Profile | None
+    findings: list[Finding]
+    problems: list[FileProblem]
+
+    def in_scope(self, finding: Finding) -> bool:
+        return self.profile is None or path_matches(finding.path, self.profile.inference_path)
+
+
+def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanResult:
+    """The finders alone, over the tree as it is now. Changes nothing."""
+    tree = check_tree(tree)
+    try:
+        profile, _ = detect(tree, pack, profile_name)
+    except TreeError as error:
+        if error.exit_code != 3:
+            raise
+        profile = None  # any tree can be scanned; only the inference-path scope needs a profile
+    result = ScanResult(tree, profile, [], [])
+    for rel in walk(tree):
+        if _language(rel) is None:
+            continue
+        data = _read_or_none(tree / rel)
+        if data is None:
+            result.problems.append(FileProblem(rel, "cannot be read"))
+            continue
+        try:
+            result.findings += find(rel, data)
+        except (cst.ParserSyntaxError, UnicodeDecodeError) as error:
+            result.problems.append(FileProblem(rel, f"cannot be parsed: {_short(error)}"))
+    return result

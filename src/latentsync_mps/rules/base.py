@@ -1,0 +1,230 @@
+"""What every rule kind shares: the rule entry read from a TOML file, the record of one change,
+and the two shapes of kind (Python files through libcst, requirement files through `packaging`).
+
+A kind is a class; a rule is one configured use of a kind. Kinds register themselves by name so
+that rule files can say `kind = "device-literal"`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import libcst as cst
+from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
+from libcst.codemod.visitors import AddImportsVisitor
+from libcst.metadata import PositionProvider
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+# The name under which rewritten code reaches the runtime helper module (`_lsync_port.device()`).
+HELPER = "_lsync_port"
+
+
+def expression_shape(code: str) -> str | None:
+    """The AST of an expression as a string, or None if it is not one: equal shapes mean the same
+    code whatever its quoting, spacing and line breaks."""
+    try:
+        return ast.dump(ast.parse(code.strip(), mode="eval").body)
+    except SyntaxError:
+        return None
+
+
+class RuleError(ValueError):
+    """A rule entry is malformed. The message names the file and the rule."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A before/after pair that the test suite runs. `after is None` means: must stay unchanged."""
+
+    before: str
+    after: str | None
+    path: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The rule must match at least `min` times in files matching `file`, for these releases."""
+
+    file: str
+    releases: SpecifierSet
+    min: int = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    kind: str
+    summary: str
+    files: tuple[str, ...]
+    exclude: tuple[str, ...]
+    releases: SpecifierSet
+    expect: tuple[Expectation, ...]
+    examples: tuple[Example, ...]
+    options: Mapping[str, Any]
+    source: str  # the rule file, for messages
+    profile: str
+    default: bool = True  # off-by-default rules run only when named with --rules
+
+    def covers_release(self, version: Version | None) -> bool:
+        return version is None or self.releases.contains(version, prereleases=True)
+
+    def covers_path(self, relpath: str) -> bool:
+        return path_matches(relpath, self.files) and not path_matches(relpath, self.exclude)
+
+
+def path_matches(relpath: str, globs: tuple[str, ...] | list[str]) -> bool:
+    """Glob match on POSIX relative paths: `*` stays within a folder, `**/` spans any folders."""
+    return any(_globstar(pattern).fullmatch(relpath) for pattern in globs)
+
+
+_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _globstar(pattern: str) -> re.Pattern[str]:
+    if pattern not in _GLOB_CACHE:
+        out, i = [], 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out.append("(?:.*/)?")
+                i += 3
+            elif pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+            elif pattern[i] == "*":
+                out.append("[^/]*")
+                i += 1
+            elif pattern[i] == "?":
+                out.append("[^/]")
+                i += 1
+            else:
+                out.append(re.escape(pattern[i]))
+                i += 1
+        _GLOB_CACHE[pattern] = re.compile("".join(out))
+    return _GLOB_CACHE[pattern]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One rewrite: where, which rule, and the code before and after (one line each, for reports)."""
+
+    rule_id: str
+    path: str
+    line: int
+    before: str
+    after: str
+
+
+@dataclass
+class FileContext:
+    """What a rule may know about the file it rewrites."""
+
+    path: str  # relative to the tree root, POSIX separators
+    runtime_module: str  # e.g. "latentsync._lsync_port"
+
+
+class RuleKind(ABC):
+    """One kind of rewrite. Subclasses set `name` and implement `needles` and their transform."""
+
+    name: ClassVar[str]
+    # Kinds run in this order within one file; lower first. Composite patterns (which contain
+    # torch.cuda calls) must see the code before the single-call mappings rewrite it.
+    order: ClassVar[int] = 50
+    # The file types the kind rewrites: "python" or "requirements".
+    language: ClassVar[str] = "python"
+    registry: ClassVar[dict[str, type[RuleKind]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            RuleKind.registry[cls.name] = cls
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.configure(dict(rule.options))
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Read `rule.options`; raise RuleError for anything missing or unknown."""
+        if options:
+            raise RuleError(f"unknown option(s): {', '.join(sorted(options))}")
+
+    @abstractmethod
+    def needles(self) -> tuple[str, ...]:
+        """Substrings one of which a file must contain for this rule to possibly match it."""
+
+    @staticmethod
+    def take(options: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        """Pop one option, checking its type; `default=...` makes it required."""
+        if key not in options:
+            if default is ...:
+                raise RuleError(f"missing option '{key}'")
+            return default
+        value = options.pop(key)
+        if not isinstance(value, kind):
+            raise RuleError(f"option '{key}' has the wrong type ({type(value).__name__})")
+        return value
+
+
+class PythonRuleKind(RuleKind):
+    """A rule kind that rewrites Python source through a libcst codemod command."""
+
+    command: ClassVar[type[RuleCommand]]
+
+    def transform(self, module: cst.Module, ctx: FileContext) -> tuple[cst.Module, list[Change]]:
+        command = self.command(CodemodContext(filename=ctx.path), self, ctx)
+        new_module = command.transform_module(module)
+        return new_module, command.changes
+
+
+class RuleCommand(VisitorBasedCodemodCommand):
+    """Base of every Python rule's codemod: records each rewrite with its line for the report."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, context: CodemodContext, kind: PythonRuleKind, file: FileContext) -> None:
+        super().__init__(context)
+        self.kind = kind
+        self.file = file
+        self.changes: list[Change] = []
+
+    def record(self, original: cst.CSTNode, updated: cst.CSTNode) -> None:
+        line = self.get_metadata(PositionProvider, original).start.line
+        code = cst.Module(body=[])
+        self.changes.append(
+            Change(
+                rule_id=self.kind.rule.id,
+                path=self.file.path,
+                line=line,
+                before=_one_line(code.code_for_node(original)),
+                after=_one_line(code.code_for_node(updated)),
+            )
+        )
+
+    def require_helper(self) -> None:
+        """Make sure the rewritten module imports the runtime helper as `_lsync_port`."""
+        package, _, name = self.file.runtime_module.rpartition(".")
+        AddImportsVisitor.add_needed_import(self.context, package, name)
+
+    def helper(self, call: str) -> cst.BaseExpression:
+        """`_lsync_port.<call>` as an expression (and the import it needs)."""
+        self.require_helper()
+        return cst.parse_expression(f"{HELPER}.{call}")
+
+
+def _one_line(code: str, limit: int = 120) -> str:
+    flat = " ".join(code.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class RequirementsRuleKind(RuleKind):
+    """A rule kind that rewrites a pip requirements file line by line."""
+
+    language = "requirements"
+
+    @abstractmethod
+    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
+        """Return the new text and one Change per rewritten line."""

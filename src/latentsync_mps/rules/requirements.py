@@ -1,0 +1,173 @@
+"""Requirement-file kinds: pins with no macOS arm64 wheel are swapped, gated or dropped.
+
+Each line is parsed with `packaging`; a line it cannot parse (an `-e` path, a URL, an option it
+does not know) is left exactly as it was. Comments, blank lines, order and line endings are kept,
+and only the lines a rule rewrites change.
+
+- requirement-replace: `decord==0.6.0` -> eva-decord / decord2 behind environment markers;
+  `onnxruntime-gpu` -> `onnxruntime` (optionally keeping the version).
+- requirement-marker: `xformers`, `triton` kept only where they have wheels (`platform_system != "Darwin"`).
+- requirement-drop-option: `--extra-index-url https://download.pytorch.org/whl/cu121` removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from .base import Change, FileContext, RequirementsRuleKind, RuleError
+
+
+@dataclass
+class RequirementLine:
+    """One line split into the requirement, its trailing comment and its line ending."""
+
+    requirement: Requirement
+    comment: str  # "  # why", or ""
+    newline: str
+
+    @classmethod
+    def parse(cls, line: str) -> RequirementLine | None:
+        body = line.rstrip("\r\n")
+        newline = line[len(body):]
+        code, hash_, comment = body.partition(" #")
+        if body.lstrip().startswith(("#", "-")) or not code.strip():
+            return None
+        try:
+            requirement = Requirement(code.strip())
+        except InvalidRequirement:
+            return None
+        return cls(requirement, (" " + hash_ + comment) if hash_ else "", newline)
+
+
+def _rewrite_lines(
+    kind: RequirementsRuleKind, text: str, ctx: FileContext, rewrite: Any
+) -> tuple[str, list[Change]]:
+    """Apply `rewrite(line) -> list of new lines | None` to every line; None keeps the line."""
+    out: list[str] = []
+    changes: list[Change] = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        new_lines = rewrite(line)
+        if new_lines is None or new_lines == [line]:
+            out.append(line)
+            continue
+        out.extend(new_lines)
+        after = " | ".join(n.strip() for n in new_lines) or "(removed)"
+        changes.append(Change(kind.rule.id, ctx.path, number, line.strip(), after))
+    return "".join(out), changes
+
+
+class RequirementReplace(RequirementsRuleKind):
+    """Options: package = "decord"; replacement = ["eva-decord==0.6.1; ...", ...];
+    keep_specifier = false (true: reuse the old version pin on every replacement)."""
+
+    name = "requirement-replace"
+
+    def configure(self, options: dict[str, Any]) -> None:
+        self.package = canonicalize_name(self.take(options, "package", str))
+        self.replacement = [Requirement(_checked(r)) for r in self.take(options, "replacement", list)]
+        self.keep_specifier = self.take(options, "keep_specifier", bool, False)
+        super().configure(options)
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.package.split("-")[0],)
+
+    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
+        def rewrite(line: str) -> list[str] | None:
+            parsed = RequirementLine.parse(line)
+            if parsed is None or canonicalize_name(parsed.requirement.name) != self.package:
+                return None
+            old = parsed.requirement
+            ending = parsed.newline or "\n"
+            lines = []
+            for template in self.replacement:
+                new = Requirement(str(template))
+                if self.keep_specifier:
+                    new.specifier = old.specifier
+                new.marker = _and(old.marker, new.marker)
+                lines.append(str(new) + ending)
+            lines[0] = lines[0].removesuffix(ending) + parsed.comment + ending
+            if not parsed.newline:  # the file's last line had no line ending: keep it that way
+                lines[-1] = lines[-1].removesuffix(ending)
+            return lines
+
+        return _rewrite_lines(self, text, ctx, rewrite)
+
+
+class RequirementMarker(RequirementsRuleKind):
+    """Options: packages = ["xformers", "triton"]; marker = 'platform_system != "Darwin"'."""
+
+    name = "requirement-marker"
+
+    def configure(self, options: dict[str, Any]) -> None:
+        self.packages = {canonicalize_name(p) for p in self.take(options, "packages", list)}
+        marker = self.take(options, "marker", str)
+        try:
+            self.marker = Marker(marker)
+        except InvalidMarker as error:
+            raise RuleError(f"option 'marker': {error}") from None
+        super().configure(options)
+
+    def needles(self) -> tuple[str, ...]:
+        return tuple(sorted(self.packages))
+
+    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
+        def rewrite(line: str) -> list[str] | None:
+            parsed = RequirementLine.parse(line)
+            if parsed is None or canonicalize_name(parsed.requirement.name) not in self.packages:
+                return None
+            requirement = parsed.requirement
+            if requirement.marker is not None and str(self.marker) in str(requirement.marker):
+                return None  # already gated
+            requirement.marker = _and(requirement.marker, self.marker)
+            return [str(requirement) + parsed.comment + parsed.newline]
+
+        return _rewrite_lines(self, text, ctx, rewrite)
+
+
+class RequirementDropOption(RequirementsRuleKind):
+    """Options: pattern = 'download\\.pytorch\\.org/whl/cu' (a regex over option lines such as
+    `--extra-index-url URL`, `--index-url URL`, `-f URL`)."""
+
+    name = "requirement-drop-option"
+
+    def configure(self, options: dict[str, Any]) -> None:
+        pattern = self.take(options, "pattern", str)
+        try:
+            self.pattern = re.compile(pattern)
+        except re.error as error:
+            raise RuleError(f"option 'pattern' is not a regular expression: {error}") from None
+        super().configure(options)
+
+    def needles(self) -> tuple[str, ...]:
+        return ("-",)
+
+    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
+        def rewrite(line: str) -> list[str] | None:
+            stripped = line.strip()
+            if stripped.startswith("-") and self.pattern.search(stripped):
+                return []
+            return None
+
+        return _rewrite_lines(self, text, ctx, rewrite)
+
+
+def _checked(requirement: Any) -> str:
+    if not isinstance(requirement, str):
+        raise RuleError("option 'replacement' must be a list of requirement strings")
+    try:
+        Requirement(requirement)
+    except InvalidRequirement as error:
+        raise RuleError(f"option 'replacement': {error}") from None
+    return requirement
+
+
+def _and(first: Marker | None, second: Marker | None) -> Marker | None:
+    if first is None or second is None:
+        return first or second
+    return Marker(f"({first}) and ({second})")

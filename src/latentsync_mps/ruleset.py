@@ -1,0 +1,250 @@
+"""Loading and validating the rule packs under `patches/`.
+
+    patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint
+    patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes
+    patches/<profile>/<topic>.toml      [[rule]] entries
+
+Every problem is reported as a RuleFileError naming the file and, where there is one, the rule.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .rules import RuleKind  # registers every kind
+from .rules.base import Example, Expectation, Rule, RuleError
+
+
+class RuleFileError(Exception):
+    """A rule pack is malformed. `str()` is a message for a person."""
+
+    def __init__(self, path: Path, message: str, rule_id: str | None = None) -> None:
+        where = f"{path}" + (f", rule '{rule_id}'" if rule_id else "")
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    contains: tuple[tuple[str, str], ...] = ()  # (file, text)
+    lacks: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    profile: str
+    version: Version
+    repository: str
+    commit: str
+    fingerprint: Fingerprint
+
+
+@dataclass
+class Profile:
+    name: str
+    title: str
+    detect: tuple[str, ...]
+    priority: int
+    runtime_module: str
+    runtime_path: str
+    inference_path: tuple[str, ...]
+    rules: list[Rule] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+
+    def kinds(self) -> list[RuleKind]:
+        """Every rule of this profile as its configured kind, in execution order."""
+        built = [RuleKind.registry[rule.kind](rule) for rule in self.rules]
+        return sorted(built, key=lambda k: k.order)
+
+
+@dataclass
+class RulePack:
+    root: Path
+    profiles: dict[str, Profile]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        for profile in self.profiles.values():
+            for rule in profile.rules:
+                if rule.id == rule_id:
+                    return rule
+        return None
+
+
+def load(root: Path) -> RulePack:
+    profiles: dict[str, Profile] = {}
+    for profile_file in sorted(root.glob("*/profile.toml")):
+        profile = _load_profile(profile_file)
+        for rule_file in sorted(profile_file.parent.glob("*.toml")):
+            if rule_file.name != "profile.toml":
+                profile.rules.extend(_load_rules(rule_file, profile.name))
+        profiles[profile.name] = profile
+    if not profiles:
+        raise RuleFileError(root, "no rule packs found (expected <profile>/profile.toml)")
+    _check_unique_ids(profiles)
+    upstreams = root / "upstreams.toml"
+    if upstreams.exists():
+        for release in _load_releases(upstreams, profiles):
+            profiles[release.profile].releases.append(release)
+    for profile in profiles.values():
+        profile.releases.sort(key=lambda r: r.version)
+    return RulePack(root, profiles)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise RuleFileError(path, f"not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RuleFileError(path, f"cannot be read: {error}") from None
+
+
+class _Fields:
+    """Typed access to one TOML table that turns every mistake into a RuleFileError."""
+
+    def __init__(self, table: dict[str, Any], path: Path, rule_id: str | None = None) -> None:
+        self.table, self.path, self.rule_id = dict(table), path, rule_id
+
+    def fail(self, message: str) -> RuleFileError:
+        return RuleFileError(self.path, message, self.rule_id)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(f"missing field '{key}'")
+            return default
+        value = self.table.pop(key)
+        if not isinstance(value, kind):
+            raise self.fail(f"field '{key}' has the wrong type ({type(value).__name__})")
+        return value
+
+    def strings(self, key: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.get(key, list, default)
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(f"field '{key}' must be a list of strings")
+        return tuple(value)
+
+    def specifier(self, key: str, default: str) -> SpecifierSet:
+        text = self.get(key, str, default)
+        try:
+            return SpecifierSet(text)
+        except InvalidSpecifier:
+            raise self.fail(f"field '{key}' is not a version range such as '>=1.5': {text!r}") from None
+
+    def done(self) -> None:
+        if self.table:
+            raise self.fail(f"unknown field(s): {', '.join(sorted(self.table))}")
+
+
+def _load_profile(path: Path) -> Profile:
+    fields = _Fields(_read(path), path)
+    profile = Profile(
+        name=fields.get("name", str),
+        title=fields.get("title", str),
+        detect=fields.strings("detect"),
+        priority=fields.get("priority", int, 0),
+        runtime_module=fields.get("runtime_module", str),
+        runtime_path=fields.get("runtime_path", str),
+        inference_path=fields.strings("inference_path"),
+    )
+    fields.done()
+    if profile.name != path.parent.name:
+        raise RuleFileError(path, f"name '{profile.name}' differs from its folder '{path.parent.name}'")
+    return profile
+
+
+def _load_rules(path: Path, profile: str) -> list[Rule]:
+    data = _read(path)
+    entries = data.pop("rule", [])
+    if data:
+        raise RuleFileError(path, f"unknown top-level table(s): {', '.join(sorted(data))}; rules go in [[rule]]")
+    return [_load_rule(entry, path, profile) for entry in entries]
+
+
+def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
+    fields = _Fields(entry, path)
+    rule_id = fields.get("id", str)
+    fields.rule_id = rule_id
+    kind = fields.get("kind", str)
+    if kind not in RuleKind.registry:
+        raise fields.fail(f"unknown kind '{kind}' (known: {', '.join(sorted(RuleKind.registry))})")
+    releases = fields.specifier("releases", "")
+    expect = []
+    for item in fields.get("expect", list, []):
+        sub = _Fields(item, path, rule_id)
+        expect.append(Expectation(sub.get("file", str), sub.specifier("releases", str(releases)), sub.get("min", int, 1)))
+        sub.done()
+    examples = []
+    for item in fields.get("example", list, []):
+        sub = _Fields(item, path, rule_id)
+        examples.append(Example(sub.get("before", str), sub.get("after", str, None), sub.get("path", str, "")))
+        sub.done()
+    rule = Rule(
+        id=rule_id,
+        kind=kind,
+        summary=fields.get("summary", str),
+        files=fields.strings("files"),
+        exclude=fields.strings("exclude", []),
+        releases=releases,
+        expect=tuple(expect),
+        examples=tuple(examples),
+        options=fields.get("options", dict, {}),
+        source=str(path),
+        profile=profile,
+        default=fields.get("default", bool, True),
+    )
+    fields.done()
+    if not rule.examples:
+        raise fields.fail("has no [[rule.example]]: every rule carries before/after examples")
+    try:
+        RuleKind.registry[kind](rule)  # validates the options
+    except RuleError as error:
+        raise fields.fail(str(error)) from None
+    return rule
+
+
+def _check_unique_ids(profiles: dict[str, Profile]) -> None:
+    seen: dict[str, str] = {}
+    for profile in profiles.values():
+        for rule in profile.rules:
+            key = f"{profile.name}:{rule.id}"
+            if key in seen:
+                raise RuleFileError(Path(rule.source), f"duplicate rule id (also in {seen[key]})", rule.id)
+            seen[key] = rule.source
+
+
+def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
+    releases = []
+    data = _read(path)
+    for entry in data.pop("release", []):
+        fields = _Fields(entry, path)
+        name = fields.get("name", str)
+        fields.rule_id = None
+        profile = fields.get("profile", str)
+        if profile not in profiles:
+            raise fields.fail(f"release '{name}' names unknown profile '{profile}'")
+        try:
+            version = Version(fields.get("version", str))
+        except InvalidVersion as error:
+            raise fields.fail(f"release '{name}': {error}") from None
+        fp = _Fields(fields.get("fingerprint", dict, {}), path)
+        fingerprint = Fingerprint(
+            present=fp.strings("present", []),
+            absent=fp.strings("absent", []),
+            contains=tuple(tuple(pair) for pair in fp.get("contains", list, [])),
+            lacks=tuple(tuple(pair) for pair in fp.get("lacks", list, [])),
+        )
+        fp.done()
+        releases.append(Release(name, profile, version, fields.get("repository", str), fields.get("commit", str), fingerprint))
+        fields.done()
+    if data:
+        raise RuleFileError(path, f"unknown top-level table(s): {', '.join(sorted(data))}")
+    return releases

@@ -1,0 +1,43 @@
+"""Every example of every rule, run the way Fixit runs each rule's VALID/INVALID cases.
+
+An example with `after` must turn `before` into exactly `after`, report one change per rewrite,
+and leave `after` unchanged (idempotence). An example without `after` must stay unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from latentsync_mps.engine import run_rule
+from latentsync_mps.resources import patches_dir
+from latentsync_mps.rules import RuleKind
+from latentsync_mps.ruleset import load
+
+PACK = load(patches_dir())
+CASES = [
+    pytest.param(profile, rule, index, example, id=f"{profile.name}:{rule.id}:{index}")
+    for profile in PACK.profiles.values()
+    for rule in profile.rules
+    for index, example in enumerate(rule.examples)
+]
+
+
+def test_every_rule_has_a_rewriting_example():
+    for profile in PACK.profiles.values():
+        for rule in profile.rules:
+            assert any(e.after is not None for e in rule.examples), f"{rule.id} shows no rewrite"
+
+
+@pytest.mark.parametrize(("profile", "rule", "index", "example"), CASES)
+def test_rule_example(profile, rule, index, example):
+    kind = RuleKind.registry[rule.kind](rule)
+    result, changes = run_rule(kind, example.before, example.path, profile.runtime_module)
+    if example.after is None:
+        assert result == example.before, "a 'before'-only example must stay unchanged"
+        assert changes == []
+        return
+    assert result == example.after
+    assert changes, "a rewrite must be reported"
+    assert all(c.rule_id == rule.id and c.line >= 1 for c in changes)
+    again, more = run_rule(kind, result, example.path, profile.runtime_module)
+    assert again == result and more == [], "applying a rule twice must change nothing the second time"
