@@ -97,6 +97,29 @@ def synchronize() -> None:
         torch.mps.synchronize()
 
 
+def device_count() -> int:
+    """Accelerators of the backend in use: CUDA's count, 1 on mps, 0 on cpu."""
+    torch, kind = _torch(), device_type()
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    return 1 if kind == "mps" and _mps_available() else 0
+
+
+def set_device(index) -> None:
+    """The neutral `torch.cuda.set_device`: MPS and CPU have a single device, so nothing to do."""
+    torch = _torch()
+    if device_type() == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(index)
+
+
+def current_device() -> int:
+    """The neutral `torch.cuda.current_device()` (ComfyUI wrapper issue 110: torch.mps has none)."""
+    torch = _torch()
+    if device_type() == "cuda" and torch.cuda.is_available():
+        return torch.cuda.current_device()
+    return 0
+
+
 def manual_seed(seed: int) -> None:
     """Seed the generator of the backend in use (torch.manual_seed also seeds cpu)."""
     torch, kind = _torch(), device_type()

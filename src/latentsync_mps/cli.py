@@ -1,0 +1,273 @@
+"""The `lsync-port` command. Thin: it parses options, calls the engine and renders the result.
+
+Heavy modules (libcst, the engine) are imported inside the commands so that `--help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+
+class Exit(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug in lsync-port: please report it
+    USAGE = 2  # bad path, option, profile or rule id
+    NOT_UPSTREAM = 3  # not a LatentSync / ComfyUI-LatentSyncWrapper tree
+    NOT_PATCHED = 4  # revert/status on a tree lsync-port has not patched
+    PARTIAL = 5  # applied, but some files could not be processed (listed)
+    STRICT = 6  # --strict: drift or residue found
+    REFUSED = 7  # revert kept files edited by hand since apply (use --force)
+    MANIFEST = 8  # .lsync-port/manifest.json is corrupt or was edited
+    RULES = 9  # a rule file under patches/ is invalid
+
+
+EXIT_CODES_HELP = """
+Exit codes: 0 ok · 2 bad path, option, profile or rule id · 3 not a recognised upstream tree ·
+4 tree not patched (revert) · 5 applied, but some files could not be processed ·
+6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
+8 corrupt manifest · 9 invalid rule file · 1 internal error (a bug: please report it).
+"""
+
+app = typer.Typer(
+    name="lsync-port",
+    help=(
+        "Port a LatentSync checkout (or ComfyUI-LatentSyncWrapper) to Apple Silicon and back.\n\n"
+        "Typical use:  lsync-port apply ./LatentSync --dry-run --diff  (look),  "
+        "lsync-port apply ./LatentSync  (port),  lsync-port status ./LatentSync,  "
+        "lsync-port revert ./LatentSync  (undo, byte for byte).\n\n"
+        "The ported tree picks its device when it runs: mps, else cuda, else cpu; set "
+        "LATENTSYNC_DEVICE=cpu|mps|cuda and LATENTSYNC_DTYPE=float32|float16|bfloat16 to override."
+    ),
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+errors = Console(stderr=True)
+
+TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
+ProfileOpt = Annotated[
+    Optional[str], typer.Option("--profile", help="Force the profile (latentsync, comfyui-latentsyncwrapper) instead of detecting it.")
+]
+
+
+def fail(message: str, code: Exit) -> typer.Exit:
+    errors.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(int(code))
+
+
+def _pack():
+    from .resources import patches_dir
+    from .ruleset import RuleFileError, load
+
+    try:
+        return load(patches_dir())
+    except RuleFileError as error:
+        raise fail(str(error), Exit.RULES) from None
+
+
+def _engine_call(function, *args, **kwargs):
+    """Run an engine function, turning its expected errors into messages and exit codes."""
+    from .engine import TreeError
+
+    try:
+        return function(*args, **kwargs)
+    except TreeError as error:
+        raise fail(str(error), Exit(error.exit_code)) from None
+    except PermissionError as error:
+        raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None
+
+
+@app.command()
+def apply(
+    tree: TreeArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Also print a unified diff of every change.")] = False,
+    json_out: JsonOpt = False,
+    rules: Annotated[
+        Optional[str], typer.Option("--rules", help="Only these rule ids, comma-separated (see list-rules).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 6 when a rule drifted or CUDA residue remains.")] = False,
+    profile: ProfileOpt = None,
+) -> None:
+    """Rewrite TREE so that it runs on Apple Silicon (and still on CUDA and CPU).
+
+    Originals are backed up under TREE/.lsync-port/ with a manifest; applying again changes
+    nothing; a tree patched by another lsync-port version is upgraded from its originals.
+    """
+    from . import engine, report
+
+    rule_ids = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
+    plan = _engine_call(engine.make_plan, tree, _pack(), profile, rule_ids)
+    if not dry_run:
+        _engine_call(engine.commit, plan)
+    if json_out:
+        print(json.dumps(report.plan_to_json(plan, written=not dry_run and bool(plan.writes)), indent=2))
+    else:
+        report.render_plan(console, plan, written=not dry_run, show_diff=diff)
+    if plan.problems:
+        raise typer.Exit(int(Exit.PARTIAL))
+    if strict and (plan.drift or plan.residue):
+        raise typer.Exit(int(Exit.STRICT))
+
+
+@app.command()
+def scan(tree: TreeArg, json_out: JsonOpt = False, strict: Annotated[bool, typer.Option("--strict", help="Exit 6 when CUDA residue is found on the inference path.")] = False, profile: ProfileOpt = None) -> None:
+    """List what in TREE is still CUDA-only, with file:line, why and the fix. Changes nothing."""
+    from . import engine, report
+
+    result = _engine_call(engine.scan, tree, _pack(), profile)
+    residue = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
+    if json_out:
+        print(json.dumps(report.scan_to_json(result), indent=2))
+    else:
+        scope = f"profile {result.profile.name}" if result.profile else "no known profile: every file counts"
+        console.print(f"[bold]scan[/] {result.tree} · {scope}")
+        report.render_findings(console, residue, "CUDA-only on the inference path")
+        others = [f for f in result.findings if f not in residue]
+        report.render_findings(console, others, "Elsewhere, and warnings")
+        report.render_problems(console, result.problems)
+    if strict and residue:
+        raise typer.Exit(int(Exit.STRICT))
+
+
+@app.command()
+def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
+    """Tell whether TREE is patched, by which version, and which files differ from the manifest."""
+    from . import engine, report
+
+    result = _engine_call(engine.status, tree)
+    if json_out:
+        print(json.dumps(report.status_to_json(result), indent=2))
+        return
+    manifest = result.manifest
+    if manifest is None:
+        console.print(f"{result.tree}: not patched by lsync-port.")
+        return
+    console.print(f"{result.tree}: [bold]{result.summary}[/] by lsync-port {manifest.tool_version} "
+                  f"(profile {manifest.profile}, release {manifest.release or 'unrecognised'}, {len(manifest.rules)} rules).")
+    from . import __version__
+
+    if manifest.tool_version != __version__:
+        console.print(f"This is lsync-port {__version__}: `lsync-port apply {result.tree}` upgrades the port.")
+    for f in result.files:
+        if f.state != "patched":
+            console.print(f"  {f.path}: {f.state}")
+
+
+@app.command()
+def revert(
+    tree: TreeArg,
+    force: Annotated[bool, typer.Option("--force", help="Also restore files edited by hand since apply (their edits are lost).")] = False,
+) -> None:
+    """Restore every file apply changed, byte for byte, and remove what it added."""
+    from . import engine
+
+    result = _engine_call(engine.revert, tree, force)
+    for path in result.restored:
+        console.print(f"restored {path}")
+    for path in result.removed:
+        console.print(f"removed  {path}")
+    for problem in result.refused:
+        errors.print(f"[yellow]kept[/] {problem.path}: {problem.reason}")
+    if result.refused:
+        raise fail(f"{len(result.refused)} file(s) not restored; the manifest is kept so revert can be run again.", Exit.REFUSED)
+    console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
+
+
+@app.command("list-rules")
+def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
+    """List the rules of each profile: id, kind, releases and what they are for."""
+    from rich.table import Table
+
+    pack = _pack()
+    if profile is not None and profile not in pack.profiles:
+        raise fail(f"unknown profile '{profile}' (known: {', '.join(sorted(pack.profiles))})", Exit.USAGE)
+    chosen = [p for p in pack.profiles.values() if profile in (None, p.name)]
+    if json_out:
+        print(json.dumps({p.name: [{"id": r.id, "kind": r.kind, "releases": str(r.releases) or "all", "default": r.default,
+                                   "summary": r.summary} for r in p.rules] for p in chosen}, indent=2))
+        return
+    for p in chosen:
+        table = Table(title=f"{p.name} ({p.title})", title_justify="left", show_edge=False)
+        for column in ("rule", "kind", "releases", "summary"):
+            table.add_column(column, overflow="fold")
+        for r in p.rules:
+            table.add_row(r.id + ("" if r.default else " (off by default)"), r.kind, str(r.releases) or "all", r.summary)
+        console.print(table)
+
+
+@app.command()
+def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rules.")]) -> None:
+    """Show one rule in full: why it exists, where it applies, and its before/after examples."""
+    pack = _pack()
+    rule = pack.rule(rule_id)
+    if rule is None:
+        raise fail(f"no rule '{rule_id}'; `lsync-port list-rules` lists them", Exit.USAGE)
+    console.print(f"[bold]{rule.id}[/] ({rule.kind}, profile {rule.profile}, releases {str(rule.releases) or 'all'})")
+    console.print(rule.summary, highlight=False)
+    console.print(f"files: {', '.join(rule.files)}" + (f"; except {', '.join(rule.exclude)}" if rule.exclude else ""))
+    for expect in rule.expect:
+        console.print(f"expected: at least {expect.min} match(es) in {expect.file} for releases {str(expect.releases) or 'all'}")
+    console.print(f"defined in {rule.source}")
+    for example in rule.examples:
+        console.print("\n[bold]before[/]" + (f" ({example.path})" if example.path else ""))
+        console.print(example.before, markup=False, highlight=False, end="")
+        if example.after is None:
+            console.print("[dim](stays unchanged)[/]")
+        else:
+            console.print("[bold]after[/]")
+            console.print(example.after, markup=False, highlight=False, end="")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Optional[Path], typer.Argument(help="Where to copy the example (default: a new temporary folder).", show_default=False)] = None,
+) -> None:
+    """Copy the built-in example tree to DIRECTORY, port it, and show the report and diff."""
+    from . import engine, report
+    from .resources import example_tree
+
+    target = Path(tempfile.mkdtemp(prefix="lsync-port-demo-")) / "latentsync" if directory is None else directory
+    if target.exists() and any(target.iterdir()):
+        raise fail(f"{target} exists and is not empty; give a new folder", Exit.USAGE)
+    shutil.copytree(example_tree(), target, dirs_exist_ok=True)
+    console.print(f"Copied the example LatentSync-shaped tree to {target}\n")
+    plan = _engine_call(engine.make_plan, target, _pack())
+    _engine_call(engine.commit, plan)
+    report.render_plan(console, plan, written=True, show_diff=True)
+    console.print(f"\nNext: `lsync-port status {target}`, then `lsync-port revert {target}`.")
+
+
+def main() -> None:
+    """Console entry point: user errors exit with a message, never a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted: files already written are complete; `lsync-port status` tells where the tree stands")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("LSYNC_PORT_DEBUG"):
+            raise
+        errors.print(f"[red]internal error:[/] {type(error).__name__}: {error}\n"
+                     "This is a bug in lsync-port. Run again with LSYNC_PORT_DEBUG=1 for the traceback and report it.")
+        sys.exit(int(Exit.INTERNAL))
+
+
+if __name__ == "__main__":
+    main()

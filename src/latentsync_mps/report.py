@@ -1,0 +1,138 @@
+"""Turning plans, scans and status into what a person reads (rich) or a machine reads (JSON)."""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .engine import FileProblem, Plan, ScanResult, TreeStatus
+from .findings import Finding
+
+
+def plan_to_json(plan: Plan, written: bool) -> dict[str, Any]:
+    return {
+        "tool_version": __version__,
+        "tree": str(plan.tree),
+        "profile": plan.profile.name,
+        "release": plan.release.name if plan.release else None,
+        "written": written,
+        "files": [
+            {"path": f.path, "created": f.pristine is None, "changes": len(f.changes), "write_needed": f.needs_write}
+            for f in plan.files
+        ],
+        "restored": [f.path for f in plan.restores],
+        "changes": [c.__dict__ for c in plan.changes],
+        "matches": {rule.id: plan.matches.get(rule.id, 0) for rule in plan.rules},
+        "drift": [d.__dict__ for d in plan.drift],
+        "residue": [f.to_json() for f in plan.residue],
+        "findings": [f.to_json() for f in plan.findings],
+        "problems": [p.__dict__ for p in plan.problems],
+        "warnings": plan.warnings,
+    }
+
+
+def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) -> None:
+    release = f"release {plan.release.name} ({plan.release.commit})" if plan.release else "release not recognised (all rules of the profile used)"
+    console.print(f"[bold]lsync-port {__version__}[/] · {plan.tree} · profile [bold]{plan.profile.name}[/] ({plan.profile.title}) · {release}")
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+    if plan.files or plan.restores:
+        table = Table(title="Files", title_justify="left", show_edge=False)
+        table.add_column("file")
+        table.add_column("changes", justify="right")
+        table.add_column("rules")
+        for f in plan.files:
+            rules = ", ".join(sorted({c.rule_id for c in f.changes})) or "runtime helper"
+            state = "" if f.needs_write else " (already)"
+            table.add_row(f.path, ("new" if f.pristine is None else str(len(f.changes))) + state, rules)
+        for f in plan.restores:
+            table.add_row(f.path, "restored", "no rule changes it any more")
+        console.print(table)
+
+    rules = Table(title="Matches per rule", title_justify="left", show_edge=False)
+    rules.add_column("rule")
+    rules.add_column("kind")
+    rules.add_column("matches", justify="right")
+    drifted = {d.rule_id for d in plan.drift}
+    for rule in plan.rules:
+        mark = "[red]drift[/]" if rule.id in drifted else ""
+        rules.add_row(rule.id, rule.kind, str(plan.matches.get(rule.id, 0)), mark)
+    console.print(rules)
+
+    if plan.drift:
+        console.print(f"[red]Drift:[/] {len(plan.drift)} expected match(es) not found (upstream moved under these rules):")
+        for d in plan.drift:
+            console.print(f"  {d.rule_id}: expected at least {d.expected} in {d.file}, found {d.found}")
+    render_findings(console, plan.residue, "Residue on the inference path (CUDA constructs not converted)")
+    outside = [f for f in plan.findings if f not in plan.residue and f.severity == "error"]
+    if outside:
+        console.print(f"{len(outside)} CUDA construct(s) outside the inference path (training, evaluation) left as they are; "
+                      "`lsync-port scan` lists them.")
+    render_problems(console, plan.problems)
+    if show_diff:
+        render_diff(console, plan)
+
+    changed = [f for f in plan.files if f.pristine is not None]
+    summary = (f"{len(changed)} file(s) ported, {len(plan.changes)} rewrite(s), {len(plan.drift)} drift, "
+               f"{len(plan.residue)} residue, {len(plan.problems)} problem(s).")
+    if not plan.writes:
+        console.print(f"[green]Nothing to write:[/] the tree already is as this version ports it. {summary}")
+    elif written:
+        console.print(f"[green]Written.[/] {summary} Undo with: lsync-port revert {plan.tree}")
+    else:
+        console.print(f"[cyan]Dry run: nothing written.[/] {summary}")
+
+
+def render_findings(console: Console, findings: list[Finding], title: str) -> None:
+    if not findings:
+        console.print(f"{title}: none.")
+        return
+    counts = Counter(f.kind for f in findings)
+    console.print(f"{title}: {len(findings)} ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})")
+    for f in findings:
+        colour = "red" if f.severity == "error" else "yellow"
+        console.print(f"  [{colour}]{f.path}:{f.line}[/] {f.kind}: {f.code}", highlight=False)
+        console.print(f"      {f.why}; fix: {f.fix}", highlight=False, style="dim")
+
+
+def render_problems(console: Console, problems: list[FileProblem]) -> None:
+    for p in problems:
+        console.print(f"[red]not processed:[/] {p.path}: {p.reason}")
+
+
+def render_diff(console: Console, plan: Plan) -> None:
+    for f in plan.files + plan.restores:
+        if not f.needs_write:
+            continue
+        before = (f.current or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
+        after = f.new.decode("utf-8", errors="replace").splitlines(keepends=True)
+        diff = difflib.unified_diff(before, after, f"a/{f.path}", f"b/{f.path}")
+        console.print("".join(diff), markup=False, highlight=False, end="")
+
+
+def scan_to_json(result: ScanResult) -> dict[str, Any]:
+    return {
+        "tree": str(result.tree),
+        "profile": result.profile.name if result.profile else None,
+        "findings": [dict(f.to_json(), inference_path=result.in_scope(f)) for f in result.findings],
+        "counts": dict(Counter(f.kind for f in result.findings if f.severity == "error" and result.in_scope(f))),
+        "problems": [p.__dict__ for p in result.problems],
+    }
+
+
+def status_to_json(status: TreeStatus) -> dict[str, Any]:
+    manifest = status.manifest
+    return {
+        "tree": str(status.tree),
+        "summary": status.summary,
+        "tool_version": manifest.tool_version if manifest else None,
+        "profile": manifest.profile if manifest else None,
+        "release": manifest.release if manifest else None,
+        "files": [f.__dict__ for f in status.files],
+    }
