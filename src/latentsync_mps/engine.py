@@ -16,6 +16,7 @@ import libcst as cst
 
 from . import __version__
 from .findings import PY_NEEDLES, REQ_NEEDLES, Finding, find_in_python, find_in_requirements
+from .rewrite import run_pass
 from .manifest import STATE_DIR, Entry, Manifest, ManifestError, State, atomic_remove, atomic_write, sha256
 from .resources import runtime_helper_source
 from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
@@ -190,26 +191,29 @@ def select_kinds(profile: Profile, release: Release | None, rule_ids: list[str] 
 # Transformation
 
 
-def transform_file(relpath: str, data: bytes, kinds: list[RuleKind], ctx: FileContext) -> tuple[bytes, list[Change]]:
-    """Run every rule that can match `data` over it, parsing once. Raises on unparseable input."""
+def transform_file(
+    relpath: str, data: bytes, kinds: list[RuleKind], ctx: FileContext
+) -> tuple[bytes, list[Change], list[Finding]]:
+    """Run every rule that can match `data` over it in one pass; return the new bytes, the
+    changes, and what is still CUDA-only afterwards. Raises on unparseable input."""
     active = [k for k in kinds if k.rule.covers_path(relpath) and any(n.encode() in data for n in k.needles())]
-    if not active:
-        return data, []
+    language = _language(relpath)
+    if language == "python":
+        if not active and not any(n in data for n in PY_NEEDLES):
+            return data, [], []
+        result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx)
+        return result.code, result.changes, result.residue
     changes: list[Change] = []
-    if active[0].language == "requirements":
+    new = data
+    if active:
         text = data.decode("utf-8-sig")
         for kind in active:
             assert isinstance(kind, RequirementsRuleKind)
             text, found = kind.transform_text(text, ctx)
             changes += found
         bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
-        return (bom + text.encode("utf-8") if changes else data), changes
-    module = cst.parse_module(data)
-    for kind in active:
-        assert isinstance(kind, PythonRuleKind)
-        module, found = kind.transform(module, ctx)
-        changes += found
-    return (module.bytes if changes else data), changes
+        new = bom + text.encode("utf-8") if changes else data
+    return new, changes, find(relpath, new)
 
 
 def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
@@ -218,8 +222,8 @@ def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple
     if isinstance(kind, RequirementsRuleKind):
         return kind.transform_text(text, ctx)
     assert isinstance(kind, PythonRuleKind)
-    module, changes = kind.transform(cst.parse_module(text), ctx)
-    return module.code, changes
+    result = run_pass(text, [kind], ctx, find=False)
+    return result.code.decode("utf-8"), result.changes
 
 
 def _language(relpath: str) -> str | None:
@@ -270,7 +274,7 @@ def make_plan(
             continue
         assert pristine is not None
         try:
-            new, changes = transform_file(rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel))
+            new, changes, residue = transform_file(rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel))
         except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
             plan.problems.append(FileProblem(rel, f"cannot be parsed, left untouched: {_short(error)}"))
             continue
@@ -284,10 +288,7 @@ def make_plan(
             plan.matches.update(c.rule_id for c in changes)
         elif previous and rel in previous.files and pristine != current:
             plan.restores.append(FilePlan(rel, pristine, pristine, current, []))
-        try:
-            plan.findings += find(rel, new)
-        except (cst.ParserSyntaxError, UnicodeDecodeError):
-            pass  # already reported above if it mattered
+        plan.findings += residue
 
     if plan.files:
         helper = runtime_helper_source().encode("utf-8")

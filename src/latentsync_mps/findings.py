@@ -8,7 +8,7 @@ is left on the inference path *residue*. Severity:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
@@ -28,9 +28,12 @@ class Finding:
     code: str
     why: str
     fix: str
+    # Where in the source (start line, column, end line, column): lets apply tell which findings
+    # a rewrite covered. Not part of the report.
+    span: tuple[int, int, int, int] = field(default=(0, 0, 0, 0), compare=False, repr=False)
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in ("path", "line", "kind", "severity", "code", "why", "fix")}
 
 
 # torch.cuda calls that do nothing (rather than fail) without CUDA still keep a Mac off the GPU.
@@ -60,7 +63,7 @@ PY_NEEDLES = (b"cuda", b"CUDA", b"float64", b"double")
 REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu")
 
 
-class _PythonFinder(m.MatcherDecoratableVisitor):
+class PythonFinder(cst.CSTVisitor):
     METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
 
     def __init__(self, path: str) -> None:
@@ -70,9 +73,10 @@ class _PythonFinder(m.MatcherDecoratableVisitor):
         self._empty = cst.Module(body=[])
 
     def _add(self, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str) -> None:
-        line = self.get_metadata(PositionProvider, node).start.line
+        position = self.get_metadata(PositionProvider, node)
+        span = (position.start.line, position.start.column, position.end.line, position.end.column)
         code = " ".join(self._empty.code_for_node(node).split())
-        self.found.append(Finding(self.path, line, kind, severity, code[:120], why, fix))
+        self.found.append(Finding(self.path, position.start.line, kind, severity, code[:120], why, fix, span))
 
     def _qualified(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
@@ -133,7 +137,7 @@ class _PythonFinder(m.MatcherDecoratableVisitor):
 def find_in_python(path: str, data: bytes) -> list[Finding]:
     if not any(needle in data for needle in PY_NEEDLES):
         return []
-    finder = _PythonFinder(path)
+    finder = PythonFinder(path)
     MetadataWrapper(cst.parse_module(data), unsafe_skip_copy=True).visit(finder)
     return sorted(finder.found, key=lambda f: f.line)
 

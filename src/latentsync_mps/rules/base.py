@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import libcst as cst
-from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
+from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import PositionProvider
+from libcst.metadata import CodeRange, PositionProvider
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -169,40 +169,60 @@ class RuleKind(ABC):
         return value
 
 
+Span = tuple[int, int, int, int]  # start line, start column, end line, end column
+
+
+def span_of(position: CodeRange) -> Span:
+    return (position.start.line, position.start.column, position.end.line, position.end.column)
+
+
+def span_within(inner: Span, outer: Span) -> bool:
+    return inner[:2] >= outer[:2] and inner[2:] <= outer[2:]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A Change plus where it sits in the original source, for the single-pass bookkeeping:
+    `span` is the node rewritten; `discards` is the part of the original whose rewritten form
+    was thrown away (a whole expression replaced), so changes inside it did not happen."""
+
+    change: Change
+    span: Span
+    discards: Span | None
+
+
 class PythonRuleKind(RuleKind):
-    """A rule kind that rewrites Python source through a libcst codemod command."""
+    """A rule kind that rewrites Python source; its `command` runs inside the file's single pass."""
 
     command: ClassVar[type[RuleCommand]]
 
-    def transform(self, module: cst.Module, ctx: FileContext) -> tuple[cst.Module, list[Change]]:
-        command = self.command(CodemodContext(filename=ctx.path), self, ctx)
-        new_module = command.transform_module(module)
-        return new_module, command.changes
 
-
-class RuleCommand(VisitorBasedCodemodCommand):
-    """Base of every Python rule's codemod: records each rewrite with its line for the report."""
+class RuleCommand(cst.CSTTransformer):
+    """Base of every Python rule's transformer. It runs inside one pass with the file's other
+    rules (see rewrite.py), shares their metadata, and records each rewrite for the report."""
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, context: CodemodContext, kind: PythonRuleKind, file: FileContext) -> None:
-        super().__init__(context)
+    def __init__(self, context: CodemodContext, kind: PythonRuleKind, file: FileContext, log: list[Rewrite]) -> None:
+        super().__init__()
+        self.context = context  # shared with AddImportsVisitor, which adds the imports at the end
         self.kind = kind
         self.file = file
-        self.changes: list[Change] = []
+        self.log = log
 
-    def record(self, original: cst.CSTNode, updated: cst.CSTNode) -> None:
-        line = self.get_metadata(PositionProvider, original).start.line
+    def record(self, original: cst.CSTNode, updated: cst.CSTNode, discards: cst.CSTNode | None = None) -> None:
+        """Note one rewrite of `original` (a node of the parsed source) into `updated`."""
+        position = self.get_metadata(PositionProvider, original)
         code = cst.Module(body=[])
-        self.changes.append(
-            Change(
-                rule_id=self.kind.rule.id,
-                path=self.file.path,
-                line=line,
-                before=_one_line(code.code_for_node(original)),
-                after=_one_line(code.code_for_node(updated)),
-            )
+        change = Change(
+            rule_id=self.kind.rule.id,
+            path=self.file.path,
+            line=position.start.line,
+            before=_one_line(code.code_for_node(original)),
+            after=_one_line(code.code_for_node(updated)),
         )
+        dropped = None if discards is None else span_of(self.get_metadata(PositionProvider, discards))
+        self.log.append(Rewrite(change, span_of(position), dropped))
 
     def require_helper(self) -> None:
         """Make sure the rewritten module imports the runtime helper as `_lsync_port`."""

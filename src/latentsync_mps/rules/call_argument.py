@@ -43,7 +43,8 @@ class CallArgumentCommand(RuleCommand):
             args = list(updated_node.args)
             args[index] = arg.with_changes(value=self._value())
             new = updated_node.with_changes(args=args)
-            self.record(original_node, new)
+            old_value = original_node.args[index].value
+            self.record(old_value, args[index].value, discards=old_value)
             return new
         if kind.add:
             new_arg = cst.Arg(keyword=cst.Name(kind.keyword), value=self._value(), equal=cst.AssignEqual(

@@ -35,7 +35,7 @@ class ReplaceExpressionCommand(RuleCommand):
             self.require_helper()
         if getattr(original_node, "lpar", ()):
             new = new.with_changes(lpar=original_node.lpar, rpar=original_node.rpar)  # type: ignore[attr-defined]
-        self.record(original_node, new)
+        self.record(original_node, new, discards=original_node)
         return new
 
 

@@ -1,0 +1,197 @@
+"""apply / status / revert on the fixture: idempotence, dry run, byte-exact revert, drift, residue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import tree_hashes
+
+from latentsync_mps import engine
+from latentsync_mps.manifest import State
+
+
+def apply(tree, pack, **kwargs):
+    plan = engine.make_plan(tree, pack, **kwargs)
+    engine.commit(plan)
+    return plan
+
+
+def test_detects_profile_and_release(fixture_tree, pack):
+    profile, release = engine.detect(fixture_tree, pack)
+    assert profile.name == "latentsync"
+    assert release is not None and release.name == "1.6"
+
+
+def test_apply_ports_every_call_site_of_the_fixture(fixture_tree, pack):
+    plan = apply(fixture_tree, pack)
+    assert plan.drift == []
+    assert plan.residue == []
+    assert plan.problems == []
+    inference = (fixture_tree / "scripts/inference.py").read_text()
+    assert '"cuda"' not in inference and "_lsync_port.fp16_supported()" in inference
+    resnet = (fixture_tree / "latentsync/models/resnet.py").read_text()
+    assert resnet.count("F.interpolate(hidden_states.to(torch.float32)") == 2
+    detector = (fixture_tree / "latentsync/utils/face_detector.py").read_text()
+    assert "CUDAExecutionProvider" not in detector.split("def cuda_to_int")[0]
+    requirements = (fixture_tree / "requirements.txt").read_text()
+    assert "onnxruntime-gpu" not in requirements and "whl/cu121" not in requirements
+    assert (fixture_tree / "latentsync/_lsync_port.py").exists()
+    # Everything it wrote still compiles.
+    for path in fixture_tree.rglob("*.py"):
+        compile(path.read_bytes(), str(path), "exec")
+
+
+def test_untouched_files_stay_byte_identical(fixture_tree, pack):
+    before = tree_hashes(fixture_tree)
+    plan = apply(fixture_tree, pack)
+    after = tree_hashes(fixture_tree)
+    changed = {f.path for f in plan.files}
+    for rel, digest in before.items():
+        if rel not in changed:
+            assert after[rel] == digest, rel
+
+
+def test_second_apply_is_a_no_op(fixture_tree, pack):
+    apply(fixture_tree, pack)
+    once = tree_hashes(fixture_tree)
+    again = engine.make_plan(fixture_tree, pack)
+    assert again.writes == []
+    assert again.drift == [] and again.matches == engine.make_plan(fixture_tree, pack).matches
+    engine.commit(again)
+    assert tree_hashes(fixture_tree) == once
+
+
+def test_dry_run_writes_nothing(fixture_tree, pack):
+    before = tree_hashes(fixture_tree)
+    plan = engine.make_plan(fixture_tree, pack)
+    assert plan.writes
+    assert tree_hashes(fixture_tree) == before
+
+
+def test_revert_restores_every_byte(fixture_tree, pack):
+    pristine = tree_hashes(fixture_tree)
+    apply(fixture_tree, pack)
+    assert tree_hashes(fixture_tree) != pristine
+    result = engine.revert(fixture_tree)
+    assert result.refused == []
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_manifest_records_hashes_rules_and_version(fixture_tree, pack):
+    plan = apply(fixture_tree, pack)
+    manifest = json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())
+    assert manifest["state"] == "applied"
+    assert manifest["profile"] == "latentsync" and manifest["release"] == "1.6"
+    assert set(manifest["rules"]) == {r.id for r in plan.rules}
+    assert manifest["files"]["latentsync/_lsync_port.py"]["original"] is None
+    entry = manifest["files"]["scripts/inference.py"]
+    assert "fp16-gate" in entry["rules"]
+    assert (fixture_tree / ".lsync-port/originals/scripts/inference.py").exists()
+
+
+def test_status_tells_patched_modified_and_unpatched(fixture_tree, pack):
+    assert engine.status(fixture_tree).summary == "not patched"
+    apply(fixture_tree, pack)
+    assert engine.status(fixture_tree).summary == "patched"
+    (fixture_tree / "predict.py").write_text("# edited by hand\n")
+    report = engine.status(fixture_tree)
+    assert report.summary.startswith("patched, with files changed by hand")
+    assert {f.path: f.state for f in report.files}["predict.py"] == "modified"
+
+
+def test_revert_keeps_hand_edits_unless_forced(fixture_tree, pack):
+    pristine = tree_hashes(fixture_tree)
+    apply(fixture_tree, pack)
+    (fixture_tree / "predict.py").write_text("# edited by hand\n")
+    result = engine.revert(fixture_tree)
+    assert [p.path for p in result.refused] == ["predict.py"]
+    assert (fixture_tree / "predict.py").read_text() == "# edited by hand\n"
+    assert State(fixture_tree).exists(), "the manifest must survive a partial revert"
+    engine.revert(fixture_tree, force=True)
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_reapply_leaves_hand_edited_files_alone_and_revertible(fixture_tree, pack):
+    pristine = tree_hashes(fixture_tree)
+    apply(fixture_tree, pack)
+    (fixture_tree / "predict.py").write_text("# edited by hand\n")
+    plan = apply(fixture_tree, pack)
+    assert [p.path for p in plan.problems] == ["predict.py"]
+    assert (fixture_tree / "predict.py").read_text() == "# edited by hand\n"
+    engine.revert(fixture_tree, force=True)
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_rules_option_limits_the_rewrite(fixture_tree, pack):
+    plan = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"])
+    assert set(plan.matches) == {"interpolate-float32"}
+    assert {f.path for f in plan.files} == {
+        "latentsync/models/resnet.py", "latentsync/pipelines/lipsync_pipeline.py", "latentsync/_lsync_port.py"}
+    with pytest.raises(engine.TreeError) as error:
+        engine.make_plan(fixture_tree, pack, rule_ids=["no-such-rule"])
+    assert error.value.exit_code == 2
+
+
+def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
+    path = fixture_tree / "scripts/inference.py"
+    path.write_text(path.read_text().replace(
+        "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7", "torch.cuda.is_bf16_supported()"))
+    plan = engine.make_plan(fixture_tree, pack)
+    assert [(d.rule_id, d.file) for d in plan.drift] == [("fp16-gate", "scripts/inference.py")]
+    # ... and the new CUDA code is residue, with file and line.
+    assert [(f.path, f.kind) for f in plan.residue] == [("scripts/inference.py", "torch-cuda")]
+    # Its line is the line in the file as apply writes it (one import line added above).
+    new_text = next(f.new for f in plan.files if f.path == "scripts/inference.py").decode().splitlines()
+    assert "torch.cuda.is_bf16_supported()" in new_text[plan.residue[0].line - 1]
+
+
+def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tree, pack, monkeypatch):
+    pristine = tree_hashes(fixture_tree)
+    # An "older version" ported only the interpolate sites and wrote a different helper.
+    old = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32", "torch-cuda-calls"])
+    monkeypatch.setattr(engine, "__version__", "0.0.1")
+    engine.commit(old)
+    monkeypatch.undo()
+    assert json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())["tool_version"] == "0.0.1"
+    fresh = tmp_copy = engine.make_plan(fixture_tree, pack)
+    engine.commit(fresh)
+    manifest = json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())
+    assert manifest["tool_version"] != "0.0.1"
+    assert "scripts/inference.py" in manifest["files"]
+    # The result equals a direct port of the pristine tree ...
+    assert tmp_copy.drift == []
+    engine.revert(fixture_tree)
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_upgrade_restores_files_no_rule_changes_any_more(fixture_tree, pack):
+    pristine = tree_hashes(fixture_tree)
+    apply(fixture_tree, pack)
+    plan = apply(fixture_tree, pack, rule_ids=["interpolate-float32"])
+    assert "predict.py" in {f.path for f in plan.restores}
+    assert tree_hashes(fixture_tree)["predict.py"] == pristine["predict.py"]
+    engine.revert(fixture_tree)
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_dirty_git_tree_gets_a_warning(fixture_tree, pack):
+    git = ["git", "-C", str(fixture_tree), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    assert engine.make_plan(fixture_tree, pack).warnings == []
+    (fixture_tree / "gradio_app.py").write_text((fixture_tree / "gradio_app.py").read_text() + "\n# mine\n")
+    warnings = engine.make_plan(fixture_tree, pack).warnings
+    assert len(warnings) == 1 and "uncommitted" in warnings[0]
+
+
+def test_scan_lists_cuda_constructs_by_kind(fixture_tree, pack):
+    result = engine.scan(fixture_tree, pack)
+    in_scope = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
+    kinds = {f.kind for f in in_scope}
+    assert {"cuda-literal", "torch-cuda", "cuda-method", "onnx-cuda-provider", "no-mac-wheel", "cuda-index"} <= kinds
+    apply(fixture_tree, pack)
+    after = engine.scan(fixture_tree, pack)
+    assert [f for f in after.findings if f.severity == "error" and after.in_scope(f)] == []
