@@ -128,7 +128,10 @@ def test_rules_option_limits_the_rewrite(fixture_tree, pack):
     plan = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"])
     assert set(plan.matches) == {"interpolate-float32"}
     assert {f.path for f in plan.files} == {
-        "latentsync/models/resnet.py", "latentsync/pipelines/lipsync_pipeline.py", "latentsync/_lsync_port.py"}
+        "latentsync/models/resnet.py",
+        "latentsync/pipelines/lipsync_pipeline.py",
+        "latentsync/_lsync_port.py",
+    }
     with pytest.raises(engine.TreeError) as error:
         engine.make_plan(fixture_tree, pack, rule_ids=["no-such-rule"])
     assert error.value.exit_code == 2
@@ -136,8 +139,11 @@ def test_rules_option_limits_the_rewrite(fixture_tree, pack):
 
 def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
     path = fixture_tree / "scripts/inference.py"
-    path.write_text(path.read_text().replace(
-        "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7", "torch.cuda.is_bf16_supported()"))
+    path.write_text(
+        path.read_text().replace(
+            "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7", "torch.cuda.is_bf16_supported()"
+        )
+    )
     plan = engine.make_plan(fixture_tree, pack)
     assert [(d.rule_id, d.file) for d in plan.drift] == [("fp16-gate", "scripts/inference.py")]
     # ... and the new CUDA code is residue, with file and line.

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -60,7 +60,10 @@ errors = Console(stderr=True)
 TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
 ProfileOpt = Annotated[
-    Optional[str], typer.Option("--profile", help="Force the profile (latentsync, comfyui-latentsyncwrapper) instead of detecting it.")
+    str | None,
+    typer.Option(
+        "--profile", help="Force the profile (latentsync, comfyui-latentsyncwrapper) instead of detecting it."
+    ),
 ]
 
 
@@ -98,9 +101,11 @@ def apply(
     diff: Annotated[bool, typer.Option("--diff", help="Also print a unified diff of every change.")] = False,
     json_out: JsonOpt = False,
     rules: Annotated[
-        Optional[str], typer.Option("--rules", help="Only these rule ids, comma-separated (see list-rules).")
+        str | None, typer.Option("--rules", help="Only these rule ids, comma-separated (see list-rules).")
     ] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 6 when a rule drifted or CUDA residue remains.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 6 when a rule drifted or CUDA residue remains.")
+    ] = False,
     profile: ProfileOpt = None,
 ) -> None:
     """Rewrite TREE so that it runs on Apple Silicon (and still on CUDA and CPU).
@@ -125,7 +130,14 @@ def apply(
 
 
 @app.command()
-def scan(tree: TreeArg, json_out: JsonOpt = False, strict: Annotated[bool, typer.Option("--strict", help="Exit 6 when CUDA residue is found on the inference path.")] = False, profile: ProfileOpt = None) -> None:
+def scan(
+    tree: TreeArg,
+    json_out: JsonOpt = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 6 when CUDA residue is found on the inference path.")
+    ] = False,
+    profile: ProfileOpt = None,
+) -> None:
     """List what in TREE is still CUDA-only, with file:line, why and the fix. Changes nothing."""
     from . import engine, report
 
@@ -157,8 +169,10 @@ def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     if manifest is None:
         console.print(f"{result.tree}: not patched by lsync-port.")
         return
-    console.print(f"{result.tree}: [bold]{result.summary}[/] by lsync-port {manifest.tool_version} "
-                  f"(profile {manifest.profile}, release {manifest.release or 'unrecognised'}, {len(manifest.rules)} rules).")
+    console.print(
+        f"{result.tree}: [bold]{result.summary}[/] by lsync-port {manifest.tool_version} "
+        f"(profile {manifest.profile}, release {manifest.release or 'unrecognised'}, {len(manifest.rules)} rules)."
+    )
     from . import __version__
 
     if manifest.tool_version != __version__:
@@ -171,7 +185,9 @@ def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
 @app.command()
 def revert(
     tree: TreeArg,
-    force: Annotated[bool, typer.Option("--force", help="Also restore files edited by hand since apply (their edits are lost).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also restore files edited by hand since apply (their edits are lost).")
+    ] = False,
 ) -> None:
     """Restore every file apply changed, byte for byte, and remove what it added."""
     from . import engine
@@ -184,7 +200,10 @@ def revert(
     for problem in result.refused:
         errors.print(f"[yellow]kept[/] {problem.path}: {problem.reason}")
     if result.refused:
-        raise fail(f"{len(result.refused)} file(s) not restored; the manifest is kept so revert can be run again.", Exit.REFUSED)
+        raise fail(
+            f"{len(result.refused)} file(s) not restored; the manifest is kept so revert can be run again.",
+            Exit.REFUSED,
+        )
     console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
 
 
@@ -198,15 +217,33 @@ def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
         raise fail(f"unknown profile '{profile}' (known: {', '.join(sorted(pack.profiles))})", Exit.USAGE)
     chosen = [p for p in pack.profiles.values() if profile in (None, p.name)]
     if json_out:
-        print(json.dumps({p.name: [{"id": r.id, "kind": r.kind, "releases": str(r.releases) or "all", "default": r.default,
-                                   "summary": r.summary} for r in p.rules] for p in chosen}, indent=2))
+        print(
+            json.dumps(
+                {
+                    p.name: [
+                        {
+                            "id": r.id,
+                            "kind": r.kind,
+                            "releases": str(r.releases) or "all",
+                            "default": r.default,
+                            "summary": r.summary,
+                        }
+                        for r in p.rules
+                    ]
+                    for p in chosen
+                },
+                indent=2,
+            )
+        )
         return
     for p in chosen:
         table = Table(title=f"{p.name} ({p.title})", title_justify="left", show_edge=False)
         for column in ("rule", "kind", "releases", "summary"):
             table.add_column(column, overflow="fold")
         for r in p.rules:
-            table.add_row(r.id + ("" if r.default else " (off by default)"), r.kind, str(r.releases) or "all", r.summary)
+            table.add_row(
+                r.id + ("" if r.default else " (off by default)"), r.kind, str(r.releases) or "all", r.summary
+            )
         console.print(table)
 
 
@@ -221,7 +258,9 @@ def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rul
     console.print(rule.summary, highlight=False)
     console.print(f"files: {', '.join(rule.files)}" + (f"; except {', '.join(rule.exclude)}" if rule.exclude else ""))
     for expect in rule.expect:
-        console.print(f"expected: at least {expect.min} match(es) in {expect.file} for releases {str(expect.releases) or 'all'}")
+        console.print(
+            f"expected: at least {expect.min} match(es) in {expect.file} for releases {str(expect.releases) or 'all'}"
+        )
     console.print(f"defined in {rule.source}")
     for example in rule.examples:
         console.print("\n[bold]before[/]" + (f" ({example.path})" if example.path else ""))
@@ -235,7 +274,10 @@ def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rul
 
 @app.command()
 def demo(
-    directory: Annotated[Optional[Path], typer.Argument(help="Where to copy the example (default: a new temporary folder).", show_default=False)] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Where to copy the example (default: a new temporary folder).", show_default=False),
+    ] = None,
 ) -> None:
     """Copy the built-in example tree to DIRECTORY, port it, and show the report and diff."""
     from . import engine, report
@@ -264,8 +306,10 @@ def main() -> None:
     except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("LSYNC_PORT_DEBUG"):
             raise
-        errors.print(f"[red]internal error:[/] {type(error).__name__}: {error}\n"
-                     "This is a bug in lsync-port. Run again with LSYNC_PORT_DEBUG=1 for the traceback and report it.")
+        errors.print(
+            f"[red]internal error:[/] {type(error).__name__}: {error}\n"
+            "This is a bug in lsync-port. Run again with LSYNC_PORT_DEBUG=1 for the traceback and report it."
+        )
         sys.exit(int(Exit.INTERNAL))
 
 

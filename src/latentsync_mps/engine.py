@@ -16,10 +16,11 @@ import libcst as cst
 
 from . import __version__
 from .findings import PY_NEEDLES, REQ_NEEDLES, Finding, find_in_python, find_in_requirements
-from .rewrite import run_pass
 from .manifest import STATE_DIR, Entry, Manifest, ManifestError, State, atomic_remove, atomic_write, sha256
 from .resources import runtime_helper_source
+from .rewrite import run_pass
 from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
+from .rules.requirements import rewrite_requirements
 from .ruleset import Profile, Release, RulePack
 
 # Folders that are never part of an upstream's source.
@@ -206,11 +207,9 @@ def transform_file(
     changes: list[Change] = []
     new = data
     if active:
-        text = data.decode("utf-8-sig")
-        for kind in active:
-            assert isinstance(kind, RequirementsRuleKind)
-            text, found = kind.transform_text(text, ctx)
-            changes += found
+        text, changes = rewrite_requirements(
+            data.decode("utf-8-sig"), [k for k in active if isinstance(k, RequirementsRuleKind)], ctx
+        )
         bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
         new = bom + text.encode("utf-8") if changes else data
     return new, changes, find(relpath, new)
@@ -220,7 +219,7 @@ def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple
     """One rule over one text, ignoring file selection: what the rule examples exercise."""
     ctx = FileContext(path or "example.py", runtime_module)
     if isinstance(kind, RequirementsRuleKind):
-        return kind.transform_text(text, ctx)
+        return rewrite_requirements(text, [kind], ctx)
     assert isinstance(kind, PythonRuleKind)
     result = run_pass(text, [kind], ctx, find=False)
     return result.code.decode("utf-8"), result.changes
@@ -247,16 +246,16 @@ def find(relpath: str, data: bytes) -> list[Finding]:
 # Planning
 
 
-def make_plan(
-    tree: Path, pack: RulePack, profile_name: str | None = None, rule_ids: list[str] | None = None
-) -> Plan:
+def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_ids: list[str] | None = None) -> Plan:
     tree = check_tree(tree)
     profile, release = detect(tree, pack, profile_name)
     state = State(tree)
     try:
         previous = state.read()
     except ManifestError as error:
-        raise TreeError(f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine.", 8) from None
+        raise TreeError(
+            f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine.", 8
+        ) from None
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
     ctx_for = lambda rel: FileContext(rel, profile.runtime_module)  # noqa: E731
@@ -274,7 +273,9 @@ def make_plan(
             continue
         assert pristine is not None
         try:
-            new, changes, residue = transform_file(rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel))
+            new, changes, residue = transform_file(
+                rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel)
+            )
         except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
             plan.problems.append(FileProblem(rel, f"cannot be parsed, left untouched: {_short(error)}"))
             continue
@@ -313,7 +314,9 @@ def make_plan(
     return plan
 
 
-def _pristine(tree: Path, rel: str, state: State, previous: Manifest | None) -> tuple[bytes | None, bytes | None, str | None]:
+def _pristine(
+    tree: Path, rel: str, state: State, previous: Manifest | None
+) -> tuple[bytes | None, bytes | None, str | None]:
     """(the file as upstream shipped it, the file now, a problem that stops us touching it)."""
     path = tree / rel
     try:
@@ -342,7 +345,11 @@ def _drift(plan: Plan, kinds: list[RuleKind]) -> list[Drift]:
         for expect in kind.rule.expect:
             if version is not None and not expect.releases.contains(version, prereleases=True):
                 continue
-            found = sum(n for (rule_id, path), n in per_file.items() if rule_id == kind.rule.id and path_matches(path, [expect.file]))
+            found = sum(
+                n
+                for (rule_id, path), n in per_file.items()
+                if rule_id == kind.rule.id and path_matches(path, [expect.file])
+            )
             if found < expect.min:
                 drift.append(Drift(kind.rule.id, expect.file, expect.min, found))
     return drift
@@ -354,15 +361,20 @@ def _git_warnings(tree: Path, previous: Manifest | None) -> list[str]:
     try:
         out = subprocess.run(
             ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     managed = set(previous.files) if previous else set()
     dirty = [line[3:] for line in out.splitlines() if line[3:] not in managed]
     if dirty:
-        return [f"the git tree has {len(dirty)} uncommitted change(s) of its own (e.g. {dirty[0]}); "
-                "lsync-port backs up what it changes, but commit your work first to be safe"]
+        return [
+            f"the git tree has {len(dirty)} uncommitted change(s) of its own (e.g. {dirty[0]}); "
+            "lsync-port backs up what it changes, but commit your work first to be safe"
+        ]
     return []
 
 
@@ -387,16 +399,24 @@ def commit(plan: Plan) -> None:
     state = State(plan.tree)
     old = plan.previous.files if plan.previous else {}
     restored = {f.path for f in plan.restores}
-    final: dict[str, Entry] = {rel: e for rel, e in old.items() if rel not in restored}  # incl. files we could not touch
+    final: dict[str, Entry] = {
+        rel: e for rel, e in old.items() if rel not in restored
+    }  # incl. files we could not touch
     for f in plan.files:
         known = list(dict.fromkeys([*old.get(f.path, Entry(None, [])).patched, sha256(f.new)]))
-        final[f.path] = Entry(None if f.pristine is None else sha256(f.pristine), known, sorted({c.rule_id for c in f.changes}))
+        final[f.path] = Entry(
+            None if f.pristine is None else sha256(f.pristine), known, sorted({c.rule_id for c in f.changes})
+        )
     rule_ids = [r.id for r in plan.rules]
     release = plan.release.name if plan.release else None
     previous = plan.previous
-    if not plan.writes and (previous is None and not final or previous is not None and (
-        previous.state, previous.files, previous.tool_version, previous.rules, previous.release
-    ) == ("applied", final, __version__, rule_ids, release)):
+    if not plan.writes and (
+        previous is None
+        and not final
+        or previous is not None
+        and (previous.state, previous.files, previous.tool_version, previous.rules, previous.release)
+        == ("applied", final, __version__, rule_ids, release)
+    ):
         return  # the tree already is what this plan describes
     # While files are being written, the manifest knows both the old and the new entries.
     manifest = Manifest(__version__, plan.profile.name, release, rule_ids, "applying", old | final)
@@ -498,7 +518,9 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
         if file.state == "original" or (file.state == "missing" and entry.original is None):
             continue
         if file.state == "modified" and not force:
-            result.refused.append(FileProblem(file.path, "changed by hand since apply; kept (use --force to restore the original)"))
+            result.refused.append(
+                FileProblem(file.path, "changed by hand since apply; kept (use --force to restore the original)")
+            )
             continue
         if entry.original is None:
             atomic_remove(target)

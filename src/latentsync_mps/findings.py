@@ -85,24 +85,37 @@ class PythonFinder(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         for name in self._qualified(node.func):
             if name.startswith("torch.cuda.") and not name.startswith(_HARMLESS_PREFIXES):
-                self._add(node, "torch-cuda", "error",
-                          f"{name} needs CUDA; on a Mac it fails or keeps the model off the GPU",
-                          _CUDA_CALL_FIX.get(name, "no MPS counterpart known: guard it with _lsync_port.device_type() == 'cuda'"))
+                self._add(
+                    node,
+                    "torch-cuda",
+                    "error",
+                    f"{name} needs CUDA; on a Mac it fails or keeps the model off the GPU",
+                    _CUDA_CALL_FIX.get(
+                        name, "no MPS counterpart known: guard it with _lsync_port.device_type() == 'cuda'"
+                    ),
+                )
                 return
         if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):
-            self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only",
-                      ".to(_lsync_port.device())")
+            self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only", ".to(_lsync_port.device())")
         elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("double")), args=[])):
-            self._add(node, "float64", "warning",
-                      "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
-                      ".float() (float32) for tensors that reach the device")
+            self._add(
+                node,
+                "float64",
+                "warning",
+                "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
+                ".float() (float32) for tensors that reach the device",
+            )
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         names = self._qualified(node)
         if names & {"torch.float64", "torch.double"}:
-            self._add(node, "float64", "warning",
-                      "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
-                      "torch.float32 where the tensor reaches the device")
+            self._add(
+                node,
+                "float64",
+                "warning",
+                "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
+                "torch.float32 where the tensor reaches the device",
+            )
 
     def visit_Arg(self, node: cst.Arg) -> None:
         if node.keyword is not None and node.keyword.value in ("device", "map_location", "device_type"):
@@ -123,15 +136,18 @@ class PythonFinder(cst.CSTVisitor):
 
     def _literal(self, value: cst.BaseExpression) -> None:
         if cuda_literal(value) is not None:
-            self._add(value, "cuda-literal", "error", "a hard-coded CUDA device",
-                      "_lsync_port.device()")
+            self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
 
     def visit_List(self, node: cst.List) -> None:
         values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
         if "CUDAExecutionProvider" in values and not values & {"CPUExecutionProvider", "CoreMLExecutionProvider"}:
-            self._add(node, "onnx-cuda-provider", "error",
-                      "ONNX Runtime providers list only CUDA; onnxruntime on macOS has CoreML and CPU",
-                      "providers=_lsync_port.onnx_providers(device)")
+            self._add(
+                node,
+                "onnx-cuda-provider",
+                "error",
+                "ONNX Runtime providers list only CUDA; onnxruntime on macOS has CoreML and CPU",
+                "providers=_lsync_port.onnx_providers(device)",
+            )
 
 
 def find_in_python(path: str, data: bytes) -> list[Finding]:
@@ -147,8 +163,17 @@ def find_in_requirements(path: str, text: str) -> list[Finding]:
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("-") and "download.pytorch.org/whl/cu" in stripped:
-            found.append(Finding(path, number, "cuda-index", "error", stripped,
-                                 "a CUDA wheel index: pip on a Mac finds no such builds", "remove the line"))
+            found.append(
+                Finding(
+                    path,
+                    number,
+                    "cuda-index",
+                    "error",
+                    stripped,
+                    "a CUDA wheel index: pip on a Mac finds no such builds",
+                    "remove the line",
+                )
+            )
             continue
         parsed = RequirementLine.parse(line)
         if parsed is None:
@@ -157,8 +182,13 @@ def find_in_requirements(path: str, text: str) -> list[Finding]:
         if name not in NO_MAC_WHEEL:
             continue
         marker = parsed.requirement.marker
-        if marker is not None and not marker.evaluate({"platform_system": "Darwin", "sys_platform": "darwin", "platform_machine": "arm64"}):
+        if marker is not None and not marker.evaluate(
+            {"platform_system": "Darwin", "sys_platform": "darwin", "platform_machine": "arm64"}
+        ):
             continue  # already kept off macOS
-        found.append(Finding(path, number, "no-mac-wheel", "error", stripped,
-                             f"{name} has no macOS arm64 wheel", NO_MAC_WHEEL[name]))
+        found.append(
+            Finding(
+                path, number, "no-mac-wheel", "error", stripped, f"{name} has no macOS arm64 wheel", NO_MAC_WHEEL[name]
+            )
+        )
     return found

@@ -37,8 +37,13 @@ def plan_to_json(plan: Plan, written: bool) -> dict[str, Any]:
 
 
 def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) -> None:
-    release = f"release {plan.release.name} ({plan.release.commit})" if plan.release else "release not recognised (all rules of the profile used)"
-    console.print(f"[bold]lsync-port {__version__}[/] · {plan.tree} · profile [bold]{plan.profile.name}[/] ({plan.profile.title}) · {release}")
+    release = (
+        f"release {plan.release.name} ({plan.release.commit})"
+        if plan.release
+        else "release not recognised (all rules of the profile used)"
+    )
+    profile = f"profile [bold]{plan.profile.name}[/] ({plan.profile.title})"
+    console.print(f"[bold]lsync-port {__version__}[/] · {plan.tree} · {profile} · {release}")
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 
@@ -66,21 +71,27 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
     console.print(rules)
 
     if plan.drift:
-        console.print(f"[red]Drift:[/] {len(plan.drift)} expected match(es) not found (upstream moved under these rules):")
+        console.print(
+            f"[red]Drift:[/] {len(plan.drift)} expected match(es) not found (upstream moved under these rules):"
+        )
         for d in plan.drift:
             console.print(f"  {d.rule_id}: expected at least {d.expected} in {d.file}, found {d.found}")
     render_findings(console, plan.residue, "Residue on the inference path (CUDA constructs not converted)")
     outside = [f for f in plan.findings if f not in plan.residue and f.severity == "error"]
     if outside:
-        console.print(f"{len(outside)} CUDA construct(s) outside the inference path (training, evaluation) left as they are; "
-                      "`lsync-port scan` lists them.")
+        console.print(
+            f"{len(outside)} CUDA construct(s) outside the inference path (training, evaluation) left as they are; "
+            "`lsync-port scan` lists them."
+        )
     render_problems(console, plan.problems)
     if show_diff:
         render_diff(console, plan)
 
     changed = [f for f in plan.files if f.pristine is not None]
-    summary = (f"{len(changed)} file(s) ported, {len(plan.changes)} rewrite(s), {len(plan.drift)} drift, "
-               f"{len(plan.residue)} residue, {len(plan.problems)} problem(s).")
+    summary = (
+        f"{len(changed)} file(s) ported, {len(plan.changes)} rewrite(s), {len(plan.drift)} drift, "
+        f"{len(plan.residue)} residue, {len(plan.problems)} problem(s)."
+    )
     if not plan.writes:
         console.print(f"[green]Nothing to write:[/] the tree already is as this version ports it. {summary}")
     elif written:

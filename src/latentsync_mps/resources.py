@@ -6,6 +6,7 @@ checkout (editable install, tests) they are read from the repository itself.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -20,6 +21,11 @@ def _first_existing(*candidates: Path) -> Path:
 
 
 def patches_dir() -> Path:
+    """The rule packs: $LSYNC_PORT_PATCHES when set (for maintainers trying new rules), else the
+    packaged ones."""
+    override = os.environ.get("LSYNC_PORT_PATCHES")
+    if override:
+        return Path(override)
     return _first_existing(_PACKAGE / "patches", _REPO / "patches")
 
 

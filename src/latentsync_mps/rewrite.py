@@ -9,8 +9,9 @@ residue. Imports the rewrites need are added at the end (libcst's AddImportsVisi
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import libcst as cst
 from libcst.codemod import CodemodContext
@@ -81,8 +82,9 @@ def _surviving(log: list[Rewrite]) -> list[Rewrite]:
     """Drop rewrites inside a region that a later rewrite replaced wholesale."""
     # The log is in leave order (children before parents), so only a later entry can discard.
     return [
-        r for i, r in enumerate(log)
-        if not any(later.discards is not None and span_within(r.span, later.discards) for later in log[i + 1:])
+        r
+        for i, r in enumerate(log)
+        if not any(later.discards is not None and span_within(r.span, later.discards) for later in log[i + 1 :])
     ]
 
 
@@ -100,6 +102,5 @@ def _renumber(findings: list[Finding], old: str, new: str) -> list[Finding]:
 
 def _covered(finding: Finding, rewrites: list[Rewrite]) -> bool:
     return any(
-        finding.span == r.span or (r.discards is not None and span_within(finding.span, r.discards))
-        for r in rewrites
+        finding.span == r.span or (r.discards is not None and span_within(finding.span, r.discards)) for r in rewrites
     )

@@ -9,11 +9,11 @@ Every problem is reported as a RuleFileError naming the file and, where there is
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -180,7 +180,9 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
     expect = []
     for item in fields.get("expect", list, []):
         sub = _Fields(item, path, rule_id)
-        expect.append(Expectation(sub.get("file", str), sub.specifier("releases", str(releases)), sub.get("min", int, 1)))
+        expect.append(
+            Expectation(sub.get("file", str), sub.specifier("releases", str(releases)), sub.get("min", int, 1))
+        )
         sub.done()
     examples = []
     for item in fields.get("example", list, []):
@@ -243,7 +245,9 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
             lacks=tuple(tuple(pair) for pair in fp.get("lacks", list, [])),
         )
         fp.done()
-        releases.append(Release(name, profile, version, fields.get("repository", str), fields.get("commit", str), fingerprint))
+        releases.append(
+            Release(name, profile, version, fields.get("repository", str), fields.get("commit", str), fingerprint)
+        )
         fields.done()
     if data:
         raise RuleFileError(path, f"unknown top-level table(s): {', '.join(sorted(data))}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import libcst as cst
 from libcst.codemod import CodemodContext
@@ -246,5 +247,5 @@ class RequirementsRuleKind(RuleKind):
     language = "requirements"
 
     @abstractmethod
-    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
-        """Return the new text and one Change per rewritten line."""
+    def rewrite_line(self, line: str) -> list[str] | None:
+        """The lines (with their endings) that replace `line`, or None to keep it."""

@@ -21,7 +21,8 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
-from .base import HELPER, PythonRuleKind, RuleCommand, RuleError, expression_shape as _shape
+from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
+from .base import expression_shape as _shape
 
 
 class CallArgumentCommand(RuleCommand):
@@ -47,8 +48,13 @@ class CallArgumentCommand(RuleCommand):
             self.record(old_value, args[index].value, discards=old_value)
             return new
         if kind.add:
-            new_arg = cst.Arg(keyword=cst.Name(kind.keyword), value=self._value(), equal=cst.AssignEqual(
-                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
+            new_arg = cst.Arg(
+                keyword=cst.Name(kind.keyword),
+                value=self._value(),
+                equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+                ),
+            )
             args = list(updated_node.args)
             if args and args[-1].comma == cst.MaybeSentinel.DEFAULT:
                 args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))

@@ -18,7 +18,8 @@ from typing import Any
 
 import libcst as cst
 
-from .base import HELPER, PythonRuleKind, RuleCommand, RuleError, expression_shape as _shape
+from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
+from .base import expression_shape as _shape
 
 _EMPTY = cst.Module(body=[])
 

@@ -34,7 +34,7 @@ class RequirementLine:
     @classmethod
     def parse(cls, line: str) -> RequirementLine | None:
         body = line.rstrip("\r\n")
-        newline = line[len(body):]
+        newline = line[len(body) :]
         code, hash_, comment = body.partition(" #")
         if body.lstrip().startswith(("#", "-")) or not code.strip():
             return None
@@ -45,20 +45,25 @@ class RequirementLine:
         return cls(requirement, (" " + hash_ + comment) if hash_ else "", newline)
 
 
-def _rewrite_lines(
-    kind: RequirementsRuleKind, text: str, ctx: FileContext, rewrite: Any
-) -> tuple[str, list[Change]]:
-    """Apply `rewrite(line) -> list of new lines | None` to every line; None keeps the line."""
+def rewrite_requirements(text: str, kinds: list[RequirementsRuleKind], ctx: FileContext) -> tuple[str, list[Change]]:
+    """One pass over the lines: each line is offered to every rule in turn (a rule sees the lines
+    an earlier rule produced). Changes carry the line numbers of the original text."""
     out: list[str] = []
     changes: list[Change] = []
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        new_lines = rewrite(line)
-        if new_lines is None or new_lines == [line]:
-            out.append(line)
-            continue
-        out.extend(new_lines)
-        after = " | ".join(n.strip() for n in new_lines) or "(removed)"
-        changes.append(Change(kind.rule.id, ctx.path, number, line.strip(), after))
+        lines = [line]
+        for kind in kinds:
+            produced: list[str] = []
+            for current in lines:
+                new_lines = kind.rewrite_line(current)
+                if new_lines is None or new_lines == [current]:
+                    produced.append(current)
+                    continue
+                produced.extend(new_lines)
+                after = " | ".join(n.strip() for n in new_lines) or "(removed)"
+                changes.append(Change(kind.rule.id, ctx.path, number, current.strip(), after))
+            lines = produced
+        out.extend(lines)
     return "".join(out), changes
 
 
@@ -77,26 +82,23 @@ class RequirementReplace(RequirementsRuleKind):
     def needles(self) -> tuple[str, ...]:
         return (self.package.split("-")[0],)
 
-    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
-        def rewrite(line: str) -> list[str] | None:
-            parsed = RequirementLine.parse(line)
-            if parsed is None or canonicalize_name(parsed.requirement.name) != self.package:
-                return None
-            old = parsed.requirement
-            ending = parsed.newline or "\n"
-            lines = []
-            for template in self.replacement:
-                new = Requirement(str(template))
-                if self.keep_specifier:
-                    new.specifier = old.specifier
-                new.marker = _and(old.marker, new.marker)
-                lines.append(str(new) + ending)
-            lines[0] = lines[0].removesuffix(ending) + parsed.comment + ending
-            if not parsed.newline:  # the file's last line had no line ending: keep it that way
-                lines[-1] = lines[-1].removesuffix(ending)
-            return lines
-
-        return _rewrite_lines(self, text, ctx, rewrite)
+    def rewrite_line(self, line: str) -> list[str] | None:
+        parsed = RequirementLine.parse(line)
+        if parsed is None or canonicalize_name(parsed.requirement.name) != self.package:
+            return None
+        old = parsed.requirement
+        ending = parsed.newline or "\n"
+        lines = []
+        for template in self.replacement:
+            new = Requirement(str(template))
+            if self.keep_specifier:
+                new.specifier = old.specifier
+            new.marker = _and(old.marker, new.marker)
+            lines.append(str(new) + ending)
+        lines[0] = lines[0].removesuffix(ending) + parsed.comment + ending
+        if not parsed.newline:  # the file's last line had no line ending: keep it that way
+            lines[-1] = lines[-1].removesuffix(ending)
+        return lines
 
 
 class RequirementMarker(RequirementsRuleKind):
@@ -116,18 +118,15 @@ class RequirementMarker(RequirementsRuleKind):
     def needles(self) -> tuple[str, ...]:
         return tuple(sorted(self.packages))
 
-    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
-        def rewrite(line: str) -> list[str] | None:
-            parsed = RequirementLine.parse(line)
-            if parsed is None or canonicalize_name(parsed.requirement.name) not in self.packages:
-                return None
-            requirement = parsed.requirement
-            if requirement.marker is not None and str(self.marker) in str(requirement.marker):
-                return None  # already gated
-            requirement.marker = _and(requirement.marker, self.marker)
-            return [str(requirement) + parsed.comment + parsed.newline]
-
-        return _rewrite_lines(self, text, ctx, rewrite)
+    def rewrite_line(self, line: str) -> list[str] | None:
+        parsed = RequirementLine.parse(line)
+        if parsed is None or canonicalize_name(parsed.requirement.name) not in self.packages:
+            return None
+        requirement = parsed.requirement
+        if requirement.marker is not None and str(self.marker) in str(requirement.marker):
+            return None  # already gated
+        requirement.marker = _and(requirement.marker, self.marker)
+        return [str(requirement) + parsed.comment + parsed.newline]
 
 
 class RequirementDropOption(RequirementsRuleKind):
@@ -147,14 +146,11 @@ class RequirementDropOption(RequirementsRuleKind):
     def needles(self) -> tuple[str, ...]:
         return ("-",)
 
-    def transform_text(self, text: str, ctx: FileContext) -> tuple[str, list[Change]]:
-        def rewrite(line: str) -> list[str] | None:
-            stripped = line.strip()
-            if stripped.startswith("-") and self.pattern.search(stripped):
-                return []
-            return None
-
-        return _rewrite_lines(self, text, ctx, rewrite)
+    def rewrite_line(self, line: str) -> list[str] | None:
+        stripped = line.strip()
+        if stripped.startswith("-") and self.pattern.search(stripped):
+            return []
+        return None
 
 
 def _checked(requirement: Any) -> str:

@@ -48,9 +48,7 @@ class UpcastCallCommand(RuleCommand):
             bound, reference = arg.value, arg.value
         else:
             reference = cst.Name(BOUND_INPUT)
-            bound = cst.NamedExpr(
-                target=reference, value=arg.value, lpar=[cst.LeftParen()], rpar=[cst.RightParen()]
-            )
+            bound = cst.NamedExpr(target=reference, value=arg.value, lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         upcast = cst.Call(func=cst.Attribute(value=bound, attr=cst.Name("to")), args=[cst.Arg(kind.dtype_expr)])
         args = list(updated_node.args)
         args[position] = arg.with_changes(value=upcast)

@@ -17,9 +17,14 @@ DEVICE_ENV = "LATENTSYNC_DEVICE"
 DTYPE_ENV = "LATENTSYNC_DTYPE"
 
 _DTYPE_NAMES = {
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
 }
 
 
@@ -48,7 +53,7 @@ def device(preferred: str | None = None) -> str:
 
 
 def device_type(dev: str | None = None) -> str:
-    """"mps", "cuda" or "cpu" for a device string (default: `device()`)."""
+    """ "mps", "cuda" or "cpu" for a device string (default: `device()`)."""
     return str(dev or device()).split(":", 1)[0]
 
 
