@@ -54,8 +54,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]

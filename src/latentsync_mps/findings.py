@@ -36,18 +36,28 @@ class Finding:
         return {k: getattr(self, k) for k in ("path", "line", "kind", "severity", "code", "why", "fix")}
 
 
-# torch.cuda calls that do nothing (rather than fail) without CUDA still keep a Mac off the GPU.
-_CUDA_CALL_FIX = {
-    "torch.cuda.is_available": "_lsync_port.is_available() / _lsync_port.device()",
-    "torch.cuda.empty_cache": "_lsync_port.empty_cache()",
-    "torch.cuda.synchronize": "_lsync_port.synchronize()",
-    "torch.cuda.manual_seed": "_lsync_port.manual_seed(seed)",
-    "torch.cuda.amp.autocast": "_lsync_port.autocast(...)",
-    "torch.cuda.get_device_capability": "_lsync_port.fp16_supported()",
-    "torch.cuda.set_per_process_memory_fraction": "_lsync_port.set_memory_fraction(f)",
-    "torch.cuda.get_device_properties": "_lsync_port.total_memory()",
-    "torch.cuda.current_device": "_lsync_port.device()",
+# What each torch.cuda call does on a Mac, and its backend-neutral replacement.
+_OFF_GPU = "returns False on a Mac, so the code takes its CPU path and never uses the Apple GPU"
+_RAISES = "raises on a Mac ('Torch not compiled with CUDA enabled')"
+_NOTHING = "does nothing on a Mac (frees or seeds no MPS state)"
+CUDA_CALLS = {
+    "torch.cuda.is_available": (_OFF_GPU, "_lsync_port.is_available() or _lsync_port.device()"),
+    "torch.cuda.empty_cache": (_NOTHING, "_lsync_port.empty_cache()"),
+    "torch.cuda.manual_seed": (_NOTHING, "_lsync_port.manual_seed(seed)"),
+    "torch.cuda.manual_seed_all": (_NOTHING, "_lsync_port.manual_seed(seed)"),
+    "torch.cuda.synchronize": (_RAISES, "_lsync_port.synchronize()"),
+    "torch.cuda.amp.autocast": ("autocasts nothing on a Mac (CUDA-only autocast)", "_lsync_port.autocast(...)"),
+    "torch.cuda.get_device_capability": (_RAISES, "_lsync_port.fp16_supported()"),
+    "torch.cuda.set_per_process_memory_fraction": (_RAISES, "_lsync_port.set_memory_fraction(f)"),
+    "torch.cuda.get_device_properties": (_RAISES, "_lsync_port.total_memory()"),
+    "torch.cuda.current_device": (_RAISES + "; torch.mps has no current_device", "_lsync_port.current_device()"),
+    "torch.cuda.device_count": ("returns 0 on a Mac", "_lsync_port.device_count()"),
+    "torch.cuda.set_device": (_RAISES, "_lsync_port.set_device(index)"),
 }
+_UNKNOWN_CUDA_CALL = (
+    "needs CUDA; on a Mac it raises or does nothing",
+    "no MPS counterpart known: guard it with `if _lsync_port.device_type() == 'cuda':`",
+)
 # Flags with no MPS counterpart: harmless on a Mac, reported nowhere.
 _HARMLESS_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.", "torch.cuda.nvtx")
 
@@ -81,19 +91,11 @@ class PythonFinder(cst.CSTVisitor):
     def _qualified(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
 
-    # torch.cuda.* (reported once, at the outermost attribute chain / call)
     def visit_Call(self, node: cst.Call) -> None:
         for name in self._qualified(node.func):
             if name.startswith("torch.cuda.") and not name.startswith(_HARMLESS_PREFIXES):
-                self._add(
-                    node,
-                    "torch-cuda",
-                    "error",
-                    f"{name} needs CUDA; on a Mac it fails or keeps the model off the GPU",
-                    _CUDA_CALL_FIX.get(
-                        name, "no MPS counterpart known: guard it with _lsync_port.device_type() == 'cuda'"
-                    ),
-                )
+                why, fix = CUDA_CALLS.get(name, _UNKNOWN_CUDA_CALL)
+                self._add(node, "torch-cuda", "error", f"{name} {why}", fix)
                 return
         if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):
             self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only", ".to(_lsync_port.device())")

@@ -49,7 +49,7 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
 
     if plan.files or plan.restores:
         table = Table(title="Files", title_justify="left", show_edge=False)
-        table.add_column("file")
+        table.add_column("file", no_wrap=True)
         table.add_column("changes", justify="right")
         table.add_column("rules")
         for f in plan.files:
@@ -64,9 +64,10 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
     rules.add_column("rule")
     rules.add_column("kind")
     rules.add_column("matches", justify="right")
+    rules.add_column("drift")
     drifted = {d.rule_id for d in plan.drift}
     for rule in plan.rules:
-        mark = "[red]drift[/]" if rule.id in drifted else ""
+        mark = "[red]yes[/]" if rule.id in drifted else ""
         rules.add_row(rule.id, rule.kind, str(plan.matches.get(rule.id, 0)), mark)
     console.print(rules)
 

@@ -1,0 +1,71 @@
+"""Opt-in: the same checks as the fixture tests, on real upstream checkouts.
+
+    LSYNC_UPSTREAM=/path/LatentSync[:/path/other-release...] pytest tests/test_upstream.py
+    LSYNC_COMFY=/path/ComfyUI-LatentSyncWrapper pytest tests/test_upstream.py
+
+The checkouts are copied first: the user's clone is never modified. Without the variables every
+test here is skipped; the fixture tests cover the same properties on trees written from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import tree_hashes
+from typer.testing import CliRunner
+
+from latentsync_mps.cli import app
+
+
+def _trees(variable: str) -> list[Path]:
+    return [Path(p) for p in os.environ.get(variable, "").split(os.pathsep) if p]
+
+
+UPSTREAMS = [pytest.param(p, id=f"LSYNC_UPSTREAM:{p.name}") for p in _trees("LSYNC_UPSTREAM")]
+UPSTREAMS += [pytest.param(p, id=f"LSYNC_COMFY:{p.name}") for p in _trees("LSYNC_COMFY")]
+
+pytestmark = [
+    pytest.mark.upstream,
+    pytest.mark.skipif(not UPSTREAMS, reason="set LSYNC_UPSTREAM / LSYNC_COMFY to real checkouts to run these"),
+]
+runner = CliRunner()
+
+
+@pytest.fixture
+def upstream_copy(request, tmp_path):
+    source: Path = request.param
+    if not source.is_dir():
+        pytest.fail(f"{source} is not a directory")
+    target = tmp_path / source.name
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".git", "checkpoints"))
+    return target
+
+
+@pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)
+def test_real_upstream_apply_compile_reapply_revert(upstream_copy):
+    pristine = tree_hashes(upstream_copy)
+    result = runner.invoke(app, ["apply", str(upstream_copy), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["release"] is not None, "the release was not recognised"
+    assert report["drift"] == [], report["drift"]
+    assert report["residue"] == [], report["residue"]
+    changed = {f["path"] for f in report["files"]}
+
+    for path in upstream_copy.rglob("*.py"):
+        compile(path.read_bytes(), str(path), "exec")
+    patched = tree_hashes(upstream_copy)
+    for rel, digest in pristine.items():
+        if rel not in changed:
+            assert patched[rel] == digest, f"{rel} changed without a rule"
+
+    again = json.loads(runner.invoke(app, ["apply", str(upstream_copy), "--json"]).output)
+    assert again["written"] is False
+    assert tree_hashes(upstream_copy) == patched
+
+    assert runner.invoke(app, ["revert", str(upstream_copy)]).exit_code == 0
+    assert tree_hashes(upstream_copy) == pristine
