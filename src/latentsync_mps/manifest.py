@@ -131,6 +131,8 @@ class State:
         if self.manifest_path.exists():
             self.manifest_path.unlink()
         if self.root.exists():
+            for stray in self.root.glob("*.lsync-tmp"):  # a manifest write that was killed
+                stray.unlink()
             self.root.rmdir()
 
 
@@ -139,7 +141,10 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:  # keep the mode of the file being replaced; a new file gets the usual 0644
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".lsync-tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".lsync-tmp", dir=path.parent)
+    except PermissionError as error:  # name the file that could not be written, not the temp file
+        raise PermissionError(error.errno, f"cannot write in {path.parent}", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
