@@ -9,8 +9,8 @@ VENV="${LSYNC_PORT_VENV:-.venv}"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 # The pinned CPU build first: a bare `torch` (or an open range such as the verify extra's) could
-# otherwise pull a multi-GB CUDA build.
-"${PIP[@]}" "torch==2.13.0"
+# otherwise pull a multi-GB CUDA build. An environment that already has torch keeps it.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" -e ".[test,verify]"
 
 "$VENV/bin/ruff" check src tests scripts
