@@ -21,7 +21,17 @@ def run(*args: str):
 def test_help_teaches_the_commands_and_exit_codes():
     result = run("--help")
     assert result.exit_code == 0
-    for word in ("apply", "revert", "status", "scan", "list-rules", "explain", "demo", "Exit codes", "LATENTSYNC_DEVICE"):
+    for word in (
+        "apply",
+        "revert",
+        "status",
+        "scan",
+        "list-rules",
+        "explain",
+        "demo",
+        "Exit codes",
+        "LATENTSYNC_DEVICE",
+    ):
         assert word in result.output
 
 

@@ -47,7 +47,10 @@ BROKEN = {
     "unknown-kind": (GOOD_RULE.replace('"device-literal"', '"no-such-kind"'), "unknown kind 'no-such-kind'"),
     "missing-summary": (GOOD_RULE.replace('summary = "why"\n', ""), "missing field 'summary'"),
     "unknown-field": (GOOD_RULE.replace('summary = "why"', 'summary = "why"\nfile = "typo"'), "unknown field(s): file"),
-    "bad-range": (GOOD_RULE.replace('files = ["*.py"]', 'files = ["*.py"]\nreleases = "one-six"'), "not a version range"),
+    "bad-range": (
+        GOOD_RULE.replace('files = ["*.py"]', 'files = ["*.py"]\nreleases = "one-six"'),
+        "not a version range",
+    ),
     "bad-option": (
         GOOD_RULE.replace('files = ["*.py"]', 'files = ["*.py"]\noptions = { positional = ["VideoProcessor"] }'),
         "is not 'callee:index'",
