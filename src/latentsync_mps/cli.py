@@ -29,13 +29,15 @@ class Exit(IntEnum):
     REFUSED = 7  # revert kept files edited by hand since apply (use --force)
     MANIFEST = 8  # .lsync-port/manifest.json is corrupt or was edited
     RULES = 9  # a rule file under patches/ is invalid
+    DOCTOR_BLOCKER = 10  # doctor found a blocker
 
 
 EXIT_CODES_HELP = """
 Exit codes: 0 ok · 2 bad path, option, profile or rule id · 3 not a recognised upstream tree ·
 4 tree not patched (revert) · 5 applied, but some files could not be processed ·
 6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
-8 corrupt manifest · 9 invalid rule file · 1 internal error (a bug: please report it).
+8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker ·
+1 internal error (a bug: please report it).
 """
 
 app = typer.Typer(
@@ -292,6 +294,45 @@ def demo(
     _engine_call(engine.commit, plan)
     report.render_plan(console, plan, written=True, show_diff=True)
     console.print(f"\nNext: `lsync-port status {target}`, then `lsync-port revert {target}`.")
+
+
+@app.command()
+def doctor(
+    tree: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A LatentSync checkout to check too (patched? requirements? checkpoints?).", show_default=False
+        ),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="The interpreter that will run the tree (default: the one running lsync-port)."),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            "--resolution", min=1, help="Frame size for the memory estimate (default: the tree's config, else 512)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pre-flight check of the machine and the Python that will run a port: ok / warning / blocker, with fixes.
+
+    The facts are gathered by a small script run in that interpreter (a child process). Exit 10
+    when any check is a blocker.
+    """
+    from .doctor import DoctorError, render, run
+
+    try:
+        result = run(tree, python, resolution, _pack() if tree is not None else None)
+    except DoctorError as error:
+        raise fail(str(error), Exit.USAGE) from None
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        render(console, result)
+    if result.blockers:
+        raise typer.Exit(int(Exit.DOCTOR_BLOCKER))
 
 
 def main() -> None:

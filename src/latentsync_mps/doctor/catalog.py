@@ -1,0 +1,184 @@
+"""What `lsync-port doctor` knows about LatentSync and its packages, as data.
+
+Sources: the upstream READMEs, `setup_env.sh`, `inference.sh` and `scripts/inference.py` of each
+release (bytedance/LatentSync bf00e09 / 75a4a17 / d058a61 / a229c39), and docs/PORTING_NOTES.md
+of this project for the wheels. Kept here, keyed by profile and release name (the names of
+patches/upstreams.toml), rather than in patches/: these are facts about running a tree, not rules
+for rewriting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One file a release reads at inference time.
+
+    base: "tree" (relative to the tree root: upstream opens these relative to the working
+    directory, which is the root when run as `python -m scripts.inference`) or "torch_hub"
+    (relative to torch.hub.get_dir()).
+    required: False when the upstream code downloads the file by itself on first use.
+    """
+
+    path: str
+    purpose: str
+    get: str = ""  # how to get it, when it is not a file of a Hugging Face repository
+    base: str = "tree"
+    required: bool = True
+    group: str = ""  # files of one group are fetched together (a downloaded folder)
+    repo: str = ""  # the Hugging Face repository that has it, as `remote`
+    remote: str = ""
+
+
+def _core(repo: str, whisper: str = "tiny") -> list[Checkpoint]:
+    """The two files upstream's README names for inference, downloaded with
+    `huggingface-cli download REPO FILE... --local-dir checkpoints` (setup_env.sh)."""
+    return [
+        Checkpoint("checkpoints/latentsync_unet.pt", "UNet weights", repo=repo, remote="latentsync_unet.pt"),
+        Checkpoint(
+            f"checkpoints/whisper/{whisper}.pt",
+            f"Whisper {whisper} audio encoder",
+            repo=repo,
+            remote=f"whisper/{whisper}.pt",
+        ),
+    ]
+
+
+# face_alignment (1.0, 1.5) fetches these into torch.hub's folder on first use; upstream's
+# setup_env.sh links them there from checkpoints/auxiliary instead. Only built when device != "cpu".
+_FACE_ALIGNMENT = [
+    Checkpoint(
+        f"checkpoints/{name}",
+        f"face_alignment {what} (used when the device is not cpu)",
+        "downloaded by face_alignment on first use (needs network); or link it from checkpoints/auxiliary "
+        "as upstream's setup_env.sh does",
+        base="torch_hub",
+        required=False,
+        group="face_alignment",
+    )
+    for name, what in (("s3fd-619a316812.pth", "face detector"), ("2DFAN4-cd938726ad.zip", "landmark model"))
+]
+
+# InsightFace's FaceAnalysis(root="checkpoints/auxiliary") loads models/buffalo_l/ and downloads the
+# whole buffalo_l pack when that folder does not exist; with allowed_modules=["detection",
+# "landmark_2d_106"] it needs these two. A folder that exists without them is not re-downloaded.
+_INSIGHTFACE = [
+    Checkpoint(
+        f"checkpoints/auxiliary/models/buffalo_l/{name}",
+        f"InsightFace {what}",
+        "downloaded by InsightFace on first run when checkpoints/auxiliary/models/buffalo_l is absent (needs network)",
+        required=False,
+        group="buffalo_l",
+    )
+    for name, what in (("det_10g.onnx", "face detector"), ("2d106det.onnx", "106-point landmarks"))
+]
+
+HF_REPOS = {"1.0": "chunyu-li/LatentSync", "1.5": "ByteDance/LatentSync-1.5", "1.6": "ByteDance/LatentSync-1.6"}
+
+
+def checkpoints(profile: str, release: str | None, whisper: str = "tiny") -> list[Checkpoint] | None:
+    """The checkpoint files a release needs for inference; None when lsync-port has no list for it.
+
+    An unrecognised release of the latentsync profile gets the newest list (1.6 / main)."""
+    if profile != "latentsync":
+        return None
+    if release in ("1.0", "1.5"):
+        return _core(HF_REPOS[release], whisper) + _FACE_ALIGNMENT
+    return _core(HF_REPOS["1.6"], whisper) + _INSIGHTFACE
+
+
+VAE_REPO = "stabilityai/sd-vae-ft-mse"  # AutoencoderKL.from_pretrained(...) in scripts/inference.py
+VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+# Default resolution of a release: the `data.resolution` of the config its inference.sh names.
+DEFAULT_RESOLUTION = {"1.0": 256, "1.5": 256, "1.6": 512, "main": 512}
+
+# Minimum accelerator memory for inference, in GB, as the upstream READMEs state it for CUDA
+# with fp16: 1.0 "about 6.5GB GPU memory"; 1.6's README "8 GB with LatentSync 1.5, 18 GB with
+# LatentSync 1.6" (256x256 and 512x512).
+MEMORY_NEED_GB = {256: 8.0, 512: 18.0}
+MEMORY_NEED_GB_RELEASE = {("1.0", 256): 6.5}
+# On a Mac the figure is a lower bound: the GPU shares RAM with macOS, and MPS attention
+# materialises the whole score matrix.
+MEMORY_BASIS = "upstream README's minimum GPU memory for CUDA fp16 inference; a lower bound on a Mac"
+
+
+def memory_need_gb(resolution: int, release: str | None = None) -> float:
+    """Memory for one inference at `resolution` (pixels per side), from the upstream figures;
+    other sizes are interpolated by pixel count between 256 and 512, and scaled beyond."""
+    if (release, resolution) in MEMORY_NEED_GB_RELEASE:
+        return MEMORY_NEED_GB_RELEASE[(release, resolution)]
+    if resolution <= 256:
+        return MEMORY_NEED_GB[256]
+    low, high = MEMORY_NEED_GB[256], MEMORY_NEED_GB[512]
+    if resolution <= 512:
+        share = (resolution**2 - 256**2) / (512**2 - 256**2)
+        return round(low + (high - low) * share, 1)
+    return round(high * (resolution / 512) ** 2, 1)
+
+
+# The MPS backend's default high-watermark ratio (PYTORCH_MPS_HIGH_WATERMARK_RATIO): allocations
+# may grow to this multiple of torch.mps.recommended_max_memory() before "MPS backend out of memory".
+MPS_DEFAULT_HIGH_WATERMARK = 1.7
+MPS_MIN_MACOS = (12, 3)  # the MPS backend's own floor
+MPS_INT64_MACOS = (13, 3)  # int64 reductions, cumsum and sort on MPS
+MPS_BF16_MACOS = (14, 0)  # bfloat16 on MPS
+
+
+def video_reader_wheel(system: str, machine: str, python: tuple[int, int], macos: tuple[int, ...] | None):
+    """The distribution that provides `import decord` with a wheel for this platform.
+
+    Returns (distribution or None, explanation). eva-decord 0.6.1: macOS arm64 wheels for CPython
+    3.8-3.11, a manylinux x86_64 wheel for any CPython 3, win_amd64. decord2: CPython 3.10-3.14 on
+    macOS 14+ arm64. Plain decord 0.6.0 has no macOS arm64 wheel."""
+    py = f"{python[0]}.{python[1]}"
+    if system == "Darwin" and machine == "arm64":
+        if (3, 8) <= python <= (3, 11):
+            return "eva-decord", f"eva-decord 0.6.1 has macOS arm64 wheels for CPython 3.8-3.11 (this is {py})"
+        if (3, 12) <= python <= (3, 14):
+            if macos is not None and macos < (14, 0):
+                return None, (
+                    f"CPython {py} on macOS {'.'.join(map(str, macos))}: eva-decord has no wheel for 3.12+ "
+                    "and decord2's wheels need macOS 14"
+                )
+            return "decord2", f"eva-decord has no macOS wheel for CPython {py}; decord2 covers 3.10-3.14 on macOS 14+"
+        return None, f"no decord wheel for CPython {py} on macOS arm64 (eva-decord: 3.8-3.11, decord2: 3.10-3.14)"
+    if system == "Darwin":
+        return None, f"no known decord wheel for macOS {machine} (the ported tree targets Apple Silicon)"
+    if system == "Linux" and machine in ("x86_64", "AMD64"):
+        return "eva-decord", "eva-decord 0.6.1 has a manylinux x86_64 wheel for any CPython 3"
+    if system == "Windows" and machine in ("AMD64", "x86_64"):
+        return "eva-decord", "eva-decord 0.6.1 has a win_amd64 wheel"
+    return None, f"no known decord wheel for {system} {machine}: it would build from source"
+
+
+DECORD_DISTRIBUTIONS = ("eva-decord", "decord2", "decord")
+
+
+def no_wheel(name: str, system: str, machine: str, python: tuple[int, int], macos: tuple[int, ...] | None):
+    """Why pip finds no wheel of requirement `name` here, or None when lsync-port knows of no such gap."""
+    if system != "Darwin":
+        return None
+    if name in ("onnxruntime-gpu", "xformers", "triton"):
+        return f"{name} has no macOS wheels"
+    if name == "decord" and machine == "arm64":
+        return "decord has no macOS arm64 wheel (eva-decord or decord2 install the same `import decord`)"
+    if name == "eva-decord" and machine == "arm64" and python >= (3, 12):
+        return f"eva-decord has no macOS arm64 wheel for CPython {python[0]}.{python[1]} (decord2 has)"
+    if name == "decord2" and machine == "arm64" and (macos is not None and macos < (14, 0) or python < (3, 10)):
+        return "decord2's macOS wheels need macOS 14 and CPython 3.10+"
+    return None
+
+
+# Requirement names that another distribution satisfies (same import name).
+EQUIVALENT = {
+    "decord": DECORD_DISTRIBUTIONS,
+    "eva-decord": DECORD_DISTRIBUTIONS,
+    "decord2": DECORD_DISTRIBUTIONS,
+    "onnxruntime-gpu": ("onnxruntime-gpu",),
+    "opencv-python": ("opencv-python", "opencv-python-headless", "opencv-contrib-python"),
+}
