@@ -1,0 +1,591 @@
+"""Smoke inference inside a (ported) LatentSync tree. Runs in a child process, never in lsync-port's.
+
+    python harness.py SPEC.json
+
+Standalone on purpose: it runs under the interpreter that runs the tree (`--python`), which need
+not have lsync-port installed. It imports the tree's own modules from the tree's root, runs the
+checks in order, and appends one JSON line per event to the spec's `events` file:
+
+    {"event": "start", "check": "decode"}
+    {"event": "end", "check": "decode", "status": "pass"|"fail"|"skip", "seconds": 0.4,
+     "detail": "...", "peak_memory": 123456789, "data": {...}}
+
+A check that fails ends the run: each later check needs what the earlier ones built. The parent
+(runner.py) enforces the time limit and reports a crash or hang by the last check that started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+import wave
+from pathlib import Path
+
+HARNESS_VERSION = "1"
+FPS = 25
+SAMPLE_RATE = 16000
+EVENTS: Path | None = None
+
+
+def emit(**event):
+    with open(EVENTS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(event) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class CheckFailed(Exception):
+    """A check's failure with the reason a person should read."""
+
+
+def peak_memory(device: str) -> int | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    if torch is not None and device == "mps" and torch.backends.mps.is_available():
+        return int(torch.mps.driver_allocated_memory())
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)
+    except (ImportError, OSError):
+        return None
+
+
+def run_check(name: str, function, spec, state) -> bool:
+    emit(event="start", check=name)
+    started = time.perf_counter()
+    status, detail, data = "pass", "", {}
+    try:
+        result = function(spec, state)
+        if isinstance(result, tuple):
+            detail, data = result
+        elif isinstance(result, str):
+            detail = result
+    except CheckFailed as failure:
+        status, detail = "fail", str(failure)
+    except SkipCheck as skip:
+        status, detail = "skip", str(skip)
+    except BaseException as error:  # the tree's own code failed: report its error, not ours
+        status = "fail"
+        detail = f"{type(error).__name__}: {error}"
+        data = {"traceback": _tree_traceback(error, spec["tree"])}
+        if isinstance(error, KeyboardInterrupt):
+            raise
+    emit(
+        event="end",
+        check=name,
+        status=status,
+        seconds=round(time.perf_counter() - started, 3),
+        detail=detail,
+        peak_memory=peak_memory(spec["device"]),
+        data=data,
+    )
+    return status != "fail"
+
+
+class SkipCheck(Exception):
+    pass
+
+
+def _tree_traceback(error: BaseException, tree: str) -> list[str]:
+    """The frames of the traceback that lie in the tree: where its code failed, file:line."""
+    frames = traceback.extract_tb(error.__traceback__)
+    inside = [f"{Path(f.filename).resolve().relative_to(tree)}:{f.lineno} in {f.name}" for f in frames if _inside(f.filename, tree)]
+    return inside[-6:] or [f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-3:]]
+
+
+def _inside(filename: str, tree: str) -> bool:
+    try:
+        Path(filename).resolve().relative_to(tree)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs that verify makes: a clip with a face-like pattern and an audio track.
+
+
+def face_landmarks(width: int, height: int):
+    """Where the synthetic face's brows, nose and mouth are in every frame."""
+    return {
+        "left_brow": (0.36 * width, 0.36 * height),
+        "right_brow": (0.64 * width, 0.36 * height),
+        "nose": (0.5 * width, 0.52 * height),
+        "mouth": (0.5 * width, 0.68 * height),
+    }
+
+
+def make_clip(path: Path, frames: int, size: int) -> None:
+    import numpy as np
+
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    marks = face_landmarks(size, size)
+    base = np.zeros((size, size, 3), np.float32) + np.array([40, 60, 90], np.float32)  # background
+    face = ((xs - size / 2) / (0.32 * size)) ** 2 + ((ys - 0.52 * size) / (0.42 * size)) ** 2 <= 1
+    base[face] = (205, 160, 130)  # skin
+    for key in ("left_brow", "right_brow"):
+        cx, cy = marks[key]
+        base[(abs(xs - cx) < 0.07 * size) & (abs(ys - cy) < 0.015 * size + 1)] = (60, 40, 30)
+    video = []
+    for index in range(frames):
+        frame = base.copy()
+        cx, cy = marks["mouth"]
+        opening = 0.02 + 0.03 * (1 + math.sin(index / 2)) / 2  # the mouth opens and closes
+        mouth = ((xs - cx) / (0.12 * size)) ** 2 + ((ys - cy) / (opening * size + 1)) ** 2 <= 1
+        frame[mouth] = (150, 40, 50)
+        video.append(frame.clip(0, 255).astype(np.uint8))
+    _write_video(path, np.stack(video), FPS)
+
+
+def _write_video(path: Path, frames, fps: int) -> None:
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, macro_block_size=1, quality=9)
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+
+
+def make_audio(path: Path, seconds: float) -> None:
+    samples = int(seconds * SAMPLE_RATE)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        data = bytearray()
+        for n in range(samples):
+            # A vowel-like sound: a 140 Hz voice with two formants, and syllables at 4 Hz.
+            t = n / SAMPLE_RATE
+            envelope = 0.5 + 0.5 * math.sin(2 * math.pi * 4 * t)
+            value = envelope * (0.5 * math.sin(2 * math.pi * 140 * t) + 0.3 * math.sin(2 * math.pi * 700 * t) + 0.2 * math.sin(2 * math.pi * 1200 * t))
+            data += int(max(-1.0, min(1.0, value)) * 20000).to_bytes(2, "little", signed=True)
+        handle.writeframes(bytes(data))
+
+
+def read_video_frames(path: Path):
+    """Frames and fps of a video, read independently of the tree (imageio-ffmpeg)."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    width, height = meta["size"]
+    frames = [np.frombuffer(chunk, np.uint8).reshape(height, width, 3) for chunk in reader]
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8), float(meta["fps"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The synthetic stand-ins: tiny random weights from the tree's own configs, and a landmark source.
+
+
+class StandInFaceDetector:
+    """Replaces InsightFace in synthetic mode: the face is where verify drew it, every frame.
+
+    Returns a box and InsightFace's 106-point layout, with every point at the face centre except
+    the brows and the nose, which LatentSync uses for alignment."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, frame, *args, **kwargs):
+        import numpy as np
+
+        height, width = frame.shape[:2]
+        marks = face_landmarks(width, height)
+        points = np.tile(np.array([[width / 2, height / 2]], np.float32), (106, 1))
+        points[[43, 48, 49, 50, 51]] = marks["left_brow"]
+        points[101:106] = marks["right_brow"]
+        points[[74, 77, 83, 86]] = marks["nose"]
+        box = [int(0.18 * width), int(0.1 * height), int(0.82 * width), int(0.94 * height)]
+        return box, points
+
+
+def shrink_unet_config(model: dict) -> dict:
+    """Same block types and layout, small widths: a UNet that builds and runs in seconds."""
+    small = dict(model)
+    levels = len(small.get("block_out_channels", [32, 64]))
+    small["block_out_channels"] = [32] * levels if levels > 2 else [32, 64]
+    small["layers_per_block"] = 1
+    if "norm_num_groups" in small:
+        small["norm_num_groups"] = 8
+    if "attention_head_dim" in small:
+        small["attention_head_dim"] = 8
+    kwargs = small.get("motion_module_kwargs")
+    if isinstance(kwargs, dict) and "num_attention_heads" in kwargs:
+        small["motion_module_kwargs"] = {**kwargs, "num_attention_heads": 4}
+    return small
+
+
+def synthetic_weights(spec, config) -> dict:
+    """Build (or reuse from the cache) the tiny checkpoints; returns their paths."""
+    import torch
+
+    tree = Path(spec["tree"])
+    key = hashlib.sha256(
+        json.dumps([HARNESS_VERSION, spec["seed"], _plain(config)], sort_keys=True, default=str).encode()
+        + _file_digest(tree / "latentsync/models/unet.py")
+        + _file_digest(tree / "latentsync/whisper/whisper/model.py")
+    ).hexdigest()[:16]
+    folder = Path(spec["cache"]) / key
+    paths = {"unet": folder / "unet.pt", "whisper": folder / "whisper.pt", "vae": folder / "vae"}
+    if all(p.exists() for p in paths.values()):
+        return {k: str(v) for k, v in paths.items()} | {"cached": True}
+    partial = folder.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    torch.manual_seed(spec["seed"])
+
+    unet_module = importlib.import_module("latentsync.models.unet")
+    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(shrink_unet_config(config["model"]), "", device="cpu")
+    _randomise(unet, torch)
+    torch.save({"state_dict": unet.state_dict(), "global_step": 0}, partial / "unet.pt")
+
+    whisper_model = importlib.import_module("latentsync.whisper.whisper.model")
+    fields = {f.name for f in dataclasses.fields(whisper_model.ModelDimensions)}
+    tiny = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": config["model"].get("cross_attention_dim", 384),
+            "n_audio_head": 6, "n_audio_layer": 4, "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384,
+            "n_text_head": 6, "n_text_layer": 1}
+    dims = {k: v for k, v in tiny.items() if k in fields}
+    whisper = whisper_model.Whisper(whisper_model.ModelDimensions(**dims))
+    torch.save({"dims": dims, "model_state_dict": whisper.state_dict()}, partial / "whisper.pt")
+
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    vae.save_pretrained(partial / "vae", safe_serialization=False)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return {k: str(v) for k, v in paths.items()} | {"cached": False}
+
+
+def _randomise(module, torch) -> None:
+    # Zero-initialised output layers (common in diffusion UNets) would make every output zero and
+    # hide real bugs; small random values everywhere keep the numbers alive.
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.abs().sum() == 0:
+                parameter.normal_(0, 0.02)
+
+
+def _file_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest() if path.exists() else b""
+
+
+def _plain(value):
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(value):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:
+        pass
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# The checks
+
+
+def check_device(spec, state):
+    import torch
+
+    device = spec["device"]
+    state["torch"] = torch
+    kind = device.split(":")[0]
+    if kind == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            built = bool(backend is not None and backend.is_built())
+            raise CheckFailed(
+                "no MPS device here: torch.backends.mps.is_available() is False "
+                + ("(this torch has MPS built in, but this machine is not Apple Silicon or macOS is older than 12.3)" if built else "(this torch was built without MPS)")
+                + "; run with --device cpu"
+            )
+    elif kind == "cuda" and not torch.cuda.is_available():
+        raise CheckFailed("no CUDA device here: torch.cuda.is_available() is False; run with --device cpu")
+    elif kind not in ("cpu", "cuda", "mps"):
+        raise CheckFailed(f"unknown device {device!r}")
+    return f"torch {torch.__version__} on {device}"
+
+
+def check_imports(spec, state):
+    modules = {}
+    for name in spec["modules"]:
+        modules[name] = importlib.import_module(name)
+    state["modules"] = modules
+    try:
+        helper = importlib.import_module(spec["runtime_module"])
+    except ModuleNotFoundError:
+        state["helper"] = None
+        state["dtype"] = state["torch"].float32 if spec["device"] == "cpu" else state["torch"].float16
+        return f"{len(modules)} modules imported; no runtime helper ({spec['runtime_module']}): the tree is not ported"
+    state["helper"] = helper
+    resolved = helper.device()
+    if resolved != spec["device"]:
+        raise CheckFailed(f"the runtime helper resolves to {resolved!r}, not {spec['device']!r}")
+    dtype = helper.dtype(resolved)
+    state["dtype"] = dtype
+    return f"{len(modules)} modules imported; runtime helper: device {resolved}, dtype {str(dtype).replace('torch.', '')}"
+
+
+def check_decode(spec, state):
+    work = Path(spec["work"])
+    clip = work / "input.mp4"
+    make_clip(clip, spec["frames"], state["resolution"])
+    make_audio(work / "input.wav", spec["frames"] / FPS + 0.5)
+    state["clip"], state["audio"] = clip, work / "input.wav"
+    util = importlib.import_module("latentsync.utils.util")
+    reader = getattr(util, "read_video_decord", None)
+    frames = reader(str(clip)) if reader else util.read_video(str(clip), use_decord=True)
+    frames = getattr(frames, "asnumpy", lambda: frames)()
+    if len(frames) != spec["frames"]:
+        raise CheckFailed(f"decoded {len(frames)} frames, expected {spec['frames']}")
+    if tuple(frames.shape[1:3]) != (state["resolution"], state["resolution"]):
+        raise CheckFailed(f"decoded frames of shape {frames.shape[1:]}, expected {state['resolution']}x{state['resolution']}")
+    import decord
+
+    return f"{len(frames)} frames {frames.shape[2]}x{frames.shape[1]} through the tree's decord path (decord {decord.__version__})"
+
+
+def check_audio(spec, state):
+    torch = state["torch"]
+    weights = state["weights"]
+    audio_module = importlib.import_module("latentsync.whisper.audio2feature")
+    config = state["config"]
+    encoder = audio_module.Audio2Feature(
+        model_path=weights["whisper"],
+        device=spec["device"],
+        num_frames=config["data"]["num_frames"],
+        audio_feat_length=list(config["data"].get("audio_feat_length", [2, 2])),
+    )
+    state["audio_encoder"] = encoder
+    features = encoder.audio2feat(str(state["audio"]))
+    chunks = encoder.feature2chunks(feature_array=features, fps=FPS)
+    if len(chunks) < spec["frames"]:
+        raise CheckFailed(f"{len(chunks)} audio chunks for {spec['frames']} frames")
+    stacked = torch.stack([torch.as_tensor(c) for c in chunks[: spec["frames"]]]).float()
+    if not torch.isfinite(stacked).all():
+        raise CheckFailed("audio features contain NaN or inf")
+    state["audio_chunks"] = stacked
+    return f"{len(chunks)} chunks of shape {tuple(stacked.shape[1:])}"
+
+
+def check_unet(spec, state):
+    torch = state["torch"]
+    unet_module = importlib.import_module("latentsync.models.unet")
+    config = state["config"]
+    dtype = state["dtype"]
+    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(shrink_unet_config(config["model"]), state["weights"]["unet"], device="cpu")
+    unet = unet.to(spec["device"], dtype=dtype).eval()
+    state["unet"] = unet
+    latent = state["resolution"] // 8
+    frames = min(spec["frames"], config["data"]["num_frames"])
+    generator = torch.Generator().manual_seed(spec["seed"])
+    sample = torch.randn((1, unet.config.in_channels, frames, latent, latent), generator=generator)
+    context = state["audio_chunks"][:frames][None]
+    state["unet_inputs"] = (sample, context)
+    with torch.no_grad():
+        out = unet(sample.to(spec["device"], dtype), torch.tensor(500, device=spec["device"]), encoder_hidden_states=context.to(spec["device"], dtype)).sample
+    out = out.float().cpu()
+    state["unet_output"] = out
+    if not torch.isfinite(out).all():
+        raise CheckFailed(f"UNet output contains NaN or inf in {str(dtype).replace('torch.', '')}")
+    return f"output {tuple(out.shape)} in {str(dtype).replace('torch.', '')}, |mean| {out.abs().mean():.4f}"
+
+
+def build_pipeline(spec, state, device, dtype):
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    pipeline_module = importlib.import_module("latentsync.pipelines.lipsync_pipeline")
+    image_processor = importlib.import_module("latentsync.utils.image_processor")
+    if spec["weights"] == "synthetic":
+        image_processor.FaceDetector = StandInFaceDetector  # see the report: no real face detection
+    vae = AutoencoderKL.from_pretrained(state["weights"]["vae"], torch_dtype=dtype)
+    vae.config.scaling_factor = 0.18215
+    vae.config.shift_factor = 0
+    scheduler = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
+    unet = state["unet"] if device == spec["device"] else state["unet"].to(device, dtype=dtype)
+    return pipeline_module.LipsyncPipeline(vae=vae, audio_encoder=state["audio_encoder"], unet=unet, scheduler=scheduler).to(device)
+
+
+def run_pipeline(spec, state, device, dtype, out_path):
+    torch = state["torch"]
+    pipeline = build_pipeline(spec, state, device, dtype)
+    config = state["config"]
+    generator = torch.Generator().manual_seed(spec["seed"])
+    pipeline(
+        video_path=str(state["clip"]),
+        audio_path=str(state["audio"]),
+        video_out_path=str(out_path),
+        video_mask_path=str(out_path).replace(".mp4", "_mask.mp4"),
+        num_frames=config["data"]["num_frames"],
+        num_inference_steps=spec["steps"],
+        guidance_scale=1.5,
+        weight_dtype=dtype,
+        width=state["resolution"],
+        height=state["resolution"],
+        mask_image_path=config["data"].get("mask_image_path", "latentsync/utils/mask.png"),
+        generator=generator,
+    )
+    if not out_path.exists():
+        raise CheckFailed(f"the pipeline finished but wrote no video at {out_path}")
+
+
+def check_pipeline(spec, state):
+    out = Path(spec["work"]) / "output.mp4"
+    run_pipeline(spec, state, spec["device"], state["dtype"], out)
+    state["output"] = out
+    return f"{spec['steps']} denoising steps, wrote {out.name} ({out.stat().st_size} bytes)"
+
+
+def check_output(spec, state):
+    import numpy as np
+
+    frames, fps = read_video_frames(state["output"])
+    state["output_frames"] = frames
+    problems = []
+    if len(frames) != spec["frames"]:
+        problems.append(f"{len(frames)} frames, expected {spec['frames']}")
+    if abs(fps - FPS) > 0.01:
+        problems.append(f"{fps} fps, expected {FPS}")
+    if not np.isfinite(frames.astype(np.float32)).all():
+        problems.append("non-finite values")
+    size = frames.shape[1] if len(frames) else state["resolution"]
+    cx, cy = face_landmarks(size, size)["mouth"]
+    half = max(2, size // 10)
+    mouth = frames[:, int(cy) - half : int(cy) + half, int(cx) - 2 * half : int(cx) + 2 * half].astype(np.float32)
+    mouth_mean = float(mouth.mean()) if mouth.size else 0.0
+    if mouth.size == 0 or mouth_mean < 8.0:
+        problems.append(f"the mouth region is black (mean {mouth_mean:.1f} of 255): the MPS black-mask symptom")
+    data = {"frames": len(frames), "fps": fps, "mouth_mean": round(mouth_mean, 2)}
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return f"{len(frames)} frames at {fps:g} fps, finite, mouth region mean {mouth_mean:.1f}/255", data
+
+
+def check_parity(spec, state):
+    import numpy as np
+
+    torch = state["torch"]
+    if spec["device"] == "cpu":
+        raise SkipCheck("cpu is the reference device")
+    reference = Path(spec["work"]) / "reference_cpu.mp4"
+    state["unet"] = state["unet"].to("cpu", dtype=torch.float32)
+    state["audio_encoder"].model.to("cpu")
+    run_pipeline(spec, state, "cpu", torch.float32, reference)
+    ref_frames, _ = read_video_frames(reference)
+    frames = state["output_frames"]
+    if ref_frames.shape != frames.shape:
+        raise CheckFailed(f"output shape {frames.shape} differs from the CPU float32 run's {ref_frames.shape}")
+    diff = np.abs(frames.astype(np.float32) - ref_frames.astype(np.float32))
+    mse = float((diff**2).mean())
+    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    data = {"max_abs_error": float(diff.max()), "psnr": psnr}
+    if psnr < spec["min_psnr"]:
+        raise CheckFailed(f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec['min_psnr']} dB, max abs error {diff.max():.0f}")
+    return f"vs CPU float32: PSNR {psnr:.1f} dB, max abs error {diff.max():.0f}/255", data
+
+
+def load_config(spec, state):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.load(Path(spec["tree"]) / spec["config"]), resolve=True)
+    state["config"] = config
+    state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
+
+
+def check_weights(spec, state):
+    if spec["weights"] == "real":
+        tree = Path(spec["tree"])
+        raise CheckFailed(f"--weights real is not supported by this harness yet (checkpoints at {tree / 'checkpoints'})")
+    state["weights"] = synthetic_weights(spec, state["config"])
+    how = "reused from the cache" if state["weights"]["cached"] else "made"
+    return f"synthetic tiny checkpoints {how}; face detection: a fixed landmark source stands in for InsightFace"
+
+
+CHECKS = [
+    ("device", check_device),
+    ("import", check_imports),
+    ("weights", check_weights),
+    ("decode", check_decode),
+    ("audio", check_audio),
+    ("unet", check_unet),
+    ("pipeline", check_pipeline),
+    ("output", check_output),
+    ("parity", check_parity),
+]
+
+
+def _auto_device() -> str:
+    import torch
+
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _ffmpeg_on_path(work: Path) -> None:
+    """LatentSync runs the `ffmpeg` command; without one on PATH, use imageio-ffmpeg's binary."""
+    if shutil.which("ffmpeg"):
+        return
+    with contextlib.suppress(ImportError, RuntimeError, OSError):
+        import imageio_ffmpeg
+
+        folder = work / "bin"
+        folder.mkdir(exist_ok=True)
+        link = folder / "ffmpeg"
+        if not link.exists():
+            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def main(spec_path: str) -> int:
+    global EVENTS
+    spec = json.loads(Path(spec_path).read_text())
+    EVENTS = Path(spec["events"])
+    tree = spec["tree"]
+    os.chdir(tree)
+    sys.path.insert(0, tree)
+    if spec["device"] == "auto":
+        spec["device"] = _auto_device()
+    os.environ["LATENTSYNC_DEVICE"] = spec["device"]
+    _ffmpeg_on_path(Path(spec["work"]))
+    state: dict = {}
+    with contextlib.suppress(Exception):
+        load_config(spec, state)
+    if "config" not in state:
+        emit(event="end", check="config", status="fail", seconds=0, detail=f"cannot read {spec['config']}", data={})
+        return 1
+    ok = True
+    for name, function in CHECKS:
+        if not ok:
+            break
+        ok = run_check(name, function, spec, state)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

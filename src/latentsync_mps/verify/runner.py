@@ -1,0 +1,213 @@
+"""Run the smoke-inference harness in a child process and turn its events into a report.
+
+The child runs the tree's own code under the given interpreter, from the tree's root, in its own
+process group, under a time limit. A hang, a crash or an out-of-memory kill is reported with the
+check that was running, never as a traceback of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..engine import check_tree, detect
+from ..ruleset import RulePack
+
+HARNESS = Path(__file__).with_name("harness.py")
+# The tree's modules on the inference path; all must import.
+MODULES = [
+    "latentsync.utils.util",
+    "latentsync.utils.image_processor",
+    "latentsync.models.unet",
+    "latentsync.whisper.audio2feature",
+    "latentsync.pipelines.lipsync_pipeline",
+    "scripts.inference",
+]
+CHECK_TITLES = {
+    "device": "device exists",
+    "import": "modules import, helper resolves the device",
+    "weights": "checkpoints",
+    "decode": "video decoding (decord)",
+    "audio": "audio features",
+    "unet": "UNet forward",
+    "pipeline": "denoising run, end to end",
+    "output": "output sanity",
+    "parity": "parity with CPU float32",
+    "config": "tree config",
+}
+CONFIG_CANDIDATES = ("configs/unet/stage2.yaml", "configs/unet/second_stage.yaml", "configs/unet/unet_latent_16_diffusion.yaml")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # pass | fail | skip | running (when the child died during it)
+    seconds: float = 0.0
+    detail: str = ""
+    peak_memory: int | None = None
+    data: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return CHECK_TITLES.get(self.name, self.name)
+
+
+@dataclass
+class VerifyReport:
+    tree: str
+    device: str
+    python: str
+    weights: str
+    checks: list[CheckResult]
+    passed: bool
+    reason: str
+    seconds: float
+    log_tail: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def find_config(tree: Path) -> str | None:
+    for candidate in CONFIG_CANDIDATES:
+        if (tree / candidate).exists():
+            return candidate
+    return None
+
+
+def run_verify(
+    tree: Path,
+    pack: RulePack,
+    device: str = "auto",
+    weights: str = "auto",
+    steps: int = 2,
+    frames: int | None = None,
+    timeout: float = 600.0,
+    python: str | None = None,
+    min_psnr: float = 25.0,
+    on_event: Callable[[dict], None] | None = None,
+) -> VerifyReport:
+    tree = check_tree(tree)
+    profile, _ = detect(tree, pack)
+    config = find_config(tree)
+    python = python or sys.executable
+    if weights == "auto":
+        weights = "real" if (tree / "checkpoints" / "latentsync_unet.pt").exists() else "synthetic"
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lsync-verify-") as work_dir:
+        work = Path(work_dir)
+        events = work / "events.jsonl"
+        events.touch()
+        spec = {
+            "tree": str(tree),
+            "device": device,
+            "weights": weights,
+            "steps": steps,
+            "frames": frames or 0,
+            "seed": 1247,
+            "config": config or CONFIG_CANDIDATES[0],
+            "modules": MODULES,
+            "runtime_module": profile.runtime_module,
+            "work": str(work),
+            "events": str(events),
+            "cache": str(_cache_dir()),
+            "min_psnr": min_psnr,
+        }
+        if not frames:
+            spec["frames"] = 8
+        (work / "spec.json").write_text(json.dumps(spec))
+        log = work / "child.log"
+        with open(log, "wb") as log_handle:
+            child = subprocess.Popen(
+                [python, str(HARNESS), str(work / "spec.json")],
+                cwd=tree,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+            results, timed_out = _follow(child, events, timeout, on_event)
+        returncode = child.returncode
+        log_tail = log.read_text(errors="replace").splitlines()[-15:]
+    return _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
+
+
+def _follow(child: subprocess.Popen, events: Path, timeout: float, on_event) -> tuple[dict[str, CheckResult], bool]:
+    results: dict[str, CheckResult] = {}
+    deadline = time.monotonic() + timeout
+    offset = 0
+    timed_out = False
+    while True:
+        finished = child.poll() is not None
+        with open(events, encoding="utf-8") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        offset += len(complete.encode("utf-8"))
+        for line in complete.splitlines():
+            event = json.loads(line)
+            if event["event"] == "start":
+                results[event["check"]] = CheckResult(event["check"], "running")
+            else:
+                results[event["check"]] = CheckResult(
+                    event["check"], event["status"], event["seconds"], event["detail"], event.get("peak_memory"), event.get("data", {})
+                )
+            if on_event:
+                on_event(event)
+        if finished:
+            return results, timed_out
+        if time.monotonic() > deadline:
+            timed_out = True
+            _kill(child)
+        time.sleep(0.05)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait()
+
+
+def _report(tree, spec, python, results, timed_out, returncode, timeout, seconds, log_tail) -> VerifyReport:
+    checks = list(results.values())
+    running = [c for c in checks if c.status == "running"]
+    failed = [c for c in checks if c.status == "fail"]
+    if timed_out:
+        where = running[-1].title if running else "start-up"
+        reason = f"timed out after {timeout:g} s during: {where}"
+    elif running:
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        hint = " (SIGKILL: out of memory?)" if returncode == -signal.SIGKILL else ""
+        reason = f"the child process died ({how}{hint}) during: {running[-1].title}"
+        running[-1].detail = reason
+    elif failed:
+        reason = f"{failed[0].title}: {failed[0].detail}"
+    elif returncode != 0:
+        reason = f"the child process exited with code {returncode} before any check ran"
+    elif not checks:
+        reason = "no check ran"
+    else:
+        reason = ""
+    for check in running:
+        check.status = "fail"
+    device = spec["device"]
+    if results.get("device") and results["device"].status == "pass":
+        device = results["device"].detail.rsplit(" on ", 1)[-1]
+    passed = not reason and all(c.status in ("pass", "skip") for c in checks) and "output" in results
+    return VerifyReport(str(tree), device, python, spec["weights"], checks, passed, reason, round(seconds, 2), log_tail)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lsync-port" / "synthetic"
