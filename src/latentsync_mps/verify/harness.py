@@ -101,7 +101,11 @@ class SkipCheck(Exception):
 def _tree_traceback(error: BaseException, tree: str) -> list[str]:
     """The frames of the traceback that lie in the tree: where its code failed, file:line."""
     frames = traceback.extract_tb(error.__traceback__)
-    inside = [f"{Path(f.filename).resolve().relative_to(tree)}:{f.lineno} in {f.name}" for f in frames if _inside(f.filename, tree)]
+    inside = [
+        f"{Path(f.filename).resolve().relative_to(tree)}:{f.lineno} in {f.name}"
+        for f in frames
+        if _inside(f.filename, tree)
+    ]
     return inside[-6:] or [f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-3:]]
 
 
@@ -171,7 +175,11 @@ def make_audio(path: Path, seconds: float) -> None:
             # A vowel-like sound: a 140 Hz voice with two formants, and syllables at 4 Hz.
             t = n / SAMPLE_RATE
             envelope = 0.5 + 0.5 * math.sin(2 * math.pi * 4 * t)
-            value = envelope * (0.5 * math.sin(2 * math.pi * 140 * t) + 0.3 * math.sin(2 * math.pi * 700 * t) + 0.2 * math.sin(2 * math.pi * 1200 * t))
+            value = envelope * (
+                0.5 * math.sin(2 * math.pi * 140 * t)
+                + 0.3 * math.sin(2 * math.pi * 700 * t)
+                + 0.2 * math.sin(2 * math.pi * 1200 * t)
+            )
             data += int(max(-1.0, min(1.0, value)) * 20000).to_bytes(2, "little", signed=True)
         handle.writeframes(bytes(data))
 
@@ -256,9 +264,18 @@ def synthetic_weights(spec, config) -> dict:
 
     whisper_model = importlib.import_module("latentsync.whisper.whisper.model")
     fields = {f.name for f in dataclasses.fields(whisper_model.ModelDimensions)}
-    tiny = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": config["model"].get("cross_attention_dim", 384),
-            "n_audio_head": 6, "n_audio_layer": 4, "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384,
-            "n_text_head": 6, "n_text_layer": 1}
+    tiny = {
+        "n_mels": 80,
+        "n_audio_ctx": 1500,
+        "n_audio_state": config["model"].get("cross_attention_dim", 384),
+        "n_audio_head": 6,
+        "n_audio_layer": 4,
+        "n_vocab": 51865,
+        "n_text_ctx": 448,
+        "n_text_state": 384,
+        "n_text_head": 6,
+        "n_text_layer": 1,
+    }
     dims = {k: v for k, v in tiny.items() if k in fields}
     whisper = whisper_model.Whisper(whisper_model.ModelDimensions(**dims))
     torch.save({"dims": dims, "model_state_dict": whisper.state_dict()}, partial / "whisper.pt")
@@ -321,7 +338,11 @@ def check_device(spec, state):
             built = bool(backend is not None and backend.is_built())
             raise CheckFailed(
                 "no MPS device here: torch.backends.mps.is_available() is False "
-                + ("(this torch has MPS built in, but this machine is not Apple Silicon or macOS is older than 12.3)" if built else "(this torch was built without MPS)")
+                + (
+                    "(this torch has MPS built in, but this machine is not Apple Silicon or macOS is older than 12.3)"
+                    if built
+                    else "(this torch was built without MPS)"
+                )
                 + "; run with --device cpu"
             )
     elif kind == "cuda" and not torch.cuda.is_available():
@@ -348,7 +369,9 @@ def check_imports(spec, state):
         raise CheckFailed(f"the runtime helper resolves to {resolved!r}, not {spec['device']!r}")
     dtype = helper.dtype(resolved)
     state["dtype"] = dtype
-    return f"{len(modules)} modules imported; runtime helper: device {resolved}, dtype {str(dtype).replace('torch.', '')}"
+    return (
+        f"{len(modules)} modules imported; runtime helper: device {resolved}, dtype {str(dtype).replace('torch.', '')}"
+    )
 
 
 def check_decode(spec, state):
@@ -364,10 +387,13 @@ def check_decode(spec, state):
     if len(frames) != spec["frames"]:
         raise CheckFailed(f"decoded {len(frames)} frames, expected {spec['frames']}")
     if tuple(frames.shape[1:3]) != (state["resolution"], state["resolution"]):
-        raise CheckFailed(f"decoded frames of shape {frames.shape[1:]}, expected {state['resolution']}x{state['resolution']}")
+        raise CheckFailed(
+            f"decoded frames of shape {frames.shape[1:]}, expected {state['resolution']}x{state['resolution']}"
+        )
     import decord
 
-    return f"{len(frames)} frames {frames.shape[2]}x{frames.shape[1]} through the tree's decord path (decord {decord.__version__})"
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    return f"{len(frames)} frames {size} through the tree's decord path (decord {decord.__version__})"
 
 
 def check_audio(spec, state):
@@ -398,7 +424,9 @@ def check_unet(spec, state):
     unet_module = importlib.import_module("latentsync.models.unet")
     config = state["config"]
     dtype = state["dtype"]
-    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(shrink_unet_config(config["model"]), state["weights"]["unet"], device="cpu")
+    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(
+        shrink_unet_config(config["model"]), state["weights"]["unet"], device="cpu"
+    )
     unet = unet.to(spec["device"], dtype=dtype).eval()
     state["unet"] = unet
     latent = state["resolution"] // 8
@@ -408,7 +436,11 @@ def check_unet(spec, state):
     context = state["audio_chunks"][:frames][None]
     state["unet_inputs"] = (sample, context)
     with torch.no_grad():
-        out = unet(sample.to(spec["device"], dtype), torch.tensor(500, device=spec["device"]), encoder_hidden_states=context.to(spec["device"], dtype)).sample
+        out = unet(
+            sample.to(spec["device"], dtype),
+            torch.tensor(500, device=spec["device"]),
+            encoder_hidden_states=context.to(spec["device"], dtype),
+        ).sample
     out = out.float().cpu()
     state["unet_output"] = out
     if not torch.isfinite(out).all():
@@ -428,7 +460,9 @@ def build_pipeline(spec, state, device, dtype):
     vae.config.shift_factor = 0
     scheduler = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
     unet = state["unet"] if device == spec["device"] else state["unet"].to(device, dtype=dtype)
-    return pipeline_module.LipsyncPipeline(vae=vae, audio_encoder=state["audio_encoder"], unet=unet, scheduler=scheduler).to(device)
+    return pipeline_module.LipsyncPipeline(
+        vae=vae, audio_encoder=state["audio_encoder"], unet=unet, scheduler=scheduler
+    ).to(device)
 
 
 def run_pipeline(spec, state, device, dtype, out_path):
@@ -505,7 +539,10 @@ def check_parity(spec, state):
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
     data = {"max_abs_error": float(diff.max()), "psnr": psnr}
     if psnr < spec["min_psnr"]:
-        raise CheckFailed(f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec['min_psnr']} dB, max abs error {diff.max():.0f}")
+        raise CheckFailed(
+            f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec['min_psnr']} dB, "
+            f"max abs error {diff.max():.0f}"
+        )
     return f"vs CPU float32: PSNR {psnr:.1f} dB, max abs error {diff.max():.0f}/255", data
 
 
@@ -520,7 +557,9 @@ def load_config(spec, state):
 def check_weights(spec, state):
     if spec["weights"] == "real":
         tree = Path(spec["tree"])
-        raise CheckFailed(f"--weights real is not supported by this harness yet (checkpoints at {tree / 'checkpoints'})")
+        raise CheckFailed(
+            f"--weights real is not supported by this harness yet (checkpoints at {tree / 'checkpoints'})"
+        )
     state["weights"] = synthetic_weights(spec, state["config"])
     how = "reused from the cache" if state["weights"]["cached"] else "made"
     return f"synthetic tiny checkpoints {how}; face detection: a fixed landmark source stands in for InsightFace"

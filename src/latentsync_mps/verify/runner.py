@@ -43,7 +43,11 @@ CHECK_TITLES = {
     "parity": "parity with CPU float32",
     "config": "tree config",
 }
-CONFIG_CANDIDATES = ("configs/unet/stage2.yaml", "configs/unet/second_stage.yaml", "configs/unet/unet_latent_16_diffusion.yaml")
+CONFIG_CANDIDATES = (
+    "configs/unet/stage2.yaml",
+    "configs/unet/second_stage.yaml",
+    "configs/unet/unet_latent_16_diffusion.yaml",
+)
 
 
 @dataclass
@@ -159,7 +163,12 @@ def _follow(child: subprocess.Popen, events: Path, timeout: float, on_event) -> 
                 results[event["check"]] = CheckResult(event["check"], "running")
             else:
                 results[event["check"]] = CheckResult(
-                    event["check"], event["status"], event["seconds"], event["detail"], event.get("peak_memory"), event.get("data", {})
+                    event["check"],
+                    event["status"],
+                    event["seconds"],
+                    event["detail"],
+                    event.get("peak_memory"),
+                    event.get("data", {}),
                 )
             if on_event:
                 on_event(event)
