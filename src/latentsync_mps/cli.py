@@ -30,13 +30,14 @@ class Exit(IntEnum):
     MANIFEST = 8  # .lsync-port/manifest.json is corrupt or was edited
     RULES = 9  # a rule file under patches/ is invalid
     DOCTOR_BLOCKER = 10  # doctor found a blocker
+    VERIFY_FAILED = 11  # verify: the port does not run on that device (the report says why)
 
 
 EXIT_CODES_HELP = """
 Exit codes: 0 ok · 2 bad path, option, profile or rule id · 3 not a recognised upstream tree ·
 4 tree not patched (revert) · 5 applied, but some files could not be processed ·
 6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
-8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker ·
+8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker · 11 verify failed ·
 1 internal error (a bug: please report it).
 """
 
@@ -207,6 +208,61 @@ def revert(
             Exit.REFUSED,
         )
     console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
+
+
+DEVICES = ("auto", "mps", "cuda", "cpu")
+WEIGHTS = ("auto", "synthetic", "real")
+
+
+@app.command()
+def verify(
+    tree: TreeArg,
+    device: Annotated[str, typer.Option("--device", help="auto (mps > cuda > cpu), mps, cuda or cpu.")] = "auto",
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="synthetic: tiny random checkpoints built from the tree's configs (default when checkpoints/ "
+            "is missing); real: the tree's checkpoints/ and real face detection.",
+        ),
+    ] = "auto",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 2,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames in the test clip.")] = 8,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds before the child is killed.")] = 600,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run smoke inference with TREE's own code on a device and say plainly whether it works.
+
+    The tree's code runs in a child process, from the tree's root, under --timeout: device check,
+    imports, video decoding (decord), audio features, a UNet forward pass, a short denoising run
+    writing a video, output sanity (frames, fps, finite, mouth not black) and, off cpu, parity with
+    a CPU float32 run. Exit 0 when every check passes, 11 when one fails.
+    """
+    from .verify import render
+
+    if device not in DEVICES:
+        raise fail(f"--device must be one of {', '.join(DEVICES)}, not {device!r}", Exit.USAGE)
+    if weights not in WEIGHTS:
+        raise fail(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}", Exit.USAGE)
+    if python is not None and shutil.which(python) is None and not Path(python).is_file():
+        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    from .verify.runner import run_verify
+
+    pack = _pack()
+    with render.progress(console, enabled=not json_out) as on_event:
+        report = _engine_call(
+            run_verify, tree, pack, device, weights, steps, frames, timeout, python, on_event=on_event
+        )
+    if json_out:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        render.render_report(console, report)
+    if not report.passed:
+        raise typer.Exit(int(Exit.VERIFY_FAILED))
 
 
 @app.command("list-rules")
