@@ -887,6 +887,7 @@ def test_memory_less_than_the_checkpoints_blocks():
 
 def test_memory_cpu_linux():
     expect(checks.check_memory, linux_facts(), OK, "24.0 GiB RAM for inference on the CPU")
+    expect(checks.check_memory, put(linux_facts(), "resolution.value", 64), OK, "at most ~8 GB for 64x64")
     facts = put(linux_facts(), "probe.memory.cgroup_limit", 8 * GIB)
     expect(checks.check_memory, facts, WARNING, "cgroup limit of 8.0 GiB")
 

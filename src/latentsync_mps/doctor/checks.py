@@ -397,7 +397,7 @@ def check_device(facts) -> Check | None:
                 BLOCKER,
                 f"{picked}; on cpu this tree's ImageProcessor has no face detector and raises "
                 "NotImplementedError('Using the CPU for face detection is not supported').",
-                "Run on mps or cuda (the cpu branch of ImageProcessor is not ported yet).",
+                "Run on mps or cuda: on cpu this tree cannot detect faces.",
             )
         if forced and (mps_available(facts) or cuda_available(facts)):
             return Check("device", WARNING, f"{picked}: the GPU here is left unused.", "Unset LATENTSYNC_DEVICE.")
@@ -794,7 +794,8 @@ def check_memory(facts) -> Check:
     need_gb = catalog.memory_need_gb(res, release(facts))
     need = need_gb * 1024**3
     needs = (
-        f"~{need_gb:g} GB for {res}x{res} ({resolution.get('source') or 'assumed'}; estimate: {catalog.MEMORY_BASIS})"
+        f"{'at most ' if res < 256 else ''}~{need_gb:g} GB for {res}x{res} "
+        f"({resolution.get('source') or 'assumed'}; estimate: {catalog.MEMORY_BASIS})"
     )
     kind = helper_device(facts).split(":", 1)[0]
     env = section(facts, "probe", "env")
