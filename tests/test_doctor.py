@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.doctor import checks, run_probe
+from latentsync_mps.doctor import catalog, checks, run_probe
+from latentsync_mps.doctor import tree as doctor_tree
 from latentsync_mps.doctor.catalog import memory_need_gb, video_reader_wheel
 from latentsync_mps.doctor.checks import BLOCKER, OK, WARNING
 
@@ -1109,3 +1111,102 @@ def test_cli_usage_errors(tmp_path):
 @pytest.mark.parametrize("word", ["doctor", "10 doctor found a blocker"])
 def test_help_mentions_doctor(word):
     assert word in " ".join(runner.invoke(app, ["--help"]).output.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a tree (tree.py) and the per-release table (catalog.py)
+
+
+def test_checkpoint_table_per_release():
+    names = {r: [c.path for c in catalog.checkpoints("latentsync", r)] for r in ("1.0", "1.5", "1.6", "main")}
+    for paths in names.values():
+        assert paths[:2] == ["checkpoints/latentsync_unet.pt", "checkpoints/whisper/tiny.pt"]
+    assert "checkpoints/s3fd-619a316812.pth" in names["1.0"] == names["1.5"]
+    assert "checkpoints/auxiliary/models/buffalo_l/det_10g.onnx" in names["1.6"] == names["main"]
+    assert catalog.checkpoints("latentsync", None) == catalog.checkpoints("latentsync", "main")
+    assert catalog.checkpoints("latentsync", "1.6", "small")[1].remote == "whisper/small.pt"
+    assert catalog.checkpoints("comfyui-latentsyncwrapper", "1.6") is None
+
+
+def test_tree_config_from_inference_sh_or_the_script_default(tmp_path):
+    (tmp_path / "configs/unet").mkdir(parents=True)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "configs/unet/stage2.yaml").write_text("data:\n  resolution: 256\nmodel:\n  cross_attention_dim: 384\n")
+    (tmp_path / "configs/unet/stage2_512.yaml").write_text(
+        "data:\n  resolution: 512\nmodel:\n  motion_module_resolutions: [1, 2]\n  cross_attention_dim: 768\n"
+    )
+    (tmp_path / "scripts/inference.py").write_text(
+        'parser.add_argument("--unet_config_path", type=str, default="configs/unet/stage2.yaml")\n'
+    )
+    assert doctor_tree._config(tmp_path) == {
+        "path": "configs/unet/stage2.yaml",
+        "source": "scripts/inference.py",
+        "exists": True,
+        "resolution": 256,
+        "cross_attention_dim": 384,
+    }
+    (tmp_path / "inference.sh").write_text(
+        'python -m scripts.inference \\\n    --unet_config_path "configs/unet/stage2_512.yaml" \\\n'
+    )
+    config = doctor_tree._config(tmp_path)
+    assert (config["source"], config["resolution"], config["cross_attention_dim"]) == ("inference.sh", 512, 768)
+
+
+def test_tree_file_facts_catch_lfs_pointers(tmp_path):
+    pointer = tmp_path / "latentsync_unet.pt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 5068877934\n")
+    assert doctor_tree.file_facts(pointer)["lfs_pointer"] is True
+    assert doctor_tree.file_facts(tmp_path / "absent.pt") == {
+        "exists": False,
+        "size": None,
+        "lfs_pointer": False,
+        "folder_exists": True,
+    }
+
+
+def test_tree_requirements_follow_includes(tmp_path):
+    (tmp_path / "requirements.txt").write_text("-r requirements-base.txt\ntorch==2.5.1\n")
+    (tmp_path / "requirements-base.txt").write_text("numpy\n")
+    files = doctor_tree._requirements(tmp_path)
+    assert [f["file"] for f in files] == ["requirements.txt", "requirements-base.txt"]
+
+
+def test_vae_in_a_hugging_face_cache(tmp_path):
+    snapshot = tmp_path / "models--stabilityai--sd-vae-ft-mse" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 2048)
+    facts = doctor_tree.gather_vae({"hf_hub": str(tmp_path)})
+    assert facts["snapshots"] == [
+        {"path": str(snapshot), "config": True, "weights": {"diffusion_pytorch_model.safetensors": 2048}}
+    ]
+    assert doctor_tree.gather_vae({"hf_hub": str(tmp_path / "none")})["snapshots"] == []
+
+
+def test_tree_facts_of_the_fixture(fixture_tree, pack):
+    facts = doctor_tree.gather_tree(fixture_tree, pack, {"torch_hub": "/nowhere"})
+    assert (facts["profile"], facts["release"], facts["status"]) == ("latentsync", "1.6", {"patched": False})
+    assert facts["requirements"][0]["file"] == "requirements.txt"
+    assert [c["path"] for c in facts["checkpoints"]][:2] == [
+        "checkpoints/latentsync_unet.pt",
+        "checkpoints/whisper/tiny.pt",
+    ]
+    assert not any(c["exists"] for c in facts["checkpoints"])
+
+
+UPSTREAM_TREES = [Path(p) for p in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep) if p]
+
+
+@pytest.mark.upstream
+@pytest.mark.skipif(not UPSTREAM_TREES, reason="set LSYNC_UPSTREAM to real checkouts to run this")
+@pytest.mark.parametrize("tree", UPSTREAM_TREES, ids=lambda p: p.name)
+def test_tree_facts_of_a_real_upstream(tree, pack):
+    """Reads only: the checkout is not copied because doctor writes nothing."""
+    facts = doctor_tree.gather_tree(tree, pack, None)
+    release = facts["release"]
+    assert facts["profile"] == "latentsync" and release in catalog.DEFAULT_RESOLUTION
+    assert facts["config"]["resolution"] == catalog.DEFAULT_RESOLUTION[release]
+    assert facts["config"]["cross_attention_dim"] == 384
+    assert "decord==0.6.0" in facts["requirements"][0]["text"]
+    assert facts["turtle_import"] is (release == "1.0")
+    assert facts["cpu_face_detection_refused"] is (release in ("1.6", "main"))

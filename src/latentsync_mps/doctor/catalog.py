@@ -9,7 +9,7 @@ for rewriting it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GIB = 1024**3
 
@@ -79,16 +79,36 @@ _INSIGHTFACE = [
 
 HF_REPOS = {"1.0": "chunyu-li/LatentSync", "1.5": "ByteDance/LatentSync-1.5", "1.6": "ByteDance/LatentSync-1.6"}
 
+# What each release (the names of patches/upstreams.toml) reads at inference time, for the
+# latentsync profile. Whisper is tiny.pt for every released config (cross_attention_dim 384);
+# checkpoints() swaps in small.pt for a config with 768.
+CHECKPOINTS: dict[str, list[Checkpoint]] = {
+    "1.0": _core(HF_REPOS["1.0"]) + _FACE_ALIGNMENT,
+    "1.5": _core(HF_REPOS["1.5"]) + _FACE_ALIGNMENT,
+    "1.6": _core(HF_REPOS["1.6"]) + _INSIGHTFACE,
+    "main": _core(HF_REPOS["1.6"]) + _INSIGHTFACE,
+}
+
 
 def checkpoints(profile: str, release: str | None, whisper: str = "tiny") -> list[Checkpoint] | None:
-    """The checkpoint files a release needs for inference; None when lsync-port has no list for it.
-
-    An unrecognised release of the latentsync profile gets the newest list (1.6 / main)."""
+    """The checkpoint files a release needs for inference; None when lsync-port has no list for the
+    profile. An unrecognised release of the latentsync profile gets the newest list (main)."""
     if profile != "latentsync":
         return None
-    if release in ("1.0", "1.5"):
-        return _core(HF_REPOS[release], whisper) + _FACE_ALIGNMENT
-    return _core(HF_REPOS["1.6"], whisper) + _INSIGHTFACE
+    entries = CHECKPOINTS.get(release or "main", CHECKPOINTS["main"])
+    if whisper == "tiny":
+        return list(entries)
+    return [
+        replace(
+            e,
+            path=f"checkpoints/whisper/{whisper}.pt",
+            purpose=f"Whisper {whisper} audio encoder",
+            remote=f"whisper/{whisper}.pt",
+        )
+        if e.path == "checkpoints/whisper/tiny.pt"
+        else e
+        for e in entries
+    ]
 
 
 VAE_REPO = "stabilityai/sd-vae-ft-mse"  # AutoencoderKL.from_pretrained(...) in scripts/inference.py
