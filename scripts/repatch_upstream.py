@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Re-port every known upstream release (and the newest commit) and report drift, residue and
+whether the port still runs.
+
+For each release: check out the commit into a fresh folder, apply, apply again (must change
+nothing), scan (no CUDA residue on the inference path), compile, verify --device cpu and
+--device mps-sim with synthetic weights. Writes a JSON report and a markdown table (also to
+$GITHUB_STEP_SUMMARY when set). Exit 1 when any step fails.
+
+    scripts/repatch_upstream.py                                  # all of patches/upstreams.toml + newest commits
+    scripts/repatch_upstream.py --source https://github.com/bytedance/LatentSync=/path/to/clone
+    scripts/repatch_upstream.py --release 1.6 --release main --skip-verify
+    scripts/repatch_upstream.py --python /path/to/venv-with-latentsync-deps/bin/python
+
+A source is a git URL or a local git folder (a clone or a bare mirror); by default each release's
+own repository URL is cloned (needs network). `--source URL=PATH` maps a repository to a local one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from latentsync_mps import engine
+from latentsync_mps.resources import patches_dir
+from latentsync_mps.ruleset import RulePack, load
+
+STEPS = ("checkout", "apply", "reapply", "scan", "compile", "verify-cpu", "verify-mps-sim")
+
+
+@dataclass
+class Step:
+    status: str  # pass | fail | skip
+    seconds: float = 0.0
+    detail: str = ""
+    counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    release: str
+    profile: str
+    repository: str
+    commit: str
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(step.status != "fail" for step in self.steps.values())
+
+
+@dataclass
+class Target:
+    release: str
+    profile: str
+    repository: str
+    commit: str  # a commit, or "HEAD" for the newest commit of the default branch
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout.strip()
+
+
+def local_repository(repository: str, sources: dict[str, str], work: Path) -> Path:
+    """A local git folder for the repository: a mapped one, or a clone made once per run."""
+    if repository in sources:
+        return Path(sources[repository])
+    if Path(repository).exists():
+        return Path(repository)
+    target = work / "clones" / repository.rstrip("/").rsplit("/", 1)[-1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        git("clone", "--quiet", "--no-checkout", repository, str(target))
+    return target
+
+
+def checkout(repository: Path, commit: str, destination: Path) -> str:
+    """Extract the tree of `commit` into destination (no .git: a user's plain checkout)."""
+    full = git("rev-parse", "--verify", f"{commit}^{{commit}}", cwd=repository)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", full], cwd=repository, capture_output=True, check=True
+    ).stdout
+    destination.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination, filter="data")
+    return full
+
+
+def timed(function):
+    started = time.perf_counter()
+    try:
+        step = function()
+    except Exception as error:  # a step's failure is a row of the report, not a crash of the job
+        step = Step("fail", detail=f"{type(error).__name__}: {error}")
+    step.seconds = round(time.perf_counter() - started, 2)
+    return step
+
+
+def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: Path, args) -> Row:
+    row = Row(target.release, target.profile, target.repository, target.commit)
+    tree = work / "trees" / f"{target.profile}-{target.release}"
+
+    def do_checkout() -> Step:
+        repository = local_repository(target.repository, sources, work)
+        row.commit = checkout(repository, target.commit, tree)[:12]
+        return Step("pass", detail=row.commit)
+
+    def do_apply() -> Step:
+        plan = engine.make_plan(tree, pack, target.profile)
+        engine.commit(plan)
+        counts = {
+            "files": len(plan.files),
+            "rewrites": len(plan.changes),
+            "drift": len(plan.drift),
+            "residue": len(plan.residue),
+            "problems": len(plan.problems),
+        }
+        detected = plan.release.name if plan.release else "unrecognised"
+        failures = [f"{d.rule_id} found {d.found} in {d.file}" for d in plan.drift]
+        failures += [f"{f.path}:{f.line} {f.kind}" for f in plan.residue]
+        failures += [f"{p.path}: {p.reason}" for p in plan.problems]
+        status = "fail" if failures else "pass"
+        return Step(
+            status, detail=f"release detected: {detected}; " + ("; ".join(failures[:5]) or "clean"), counts=counts
+        )
+
+    def do_reapply() -> Step:
+        plan = engine.make_plan(tree, pack, target.profile)
+        writes = [f.path for f in plan.writes]
+        return Step("fail" if writes else "pass", detail=f"would rewrite {writes}" if writes else "no-op")
+
+    def do_scan() -> Step:
+        result = engine.scan(tree, pack, target.profile)
+        residue = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
+        detail = "; ".join(f"{f.path}:{f.line} {f.kind}" for f in residue[:5]) or "no residue"
+        return Step("fail" if residue else "pass", detail=detail, counts={"residue": len(residue)})
+
+    def do_compile() -> Step:
+        ok = compileall.compile_dir(str(tree), quiet=2, force=True, legacy=False)
+        return Step("pass" if ok else "fail", detail="" if ok else "some files do not compile")
+
+    def do_verify(device: str) -> Step:
+        if args.skip_verify:
+            return Step("skip", detail="--skip-verify")
+        from latentsync_mps.cli import DEVICES
+        from latentsync_mps.verify.runner import run_verify
+
+        if device not in DEVICES:
+            return Step("skip", detail=f"this lsync-port has no --device {device}")
+        report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=args.python)
+        return Step("pass" if report.passed else "fail", detail=report.reason or f"{report.seconds:.0f} s")
+
+    actions = {
+        "checkout": do_checkout,
+        "apply": do_apply,
+        "reapply": do_reapply,
+        "scan": do_scan,
+        "compile": do_compile,
+        "verify-cpu": lambda: do_verify("cpu"),
+        "verify-mps-sim": lambda: do_verify("mps-sim"),
+    }
+    for name in STEPS:
+        if row.steps.get("checkout", Step("pass")).status == "fail":
+            row.steps[name] = Step("skip", detail="no checkout")
+            continue
+        row.steps[name] = timed(actions[name])
+        print(
+            f"{target.profile} {target.release}: {name} {row.steps[name].status} {row.steps[name].detail}",
+            file=sys.stderr,
+        )
+    return row
+
+
+def targets(pack: RulePack, releases: list[str], include_head: bool) -> list[Target]:
+    chosen = []
+    for profile in pack.profiles.values():
+        for release in profile.releases:
+            chosen.append(Target(release.name, profile.name, release.repository, release.commit))
+        if include_head and profile.releases:
+            newest = profile.releases[-1]
+            chosen.append(Target("head", profile.name, newest.repository, "HEAD"))
+    if releases:
+        unknown = set(releases) - {t.release for t in chosen}
+        if unknown:
+            raise SystemExit(f"unknown release(s): {', '.join(sorted(unknown))}")
+        chosen = [t for t in chosen if t.release in releases]
+    return chosen
+
+
+def markdown(rows: list[Row]) -> str:
+    header = "| profile | release | commit | " + " | ".join(STEPS) + " |"
+    lines = [header, "|" + "---|" * (3 + len(STEPS))]
+    marks = {"pass": "✅", "fail": "❌", "skip": "–"}
+    for row in rows:
+        cells = []
+        for name in STEPS:
+            step = row.steps.get(name, Step("skip"))
+            counts = ", ".join(f"{k} {v}" for k, v in step.counts.items() if v)
+            cells.append(f"{marks[step.status]} {step.seconds:.0f}s" + (f" ({counts})" if counts else ""))
+        lines.append(f"| {row.profile} | {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
+    failures = [
+        f"- **{r.profile} {r.release}** {n}: {s.detail}" for r in rows for n, s in r.steps.items() if s.status == "fail"
+    ]
+    return "\n".join(lines + ([""] + failures if failures else [])) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source", action="append", default=[], metavar="URL=PATH", help="use a local git folder for a repository"
+    )
+    parser.add_argument(
+        "--release", action="append", default=[], help="only this release (repeatable); 'head' is the newest commit"
+    )
+    parser.add_argument("--no-head", action="store_true", help="skip the newest commit of each repository")
+    parser.add_argument("--skip-verify", action="store_true", help="skip the verify steps")
+    parser.add_argument("--python", help="interpreter with the upstream's dependencies, for verify")
+    parser.add_argument("--timeout", type=float, default=900, help="verify time limit per run, seconds")
+    parser.add_argument("--patches", type=Path, default=None, help="rule packs (default: the installed ones)")
+    parser.add_argument(
+        "--list", action="store_true", help="print the release names as a JSON list (for a CI matrix) and exit"
+    )
+    parser.add_argument("--json", type=Path, default=Path("repatch-report.json"), help="where to write the JSON report")
+    parser.add_argument("--markdown", type=Path, default=Path("repatch-report.md"), help="where to write the table")
+    args = parser.parse_args(argv)
+
+    sources = dict(s.split("=", 1) for s in args.source)
+    pack = load(args.patches or patches_dir())
+    if args.list:
+        print(json.dumps(sorted({t.release for t in targets(pack, [], include_head=not args.no_head)})))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lsync-repatch-") as work_dir:
+        for target in targets(pack, args.release, include_head=not args.no_head):
+            rows.append(run_release(target, pack, sources, Path(work_dir), args))
+    report = {"rows": [asdict(r) | {"passed": r.passed} for r in rows], "passed": all(r.passed for r in rows)}
+    args.json.write_text(json.dumps(report, indent=2))
+    table = markdown(rows)
+    args.markdown.write_text(table)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write("## Upstream re-port\n\n" + table)
+    print(table)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

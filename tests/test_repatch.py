@@ -1,0 +1,125 @@
+"""scripts/repatch_upstream.py on a local git repository built from the fixture, and the workflows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+from latentsync_mps.resources import patches_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "repatch_upstream.py"
+
+
+def git(cwd: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path):
+    """A git repository whose first commit is the fixture (1.6-shaped) and whose second commit
+    moves the fp16 gate (drift) and adds new CUDA code (residue); patches that know commit one."""
+    repo = tmp_path / "upstream"
+    shutil.copytree(FIXTURES / "latentsync", repo)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "release")
+    release = git(repo, "rev-parse", "HEAD")
+    script = repo / "scripts" / "inference.py"
+    script.write_text(
+        script.read_text().replace(
+            "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7", "torch.cuda.is_bf16_supported()"
+        )
+    )
+    git(repo, "commit", "-qam", "upstream moves on")
+    patches = tmp_path / "patches"
+    shutil.copytree(patches_dir(), patches)
+    (patches / "upstreams.toml").write_text(
+        f'''[[release]]
+name = "fixture"
+profile = "latentsync"
+version = "1.6"
+repository = "{repo}"
+commit = "{release}"
+fingerprint = {{ present = ["latentsync/utils/face_detector.py"] }}
+'''
+    )
+    for profile in patches.iterdir():  # keep one profile: the others name releases not listed here
+        if profile.is_dir() and profile.name != "latentsync":
+            shutil.rmtree(profile)
+    return repo, patches
+
+
+def run(tmp_path: Path, patches: Path, *args: str):
+    report, table = tmp_path / "report.json", tmp_path / "report.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--patches",
+            str(patches),
+            "--json",
+            str(report),
+            "--markdown",
+            str(table),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result.returncode, json.loads(report.read_text()), table.read_text()
+
+
+def test_known_release_is_green_and_the_newest_commit_shows_drift_and_residue(tmp_path, upstream):
+    _, patches = upstream
+    code, report, table = run(tmp_path, patches, "--skip-verify")
+    rows = {row["release"]: row for row in report["rows"]}
+    assert set(rows) == {"fixture", "head"}
+    fixture = rows["fixture"]["steps"]
+    assert {name: step["status"] for name, step in fixture.items()} == {
+        "checkout": "pass",
+        "apply": "pass",
+        "reapply": "pass",
+        "scan": "pass",
+        "compile": "pass",
+        "verify-cpu": "skip",
+        "verify-mps-sim": "skip",
+    }
+    head = rows["head"]["steps"]
+    assert head["apply"]["status"] == "fail"
+    assert "fp16-gate found 0 in scripts/inference.py" in head["apply"]["detail"]
+    assert head["apply"]["counts"]["drift"] == 1 and head["apply"]["counts"]["residue"] == 1
+    assert head["scan"]["status"] == "fail" and "scripts/inference.py" in head["scan"]["detail"]
+    assert code == 1 and report["passed"] is False
+    assert "| latentsync | fixture |" in table and "❌" in table
+
+
+def test_verify_runs_on_the_checked_out_release(tmp_path, upstream):
+    pytest.importorskip("diffusers", reason="verify needs the verify extra")
+    _, patches = upstream
+    code, report, _ = run(tmp_path, patches, "--release", "fixture")
+    steps = report["rows"][0]["steps"]
+    assert steps["verify-cpu"]["status"] == "pass", steps["verify-cpu"]["detail"]
+    assert code == (0 if report["passed"] else 1)
+
+
+def test_list_gives_the_ci_matrix():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, check=True)
+    names = json.loads(result.stdout)
+    assert {"1.0", "1.5", "1.6", "main", "head"} <= set(names)
+
+
+def test_workflows_pass_actionlint():
+    actionlint = shutil.which("actionlint") or str(Path(sys.executable).with_name("actionlint"))
+    workflows = sorted(str(p) for p in (REPO / ".github" / "workflows").glob("*.yml"))
+    assert len(workflows) >= 2
+    result = subprocess.run([actionlint, *workflows], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,151 @@
+"""`lsync-port verify` on the fixture: passes when ported, fails for the right reason otherwise.
+
+Each run executes the fixture's own code in a child process with tiny synthetic weights (a few
+seconds each). The broken variants start from the ported fixture and break one thing each.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from latentsync_mps import engine
+from latentsync_mps.cli import app
+
+pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
+pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
+
+runner = CliRunner()
+
+
+def verify(tree, *args: str):
+    result = runner.invoke(app, ["verify", str(tree), "--json", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+@pytest.fixture
+def ported(fixture_tree, pack):
+    engine.commit(engine.make_plan(fixture_tree, pack))
+    return fixture_tree
+
+
+def edit(tree, rel, old, new):
+    path = tree / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def failed(report) -> dict:
+    return next(c for c in report["checks"] if c["status"] == "fail")
+
+
+def test_ported_fixture_passes_on_cpu(ported):
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 0, report["reason"]
+    assert report["passed"] and report["device"] == "cpu"
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses == {
+        "device": "pass",
+        "import": "pass",
+        "weights": "pass",
+        "decode": "pass",
+        "audio": "pass",
+        "unet": "pass",
+        "pipeline": "pass",
+        "output": "pass",
+        "parity": "skip",
+    }
+    output = next(c for c in report["checks"] if c["name"] == "output")
+    assert output["data"]["frames"] == 8 and output["data"]["fps"] == 25
+
+
+def test_unported_fixture_fails_on_cpu_where_cuda_is_hard_coded(fixture_tree):
+    code, report = verify(fixture_tree, "--device", "cpu")
+    assert code == 11 and not report["passed"]
+    check = failed(report)
+    assert check["name"] == "pipeline"
+    assert "Torch not compiled with CUDA enabled" in check["detail"]
+    assert any("latentsync/" in frame for frame in check["data"]["traceback"])
+
+
+def test_mps_on_a_machine_without_it_says_so(ported):
+    code, report = verify(ported, "--device", "mps")
+    assert code == 11
+    assert failed(report)["name"] == "device"
+    assert "no MPS device here" in report["reason"] and "--device cpu" in report["reason"]
+
+
+def test_leftover_cuda_literal_is_caught(ported):
+    edit(ported, "latentsync/pipelines/lipsync_pipeline.py", "device=_lsync_port.device()", 'device="cuda"')
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 11
+    assert failed(report)["name"] == "pipeline" and "CUDA" in report["reason"]
+
+
+def test_black_output_is_caught(ported):
+    edit(
+        ported,
+        "latentsync/pipelines/lipsync_pipeline.py",
+        "        return decoded * masks + pixel_values * (1 - masks)",
+        "        return (decoded * masks + pixel_values * (1 - masks)) * 0 - 1",
+    )
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 11
+    assert failed(report)["name"] == "output" and "mouth region is black" in report["reason"]
+
+
+def test_nan_is_caught(ported):
+    edit(
+        ported,
+        "latentsync/models/unet.py",
+        "return UNet3DConditionOutput(sample=self.conv_out(F.silu(self.norm_out(x))))",
+        "return UNet3DConditionOutput(sample=self.conv_out(F.silu(self.norm_out(x))) * float('nan'))",
+    )
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 11
+    assert failed(report)["name"] == "unet" and "NaN" in report["reason"]
+
+
+def test_decode_failure_is_caught(ported):
+    edit(
+        ported,
+        "latentsync/utils/util.py",
+        "    reader = VideoReader(video_path)",
+        "    reader = VideoReader(video_path + '.missing')",
+    )
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 11
+    assert failed(report)["name"] == "decode"
+
+
+def test_hang_hits_the_timeout(ported):
+    edit(
+        ported,
+        "latentsync/whisper/audio2feature.py",
+        "    def audio2feat(self, audio_path):",
+        "    def audio2feat(self, audio_path):\n        import time\n        time.sleep(600)",
+    )
+    code, report = verify(ported, "--device", "cpu", "--timeout", "15")
+    assert code == 11
+    assert report["reason"] == "timed out after 15 s during: audio features"
+
+
+def test_crashing_child_is_reported_with_the_running_check(ported):
+    edit(
+        ported,
+        "latentsync/models/unet.py",
+        "        timesteps = timestep\n",
+        "        import os, signal\n        os.kill(os.getpid(), signal.SIGKILL)\n        timesteps = timestep\n",
+    )
+    code, report = verify(ported, "--device", "cpu")
+    assert code == 11
+    assert report["reason"].startswith("the child process died (killed by signal 9")
+    assert report["reason"].endswith("during: UNet forward")
+
+
+def test_bad_options_are_usage_errors(ported):
+    assert runner.invoke(app, ["verify", str(ported), "--device", "tpu"]).exit_code == 2
+    assert runner.invoke(app, ["verify", str(ported), "--python", "/no/such/python"]).exit_code == 2
