@@ -378,7 +378,7 @@ def check_decode(spec, state):
     work = Path(spec["work"])
     clip = work / "input.mp4"
     make_clip(clip, spec["frames"], state["resolution"])
-    make_audio(work / "input.wav", spec["frames"] / FPS + 0.5)
+    make_audio(work / "input.wav", spec["frames"] / FPS)
     state["clip"], state["audio"] = clip, work / "input.wav"
     util = importlib.import_module("latentsync.utils.util")
     reader = getattr(util, "read_video_decord", None)
@@ -416,6 +416,8 @@ def check_audio(spec, state):
     if not torch.isfinite(stacked).all():
         raise CheckFailed("audio features contain NaN or inf")
     state["audio_chunks"] = stacked
+    # LatentSync follows the audio: the output has one frame per audio chunk (the video loops).
+    state["expected_frames"] = len(chunks)
     return f"{len(chunks)} chunks of shape {tuple(stacked.shape[1:])}"
 
 
@@ -501,8 +503,9 @@ def check_output(spec, state):
     frames, fps = read_video_frames(state["output"])
     state["output_frames"] = frames
     problems = []
-    if len(frames) != spec["frames"]:
-        problems.append(f"{len(frames)} frames, expected {spec['frames']}")
+    expected = state.get("expected_frames", spec["frames"])
+    if len(frames) != expected:
+        problems.append(f"{len(frames)} frames, expected {expected} (one per audio chunk)")
     if abs(fps - FPS) > 0.01:
         problems.append(f"{fps} fps, expected {FPS}")
     if not np.isfinite(frames.astype(np.float32)).all():
