@@ -69,3 +69,24 @@ def test_real_upstream_apply_compile_reapply_revert(upstream_copy):
 
     assert runner.invoke(app, ["revert", str(upstream_copy)]).exit_code == 0
     assert tree_hashes(upstream_copy) == pristine
+
+
+UPSTREAM_PYTHON = os.environ.get("LSYNC_UPSTREAM_PYTHON")
+
+
+@pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)
+def test_real_upstream_verify_cpu_with_synthetic_weights(upstream_copy):
+    """LSYNC_UPSTREAM_PYTHON: an interpreter with the upstream's dependency stack
+    (scripts/upstream-stack.txt). Synthetic face landmarks stand in for InsightFace (1.6 and later)."""
+    if not UPSTREAM_PYTHON:
+        pytest.skip("set LSYNC_UPSTREAM_PYTHON to an interpreter with the upstream's dependencies")
+    if not (upstream_copy / "latentsync/utils/face_detector.py").exists():
+        pytest.skip("synthetic verify covers the InsightFace releases (1.6 and later)")
+    assert runner.invoke(app, ["apply", str(upstream_copy)]).exit_code == 0
+    result = runner.invoke(
+        app,
+        ["verify", str(upstream_copy), "--device", "cpu", "--python", UPSTREAM_PYTHON, "--json", "--timeout", "300"],
+    )
+    report = json.loads(result.output)
+    assert result.exit_code == 0, report["reason"]
+    assert report["passed"] and report["weights"] == "synthetic"
