@@ -258,7 +258,7 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
         ) from None
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
-    ctx_for = lambda rel: FileContext(rel, profile.runtime_module)  # noqa: E731
+    ctx_for = lambda rel: FileContext(rel, profile.runtime_module_for(rel))  # noqa: E731
     helper_path = profile.runtime_path
 
     for rel in walk(tree):
@@ -344,6 +344,8 @@ def _drift(plan: Plan, kinds: list[RuleKind]) -> list[Drift]:
     for kind in kinds:
         for expect in kind.rule.expect:
             if version is not None and not expect.releases.contains(version, prereleases=True):
+                continue
+            if expect.profile is not None and expect.profile != plan.profile.name:
                 continue
             found = sum(
                 n

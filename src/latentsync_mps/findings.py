@@ -2,8 +2,16 @@
 
 `scan` shows these for a whole tree; `apply` runs the same finders over its result and calls what
 is left on the inference path *residue*. Severity:
-  error    breaks or silently skips the GPU on a Mac (counted as residue)
-  warning  may break depending on data (float64, fp16 interpolate without upcast)
+  error    breaks, silently skips the GPU, or computes differently on a Mac (counted as residue)
+  warning  may break depending on data or size (float64 arrays, memory on MPS, sdist builds)
+
+Kinds (see KINDS for the one-line meaning of each):
+  cuda-literal, cuda-method, torch-cuda, onnx-cuda-provider    CUDA named where a device is chosen
+  fp16-hardcoded, fp16-default, interpolate-fp16               precision that only CUDA handles well
+  xformers, sdpa-pin                                           attention kernels that exist on NVIDIA only
+  cpu-branch, cuda-only-check, cuda-branch, cuda-flag          control flow that treats only CUDA as a GPU
+  float64, mps-attention, mps-vae                              (warnings) data- and size-dependent
+  cuda-index, no-mac-wheel, sdist-only                         requirement files
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 from packaging.utils import canonicalize_name
 
-from .rules.device_literal import cuda_literal
+from .rules.base import expression_shape
+from .rules.cuda_type_check import cuda_type_comparison
+from .rules.device_literal import cuda_fstring, cuda_literal
 from .rules.requirements import RequirementLine
 
 
@@ -36,6 +46,28 @@ class Finding:
         return {k: getattr(self, k) for k in ("path", "line", "kind", "severity", "code", "why", "fix")}
 
 
+KINDS = {
+    "cuda-literal": 'a "cuda" device string where a device is chosen',
+    "cuda-method": "a .cuda() move",
+    "torch-cuda": "a torch.cuda.* call",
+    "onnx-cuda-provider": "an ONNX Runtime provider list with CUDA only",
+    "fp16-hardcoded": "float16 pinned where a dtype is chosen",
+    "fp16-default": "a half-precision switch that defaults to on for every GPU",
+    "interpolate-fp16": "nearest F.interpolate without a float32 round trip",
+    "xformers": "the xformers attention switch, not limited to CUDA",
+    "sdpa-pin": "scaled-dot-product attention pinned to a CUDA-only kernel",
+    "cpu-branch": 'a component left out when the device is "cpu"',
+    "cuda-only-check": "a device check that raises for everything but CUDA",
+    "cuda-branch": "a tensor treated as on the GPU only when on CUDA",
+    "cuda-flag": "a CUDA backend flag set for every device",
+    "float64": "float64 that may reach the device",
+    "mps-attention": "attention whose score matrix is one buffer on MPS",
+    "mps-vae": "a whole batch through the VAE at once on MPS",
+    "cuda-index": "a CUDA wheel index",
+    "no-mac-wheel": "a requirement with no macOS arm64 wheel",
+    "sdist-only": "a requirement that builds from source on a Mac",
+}
+
 # What each torch.cuda call does on a Mac, and its backend-neutral replacement.
 _OFF_GPU = "returns False on a Mac, so the code takes its CPU path and never uses the Apple GPU"
 _RAISES = "raises on a Mac ('Torch not compiled with CUDA enabled')"
@@ -49,7 +81,7 @@ CUDA_CALLS = {
     "torch.cuda.amp.autocast": ("autocasts nothing on a Mac (CUDA-only autocast)", "_lsync_port.autocast(...)"),
     "torch.cuda.get_device_capability": (_RAISES, "_lsync_port.fp16_supported()"),
     "torch.cuda.set_per_process_memory_fraction": (_RAISES, "_lsync_port.set_memory_fraction(f)"),
-    "torch.cuda.get_device_properties": (_RAISES, "_lsync_port.total_memory()"),
+    "torch.cuda.get_device_properties": (_RAISES, "_lsync_port.device_properties(index)"),
     "torch.cuda.current_device": (_RAISES + "; torch.mps has no current_device", "_lsync_port.current_device()"),
     "torch.cuda.device_count": ("returns 0 on a Mac", "_lsync_port.device_count()"),
     "torch.cuda.set_device": (_RAISES, "_lsync_port.set_device(index)"),
@@ -58,8 +90,17 @@ _UNKNOWN_CUDA_CALL = (
     "needs CUDA; on a Mac it raises or does nothing",
     "no MPS counterpart known: guard it with `if _lsync_port.device_type() == 'cuda':`",
 )
-# Flags with no MPS counterpart: harmless on a Mac, reported nowhere.
-_HARMLESS_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.", "torch.cuda.nvtx")
+# Backend flags and tools with no MPS counterpart: not calls into CUDA (cuda-flag covers the flags).
+_NOT_CALLS = ("torch.backends.cuda.", "torch.backends.cudnn.", "torch.cuda.nvtx")
+_SDPA_PINS = ("torch.nn.attention.sdpa_kernel", "torch.backends.cuda.sdp_kernel")
+_CUDA_KERNELS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "enable_flash", "enable_mem_efficient")
+_CUDA_FLAG_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.")
+_CUDA_GUARD = expression_shape('_lsync_port.device_type() == "cuda"')
+_DTYPE_NAMES = frozenset({"dtype", "torch_dtype", "weight_dtype"})
+_FP16 = frozenset({"torch.float16", "torch.half"})
+_INTERPOLATE = "torch.nn.functional.interpolate"
+_SDPA = "torch.nn.functional.scaled_dot_product_attention"
+_FLOAT64_WHY = "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'"
 
 # Requirements with no macOS arm64 wheel, and what to use instead.
 NO_MAC_WHEEL = {
@@ -68,9 +109,36 @@ NO_MAC_WHEEL = {
     "xformers": 'keep it behind `; platform_system != "Darwin"`',
     "triton": 'keep it behind `; platform_system != "Darwin"`',
 }
+# Pins below a version with no macOS arm64 wheel: name -> (first version with one, fix).
+OLD_NO_MAC_WHEEL = {
+    "av": ("12", 'av 12+ on macOS (`av>=12; platform_system == "Darwin"`); PyAV 11 builds against FFmpeg from source'),
+}
+# Pins below a version that is sdist-only: installs on a Mac only with a compiler (a warning).
+OLD_SDIST_ONLY = {
+    "insightface": (
+        "1",
+        "insightface 0.7.x is an sdist: pip builds it with a C++ compiler and Cython "
+        "(xcode-select --install); a newer wheel may differ in API",
+    ),
+}
 
-PY_NEEDLES = (b"cuda", b"CUDA", b"float64", b"double")
-REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu")
+PY_NEEDLES = (
+    b"cuda",
+    b"CUDA",
+    b"float64",
+    b"double",
+    b"float16",
+    b"half",
+    b"fp16",
+    b"xformers",
+    b"sdpa_kernel",
+    b"sdp_kernel",
+    b"interpolate",
+    b"scaled_dot_product_attention",
+    b"cpu",
+    b"vae",
+)
+REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu", b"av", b"insightface")
 
 
 class PythonFinder(cst.CSTVisitor):
@@ -81,6 +149,7 @@ class PythonFinder(cst.CSTVisitor):
         self.path = path
         self.found: list[Finding] = []
         self._empty = cst.Module(body=[])
+        self._guards: list[bool] = []  # per enclosing `if`: is its test the CUDA-only guard?
 
     def _add(self, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str) -> None:
         position = self.get_metadata(PositionProvider, node)
@@ -91,56 +160,223 @@ class PythonFinder(cst.CSTVisitor):
     def _qualified(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
 
+    def _code(self, node: cst.CSTNode) -> str:
+        return self._empty.code_for_node(node)
+
+    # -- calls ------------------------------------------------------------------------------
+
     def visit_Call(self, node: cst.Call) -> None:
-        for name in self._qualified(node.func):
-            if name.startswith("torch.cuda.") and not name.startswith(_HARMLESS_PREFIXES):
+        names = self._qualified(node.func)
+        if names & set(_SDPA_PINS):
+            self._sdpa_pin(node)
+            return
+        for name in names:
+            if name.startswith("torch.cuda.") and not name.startswith(_NOT_CALLS):
                 why, fix = CUDA_CALLS.get(name, _UNKNOWN_CUDA_CALL)
                 self._add(node, "torch-cuda", "error", f"{name} {why}", fix)
                 return
-        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):
-            self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only", ".to(_lsync_port.device())")
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("double")), args=[])):
+        if _INTERPOLATE in names:
+            self._interpolate(node)
+        elif _SDPA in names:
             self._add(
                 node,
-                "float64",
+                "mps-attention",
                 "warning",
-                "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
-                ".float() (float32) for tensors that reach the device",
+                "on MPS the whole score matrix is one Metal buffer; at 512x512 it can pass the 2**32-byte limit",
+                "_lsync_port.scaled_dot_product_attention(...): in chunks on mps (rule mps-attention-chunks)",
             )
+        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")), args=[])):
+            self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only", ".to(_lsync_port.device())")
+        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("double")), args=[])):
+            self._add(node, "float64", "warning", _FLOAT64_WHY, ".float() (float32) for tensors that reach the device")
+        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("half")), args=[])):
+            self._add(
+                node,
+                "fp16-hardcoded",
+                "warning",
+                ".half() pins float16; on a Mac the dtype policy may say float32",
+                ".to(_lsync_port.dtype()) where the dtype is not chosen by a check around it",
+            )
+        elif m.matches(node.func, m.Attribute(attr=m.Name("enable_xformers_memory_efficient_attention"))):
+            if not self._guards:  # not inside any `if`: the switch is unconditional
+                self._add(
+                    node,
+                    "xformers",
+                    "error",
+                    "xformers has no Mac wheels and its attention runs on NVIDIA GPUs only",
+                    "call it only `if _lsync_port.xformers_available():`",
+                )
+        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("get")), args=[m.Arg(), m.Arg()])):
+            key, default = node.args[0].value, node.args[1].value
+            if (
+                m.matches(key, m.SimpleString())
+                and key.evaluated_value == "fp16"
+                and m.matches(default, m.Name("True"))
+            ):
+                self._fp16_default(node.args[1].value)
+        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name(m.MatchIfTrue(lambda n: n in ("encode", "decode")))))):
+            receiver = node.func.value  # type: ignore[attr-defined]
+            if m.matches(receiver, m.Name("vae") | m.Attribute(attr=m.Name("vae"))) and len(node.args) >= 1:
+                self._add(
+                    node,
+                    "mps-vae",
+                    "warning",
+                    "a whole chunk of frames through the VAE at once can pass MPS's 2**32-byte buffer limit at 512x512",
+                    "_lsync_port.vae_encode/vae_decode(vae, ...): a few frames at a time on mps (rule mps-vae-chunks)",
+                )
+
+    def _sdpa_pin(self, node: cst.Call) -> None:
+        code = self._code(node)
+        pinned = any(k in code for k in _CUDA_KERNELS) and "MATH" not in code
+        if "enable_math=False" in code.replace(" ", ""):
+            pinned = True
+        if pinned:
+            self._add(
+                node,
+                "sdpa-pin",
+                "error",
+                "attention pinned to a CUDA-only kernel: on mps and cpu it fails with 'No available kernel'",
+                "_lsync_port.sdpa_kernel(...) keeps the pin on CUDA and drops it elsewhere",
+            )
+
+    def _interpolate(self, node: cst.Call) -> None:
+        position = next((i for i, a in enumerate(node.args) if a.keyword is None or a.keyword.value == "input"), None)
+        if position is None:
+            return
+        value = node.args[position].value
+        mode = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "mode"), None)
+        if mode is not None and not (isinstance(mode, cst.SimpleString) and mode.evaluated_value == "nearest"):
+            return  # the black-frame bug is nearest upsampling (the default mode)
+        upcast = m.Call(
+            func=m.Attribute(attr=m.Name("to")),
+            args=[m.Arg(m.Attribute(value=m.Name("torch"), attr=m.Name("float32")))],
+        )
+        if not m.matches(value, upcast):
+            self._add(
+                node,
+                "interpolate-fp16",
+                "error",
+                "float16 nearest upsampling on MPS gave black, masked frames (LatentSync issue 48)",
+                "F.interpolate(x.to(torch.float32), ...).to(x.dtype): free on float32 inputs",
+            )
+
+    def _fp16_default(self, node: cst.CSTNode) -> None:
+        self._add(
+            node,
+            "fp16-default",
+            "error",
+            "half precision on by default: upstream only turns it off on the CPU, so mps runs it in float16",
+            "_lsync_port.whisper_fp16(device): float16 on CUDA only",
+        )
+
+    def _fp16(self, node: cst.CSTNode) -> None:
+        if self._qualified(node) & _FP16:
+            self._add(
+                node,
+                "fp16-hardcoded",
+                "error",
+                "float16 pinned regardless of the device: no LATENTSYNC_DTYPE override, and float16 on the CPU",
+                "_lsync_port.dtype() (or _lsync_port.restore_dtype() for the face warp)",
+            )
+
+    # -- device and dtype positions ---------------------------------------------------------
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         names = self._qualified(node)
         if names & {"torch.float64", "torch.double"}:
-            self._add(
-                node,
-                "float64",
-                "warning",
-                "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'",
-                "torch.float32 where the tensor reaches the device",
-            )
+            self._add(node, "float64", "warning", _FLOAT64_WHY, "torch.float32 where the tensor reaches the device")
 
     def visit_Arg(self, node: cst.Arg) -> None:
-        if node.keyword is not None and node.keyword.value in ("device", "map_location", "device_type"):
+        if node.keyword is None:
+            return
+        name = node.keyword.value
+        if name in ("device", "map_location", "device_type"):
             self._literal(node.value)
+        elif name in _DTYPE_NAMES:
+            self._fp16(node.value)
+        elif name == "fp16" and m.matches(node.value, m.Name("True")):
+            self._fp16_default(node.value)
 
     def visit_Param(self, node: cst.Param) -> None:
-        if node.name.value == "device" and node.default is not None:
+        if node.default is None:
+            return
+        if node.name.value == "device":
             self._literal(node.default)
+        elif node.name.value in _DTYPE_NAMES:
+            self._fp16(node.default)
+        elif node.name.value == "fp16" and m.matches(node.default, m.Name("True")):
+            self._fp16_default(node.default)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is None or not isinstance(node.target, cst.Name):
+            return
+        if node.target.value == "fp16" and m.matches(node.value, m.Name("True")):
+            self._fp16_default(node.value)
+        elif node.target.value in _DTYPE_NAMES:
+            self._fp16(node.value)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if all(m.matches(t.target, m.Name("device")) for t in node.targets):
             self._literal(node.value)
+        for target in node.targets:
+            self._flag(node, target.target)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._flag(node, node.target)
+
+    def _flag(self, statement: cst.CSTNode, target: cst.BaseExpression) -> None:
+        if any(self._guards):
+            return
+        if any(name.startswith(_CUDA_FLAG_PREFIXES) for name in self._qualified(target)):
+            self._add(
+                statement,
+                "cuda-flag",
+                "error",
+                "a CUDA backend flag (TF32, cuDNN): it does nothing on a Mac, where the code around it "
+                "assumes an NVIDIA GPU",
+                'set it only `if _lsync_port.device_type() == "cuda":`',
+            )
 
     def leave_Call(self, node: cst.Call) -> None:
         is_move = m.matches(node.func, m.Attribute(attr=m.Name("to"))) or "torch.device" in self._qualified(node.func)
         if is_move and node.args and node.args[0].keyword is None:
             self._literal(node.args[0].value)
+            if m.matches(node.func, m.Attribute(attr=m.Name("to"))):
+                self._fp16(node.args[0].value)
+        if m.matches(node.func, m.Attribute(attr=m.Name("to"))):
+            self._numpy_to_device(node)
+
+    def _numpy_to_device(self, node: cst.Call) -> None:
+        """`torch.from_numpy(a).to(device)` with no dtype: numpy arrays are float64 by default."""
+        receiver = node.func.value  # type: ignore[attr-defined]
+        if not (isinstance(receiver, cst.Call) and "torch.from_numpy" in self._qualified(receiver.func)):
+            return
+        keywords = {a.keyword.value for a in node.args if a.keyword is not None}
+        positional = [a for a in node.args if a.keyword is None]
+        if "dtype" in keywords or len(positional) > 1 or not node.args:
+            return
+        inner = self._code(receiver)
+        if "float32" in inner or "uint8" in inner:
+            return
+        self._add(
+            node,
+            "float64",
+            "warning",
+            "a numpy array moved to the device as it is: if it is float64 (numpy's default), MPS refuses it",
+            ".to(device, dtype=torch.float32)",
+        )
 
     def _literal(self, value: cst.BaseExpression) -> None:
-        if cuda_literal(value) is not None:
+        if cuda_literal(value) is not None or cuda_fstring(value):
             self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
 
     def visit_List(self, node: cst.List) -> None:
+        self._providers(node)
+
+    def visit_Tuple(self, node: cst.Tuple) -> None:
+        self._providers(node)
+
+    def _providers(self, node: cst.List | cst.Tuple) -> None:
         values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
         if "CUDAExecutionProvider" in values and not values & {"CPUExecutionProvider", "CoreMLExecutionProvider"}:
             self._add(
@@ -149,6 +385,84 @@ class PythonFinder(cst.CSTVisitor):
                 "error",
                 "ONNX Runtime providers list only CUDA; onnxruntime on macOS has CoreML and CPU",
                 "providers=_lsync_port.onnx_providers(device)",
+            )
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        if cuda_type_comparison(node):
+            self._add(
+                node,
+                "cuda-branch",
+                "error",
+                "treats a tensor as on the GPU only when it is on CUDA: MPS tensors skip this branch",
+                'compare with "cpu" instead (`x.device.type != "cpu"`)',
+            )
+
+    # -- control flow -----------------------------------------------------------------------
+
+    def visit_If(self, node: cst.If) -> None:
+        test = self._code(node.test)
+        self._guards.append(expression_shape(test) == _CUDA_GUARD)
+        self._xformers_switch(node)
+        self._cpu_branch(node)
+        self._cuda_only_check(node)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self._guards.pop()
+
+    def _xformers_switch(self, node: cst.If) -> None:
+        enables = m.findall(
+            node.body, m.Call(func=m.Attribute(attr=m.Name("enable_xformers_memory_efficient_attention")))
+        )
+        if enables and "_lsync_port" not in self._code(node.test):
+            self._add(
+                node.test,
+                "xformers",
+                "error",
+                "xformers has no Mac wheels and its attention runs on NVIDIA GPUs only",
+                "call it only `if _lsync_port.xformers_available():`",
+            )
+
+    def _cpu_branch(self, node: cst.If) -> None:
+        test = node.test
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+            return
+        operator, right = test.comparisons[0].operator, test.comparisons[0].comparator
+        if not isinstance(operator, cst.Equal | cst.NotEqual):
+            return
+        sides = (test.left, right)
+        cpu = [s for s in sides if isinstance(s, cst.SimpleString) and s.evaluated_value == "cpu"]
+        device = [s for s in sides if m.matches(s, m.Name("device") | m.Attribute(attr=m.Name("device")))]
+        if not (cpu and device):
+            return
+        none_to_self = m.Assign(targets=[m.AssignTarget(m.Attribute(value=m.Name("self")))], value=m.Name("None"))
+        branches = [node.body] + ([node.orelse.body] if isinstance(node.orelse, cst.Else) else [])
+        if any(m.findall(branch, none_to_self) for branch in branches):
+            self._add(
+                test,
+                "cpu-branch",
+                "error",
+                'on "cpu" a component is left out (None) and the first frame fails (NotImplementedError, '
+                "or 'NoneType' has no attribute)",
+                "build it on every device: _lsync_port.runs_face_detection(device)",
+            )
+
+    def _cuda_only_check(self, node: cst.If) -> None:
+        test = node.test
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+            return
+        if not isinstance(test.comparisons[0].operator, cst.NotEqual) or "_lsync_port" in self._code(test):
+            return  # a ported check (`_lsync_port.device_type() != "cuda"`) means CUDA only on purpose
+        sides = (test.left, test.comparisons[0].comparator)
+        if not any(isinstance(s, cst.SimpleString) and s.evaluated_value == "cuda" for s in sides):
+            return
+        first = node.body.body[0] if isinstance(node.body, cst.IndentedBlock) and node.body.body else None
+        if isinstance(first, cst.SimpleStatementLine) and isinstance(first.body[0], cst.Raise):
+            self._add(
+                first.body[0],
+                "cuda-only-check",
+                "error",
+                "raises for every device but CUDA, mps and cpu included",
+                "answer for the device instead (e.g. _lsync_port.onnx_ctx_id(device))",
             )
 
 
@@ -180,17 +494,30 @@ def find_in_requirements(path: str, text: str) -> list[Finding]:
         parsed = RequirementLine.parse(line)
         if parsed is None:
             continue
-        name = canonicalize_name(parsed.requirement.name)
-        if name not in NO_MAC_WHEEL:
-            continue
-        marker = parsed.requirement.marker
+        requirement = parsed.requirement
+        name = canonicalize_name(requirement.name)
+        marker = requirement.marker
         if marker is not None and not marker.evaluate(
             {"platform_system": "Darwin", "sys_platform": "darwin", "platform_machine": "arm64"}
         ):
             continue  # already kept off macOS
-        found.append(
-            Finding(
-                path, number, "no-mac-wheel", "error", stripped, f"{name} has no macOS arm64 wheel", NO_MAC_WHEEL[name]
-            )
-        )
+        if name in NO_MAC_WHEEL:
+            why, fix, severity, kind = f"{name} has no macOS arm64 wheel", NO_MAC_WHEEL[name], "error", "no-mac-wheel"
+        elif name in OLD_NO_MAC_WHEEL and _pinned_below(requirement.specifier, OLD_NO_MAC_WHEEL[name][0]):
+            first, fix = OLD_NO_MAC_WHEEL[name]
+            why, severity, kind = f"{name} below {first} has no macOS arm64 wheel", "error", "no-mac-wheel"
+        elif name in OLD_SDIST_ONLY and _pinned_below(requirement.specifier, OLD_SDIST_ONLY[name][0]):
+            why, severity, kind = OLD_SDIST_ONLY[name][1], "warning", "sdist-only"
+            fix = "install Xcode's command-line tools before `pip install -r`"
+        else:
+            continue
+        found.append(Finding(path, number, kind, severity, stripped, why, fix))
     return found
+
+
+def _pinned_below(specifier, version: str) -> bool:
+    """True when the specifier pins (==, ~=, ===) only versions below `version`."""
+    from packaging.version import Version
+
+    pins = [s for s in specifier if s.operator in ("==", "===", "~=")]
+    return bool(pins) and all(Version(p.version.removesuffix(".*")) < Version(version) for p in pins)

@@ -1,7 +1,8 @@
 """Loading and validating the rule packs under `patches/`.
 
     patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint
-    patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes
+    patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes,
+                                        and (`include`) other profiles whose rule files it also uses
     patches/<profile>/<topic>.toml      [[rule]] entries
 
 Every problem is reported as a RuleFileError naming the file and, where there is one, the rule.
@@ -23,7 +24,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-from .rules.base import Example, Expectation, Rule, RuleError
+from .rules.base import Example, Expectation, Rule, RuleError, path_matches
 
 
 class RuleFileError(Exception):
@@ -61,8 +62,19 @@ class Profile:
     runtime_module: str
     runtime_path: str
     inference_path: tuple[str, ...]
+    # Rule files of these profiles are loaded into this one too (a tree that vendors another).
+    include: tuple[str, ...] = ()
+    # glob -> module: files that must import the helper differently (".x._lsync_port" = relative).
+    runtime_module_overrides: dict[str, str] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
+
+    def runtime_module_for(self, relpath: str) -> str:
+        """How rewritten code in `relpath` imports the runtime helper."""
+        for glob, module in self.runtime_module_overrides.items():
+            if path_matches(relpath, [glob]):
+                return module
+        return self.runtime_module
 
     def kinds(self) -> list[RuleKind]:
         """Every rule of this profile as its configured kind, in execution order."""
@@ -85,14 +97,20 @@ class RulePack:
 
 def load(root: Path) -> RulePack:
     profiles: dict[str, Profile] = {}
+    files: dict[str, Path] = {}
     for profile_file in sorted(root.glob("*/profile.toml")):
         profile = _load_profile(profile_file)
-        for rule_file in sorted(profile_file.parent.glob("*.toml")):
-            if rule_file.name != "profile.toml":
-                profile.rules.extend(_load_rules(rule_file, profile.name))
         profiles[profile.name] = profile
+        files[profile.name] = profile_file
     if not profiles:
         raise RuleFileError(root, "no rule packs found (expected <profile>/profile.toml)")
+    for profile in profiles.values():
+        for source in (*profile.include, profile.name):
+            if source not in profiles or (source != profile.name and profiles[source].include):
+                raise RuleFileError(files[profile.name], f"includes unknown or nested profile '{source}'")
+            for rule_file in sorted(files[source].parent.glob("*.toml")):
+                if rule_file.name != "profile.toml":
+                    profile.rules.extend(_load_rules(rule_file, profile.name))
     _check_unique_ids(profiles)
     upstreams = root / "upstreams.toml"
     if upstreams.exists():
@@ -159,8 +177,12 @@ def _load_profile(path: Path) -> Profile:
         runtime_module=fields.get("runtime_module", str),
         runtime_path=fields.get("runtime_path", str),
         inference_path=fields.strings("inference_path"),
+        include=fields.strings("include", []),
+        runtime_module_overrides=fields.get("runtime_module_overrides", dict, {}),
     )
     fields.done()
+    if not all(isinstance(v, str) for v in profile.runtime_module_overrides.values()):
+        raise RuleFileError(path, "runtime_module_overrides must map globs to module names")
     if profile.name != path.parent.name:
         raise RuleFileError(path, f"name '{profile.name}' differs from its folder '{path.parent.name}'")
     return profile
@@ -186,7 +208,12 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
     for item in fields.get("expect", list, []):
         sub = _Fields(item, path, rule_id)
         expect.append(
-            Expectation(sub.get("file", str), sub.specifier("releases", str(releases)), sub.get("min", int, 1))
+            Expectation(
+                sub.get("file", str),
+                sub.specifier("releases", str(releases)),
+                sub.get("min", int, 1),
+                sub.get("profile", str, None),
+            )
         )
         sub.done()
     examples = []

@@ -1,6 +1,18 @@
 """Rule kinds. Importing this package registers every kind under its `kind = "..."` name."""
 
-from . import call_argument, cuda_call, device_literal, replace_expression, requirements, upcast_call
+from . import (
+    call_argument,
+    cuda_call,
+    cuda_type_check,
+    device_literal,
+    guard_statement,
+    helper_call,
+    replace_expression,
+    replace_statement,
+    replace_value,
+    requirements,
+    upcast_call,
+)
 from .base import Change, FileContext, Rule, RuleError, RuleKind
 
 __all__ = [
@@ -11,8 +23,13 @@ __all__ = [
     "RuleKind",
     "call_argument",
     "cuda_call",
+    "cuda_type_check",
     "device_literal",
+    "guard_statement",
+    "helper_call",
     "replace_expression",
+    "replace_statement",
+    "replace_value",
     "requirements",
     "upcast_call",
 ]

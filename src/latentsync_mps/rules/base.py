@@ -54,6 +54,7 @@ class Expectation:
     file: str
     releases: SpecifierSet
     min: int = 1
+    profile: str | None = None  # only for this profile (a rule file included by several profiles)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class FileContext:
     """What a rule may know about the file it rewrites."""
 
     path: str  # relative to the tree root, POSIX separators
-    runtime_module: str  # e.g. "latentsync._lsync_port"
+    runtime_module: str  # e.g. "latentsync._lsync_port"; a leading "." makes the import relative
 
 
 class RuleKind(ABC):
@@ -227,8 +228,10 @@ class RuleCommand(cst.CSTTransformer):
 
     def require_helper(self) -> None:
         """Make sure the rewritten module imports the runtime helper as `_lsync_port`."""
-        package, _, name = self.file.runtime_module.rpartition(".")
-        AddImportsVisitor.add_needed_import(self.context, package, name)
+        module = self.file.runtime_module
+        relative = len(module) - len(module.lstrip("."))
+        package, _, name = module[relative:].rpartition(".")
+        AddImportsVisitor.add_needed_import(self.context, package, name, relative=relative)
 
     def helper(self, call: str) -> cst.BaseExpression:
         """`_lsync_port.<call>` as an expression (and the import it needs)."""

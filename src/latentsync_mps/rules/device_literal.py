@@ -3,8 +3,10 @@
 Device positions: the keywords named in `keywords` (default `device=` and `map_location=`), the
 first argument of `.to(...)` and of `torch.device(...)`, a parameter default or an assignment whose
 name is in `keywords`, and the positional arguments listed in `positional`. A bare `.cuda()`
-becomes `.to(_lsync_port.device())`. Everything else that merely *mentions* cuda (docstrings, log
-messages, `device == "cuda"` comparisons) is left alone: those are text, not a device choice.
+becomes `.to(_lsync_port.device())`. An f-string such as `f"cuda:{gpu_id}"` is kept as the
+preferred device for CUDA users: `_lsync_port.device(f"cuda:{gpu_id}")`. Everything else that
+merely *mentions* cuda (docstrings, log messages, `device == "cuda"` comparisons) is left
+alone: those are text, not a device choice.
 
 Options:
   keywords   = ["device", "map_location"]    names that hold a device
@@ -20,7 +22,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import QualifiedNameProvider
 
-from .base import PythonRuleKind, RuleCommand, RuleError
+from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
 
 CUDA_LITERAL = re.compile(r"cuda(:\d+)?")
 
@@ -34,6 +36,16 @@ def cuda_literal(node: cst.CSTNode) -> str | None:
     return None
 
 
+def cuda_fstring(node: cst.CSTNode) -> bool:
+    """True for an f-string that spells a CUDA device, such as f"cuda:{gpu_id}"."""
+    if not isinstance(node, cst.FormattedString) or not node.parts:
+        return False
+    first = node.parts[0]
+    if not isinstance(first, cst.FormattedStringText):
+        return False
+    return first.value == "cuda:" or (first.value == "cuda" and len(node.parts) == 1)
+
+
 class DeviceLiteralCommand(RuleCommand):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
 
@@ -44,7 +56,12 @@ class DeviceLiteralCommand(RuleCommand):
     def _replace_literal(self, original: cst.CSTNode, value: cst.BaseExpression) -> cst.BaseExpression | None:
         literal = cuda_literal(value)
         if literal is None:
-            return None
+            if not cuda_fstring(value):
+                return None
+            self.require_helper()
+            new = cst.Call(func=cst.parse_expression(f"{HELPER}.device"), args=[cst.Arg(value)])
+            self.record(original, new)
+            return new
         new = self._device_call(literal)
         self.record(original, new)
         return new

@@ -18,6 +18,7 @@ from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from .base import Change, FileContext, RequirementsRuleKind, RuleError
@@ -69,14 +70,23 @@ def rewrite_requirements(text: str, kinds: list[RequirementsRuleKind], ctx: File
 
 class RequirementReplace(RequirementsRuleKind):
     """Options: package = "decord"; replacement = ["eva-decord==0.6.1; ...", ...];
-    keep_specifier = false (true: reuse the old version pin on every replacement)."""
+    keep_specifier = false (true: reuse the old version pin on every replacement; or write
+    `{specifier}` in one replacement line to reuse it there only, e.g. "av{specifier}; ...");
+    only_if = "<12" (optional: rewrite only exact pins, such as ==11.0.0, inside this range)."""
 
     name = "requirement-replace"
 
     def configure(self, options: dict[str, Any]) -> None:
         self.package = canonicalize_name(self.take(options, "package", str))
-        self.replacement = [Requirement(_checked(r)) for r in self.take(options, "replacement", list)]
+        self.templates = [str(r) for r in self.take(options, "replacement", list)]
+        for template in self.templates:
+            _checked(template.replace(SPECIFIER, ""))
         self.keep_specifier = self.take(options, "keep_specifier", bool, False)
+        only_if = self.take(options, "only_if", str, None)
+        try:
+            self.only_if = None if only_if is None else SpecifierSet(only_if)
+        except InvalidSpecifier:
+            raise RuleError(f"option 'only_if' is not a version range: {only_if!r}") from None
         super().configure(options)
 
     def needles(self) -> tuple[str, ...]:
@@ -87,10 +97,14 @@ class RequirementReplace(RequirementsRuleKind):
         if parsed is None or canonicalize_name(parsed.requirement.name) != self.package:
             return None
         old = parsed.requirement
+        if self.only_if is not None and not _pinned_within(old.specifier, self.only_if):
+            return None
+        if old.marker is not None and any(v in str(old.marker) for v in ("platform_system", "sys_platform")):
+            return None  # already decided per platform (by hand, or by this rule)
         ending = parsed.newline or "\n"
         lines = []
-        for template in self.replacement:
-            new = Requirement(str(template))
+        for template in self.templates:
+            new = Requirement(template.replace(SPECIFIER, str(old.specifier)))
             if self.keep_specifier:
                 new.specifier = old.specifier
             new.marker = _and(old.marker, new.marker)
@@ -151,6 +165,15 @@ class RequirementDropOption(RequirementsRuleKind):
         if stripped.startswith("-") and self.pattern.search(stripped):
             return []
         return None
+
+
+SPECIFIER = "{specifier}"
+
+
+def _pinned_within(specifier: SpecifierSet, allowed: SpecifierSet) -> bool:
+    """True when `specifier` pins a version (==, ===, ~=) and every pin lies inside `allowed`."""
+    pins = [s for s in specifier if s.operator in ("==", "===", "~=")]
+    return bool(pins) and all(allowed.contains(p.version.removesuffix(".*"), prereleases=True) for p in pins)
 
 
 def _checked(requirement: Any) -> str:
