@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -74,7 +75,7 @@ def test_status_and_revert_round_trip(fixture_tree):
     status = run("status", str(fixture_tree), "--json")
     assert json.loads(status.output)["summary"] == "patched"
     result = run("revert", str(fixture_tree))
-    assert result.exit_code == 0 and "Reverted 11 file(s), removed 1." in result.output
+    assert result.exit_code == 0 and re.search(r"Reverted \d+ file\(s\), removed 1\.", result.output)
     assert tree_hashes(fixture_tree) == pristine
 
 

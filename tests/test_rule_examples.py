@@ -31,7 +31,7 @@ def test_every_rule_has_a_rewriting_example():
 @pytest.mark.parametrize(("profile", "rule", "index", "example"), CASES)
 def test_rule_example(profile, rule, index, example):
     kind = RuleKind.registry[rule.kind](rule)
-    result, changes = run_rule(kind, example.before, example.path, profile.runtime_module)
+    result, changes = run_rule(kind, example.before, example.path, profile.runtime_module_for(example.path))
     if example.after is None:
         assert result == example.before, "a 'before'-only example must stay unchanged"
         assert changes == []
@@ -39,5 +39,5 @@ def test_rule_example(profile, rule, index, example):
     assert result == example.after
     assert changes, "a rewrite must be reported"
     assert all(c.rule_id == rule.id and c.line >= 1 for c in changes)
-    again, more = run_rule(kind, result, example.path, profile.runtime_module)
+    again, more = run_rule(kind, result, example.path, profile.runtime_module_for(example.path))
     assert again == result and more == [], "applying a rule twice must change nothing the second time"
