@@ -6,9 +6,11 @@ parsed with libcst and written back atomically (see manifest.py).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,16 +195,16 @@ def select_kinds(profile: Profile, release: Release | None, rule_ids: list[str] 
 
 
 def transform_file(
-    relpath: str, data: bytes, kinds: list[RuleKind], ctx: FileContext
+    relpath: str, data: bytes, kinds: list[RuleKind], ctx: FileContext, find_residue: bool = True
 ) -> tuple[bytes, list[Change], list[Finding]]:
     """Run every rule that can match `data` over it in one pass; return the new bytes, the
-    changes, and what is still CUDA-only afterwards. Raises on unparseable input."""
+    changes, and (with `find_residue`) what is still CUDA-only afterwards. Raises on unparseable input."""
     active = [k for k in kinds if k.rule.covers_path(relpath) and any(n.encode() in data for n in k.needles())]
     language = _language(relpath)
     if language == "python":
-        if not active and not any(n in data for n in PY_NEEDLES):
+        if not active and not (find_residue and any(n in data for n in PY_NEEDLES)):
             return data, [], []
-        result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx)
+        result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx, find=find_residue)
         return result.code, result.changes, result.residue
     changes: list[Change] = []
     new = data
@@ -212,7 +214,37 @@ def transform_file(
         )
         bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
         new = bom + text.encode("utf-8") if changes else data
-    return new, changes, find(relpath, new)
+    return new, changes, find(relpath, new) if find_residue else []
+
+
+# Work shared with forked workers (set just before the pool starts; fork copies it).
+_JOBS: dict[str, object] = {}
+# Below this many candidate files a process pool costs more than it saves.
+PARALLEL_MIN_FILES = 24
+
+
+def _transform_job(job: tuple[str, bytes, bool]) -> tuple[str, bytes, list[Change], list[Finding], str | None]:
+    rel, data, find_residue = job
+    kinds, profile = _JOBS["kinds"], _JOBS["profile"]
+    language = _language(rel)
+    ctx = FileContext(rel, profile.runtime_module_for(rel))  # type: ignore[attr-defined]
+    try:
+        new, changes, residue = transform_file(
+            rel, data, [k for k in kinds if k.language == language], ctx, find_residue
+        )  # type: ignore[attr-defined]
+    except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
+        return rel, data, [], [], f"cannot be parsed, left untouched: {_short(error)}"
+    return rel, new, changes, residue, None
+
+
+def _transform_all(jobs: list[tuple[str, bytes, bool]], kinds: list[RuleKind], profile: Profile):
+    """Every file's pass, on all cores for a large tree (fork only: elsewhere one process)."""
+    _JOBS.update(kinds=kinds, profile=profile)
+    workers = min(os.cpu_count() or 1, 8)
+    if len(jobs) < PARALLEL_MIN_FILES or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_transform_job(job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_transform_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
 
 
 def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
@@ -258,27 +290,28 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
         ) from None
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
-    ctx_for = lambda rel: FileContext(rel, profile.runtime_module_for(rel))  # noqa: E731
     helper_path = profile.runtime_path
 
+    jobs: list[tuple[str, bytes, bool]] = []
+    currents: dict[str, bytes | None] = {}
     for rel in walk(tree):
-        if rel == helper_path:
-            continue
-        language = _language(rel)
-        if language is None:
+        if rel == helper_path or _language(rel) is None:
             continue
         pristine, current, problem = _pristine(tree, rel, state, previous)
         if problem:
             plan.problems.append(FileProblem(rel, problem))
             continue
         assert pristine is not None
-        try:
-            new, changes, residue = transform_file(
-                rel, pristine, [k for k in kinds if k.language == language], ctx_for(rel)
-            )
-        except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
-            plan.problems.append(FileProblem(rel, f"cannot be parsed, left untouched: {_short(error)}"))
+        currents[rel] = current
+        # Residue is what stays CUDA-only on the inference path; `scan` reports the rest.
+        jobs.append((rel, pristine, path_matches(rel, profile.inference_path)))
+
+    pristines = {rel: data for rel, data, _ in jobs}
+    for rel, new, changes, residue, error in _transform_all(jobs, kinds, profile):
+        if error:
+            plan.problems.append(FileProblem(rel, error))
             continue
+        pristine, current = pristines[rel], currents[rel]
         if changes:
             reason = _safe_target(tree, rel)
             if reason:
