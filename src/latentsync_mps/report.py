@@ -78,12 +78,12 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
         for d in plan.drift:
             console.print(f"  {d.rule_id}: expected at least {d.expected} in {d.file}, found {d.found}")
     render_findings(console, plan.residue, "Residue on the inference path (CUDA constructs not converted)")
-    outside = [f for f in plan.findings if f not in plan.residue and f.severity == "error"]
-    if outside:
-        console.print(
-            f"{len(outside)} CUDA construct(s) outside the inference path (training, evaluation) left as they are; "
-            "`lsync-port scan` lists them."
-        )
+    warnings = [f for f in plan.findings if f.severity != "error"]
+    if warnings:
+        render_findings(console, warnings, "Warnings on the inference path (may break depending on data)")
+    console.print(
+        "[dim]Code outside the inference path (training, evaluation) is not counted: `lsync-port scan` lists it.[/]"
+    )
     render_problems(console, plan.problems)
     if show_diff:
         render_diff(console, plan)
