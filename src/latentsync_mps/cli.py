@@ -210,14 +210,21 @@ def revert(
     console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
 
 
-DEVICES = ("auto", "mps", "cuda", "cpu")
+DEVICES = ("auto", "mps", "cuda", "cpu", "mps-sim")
 WEIGHTS = ("auto", "synthetic", "real")
 
 
 @app.command()
 def verify(
     tree: TreeArg,
-    device: Annotated[str, typer.Option("--device", help="auto (mps > cuda > cpu), mps, cuda or cpu.")] = "auto",
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="auto (mps > cuda > cpu), mps, cuda, cpu, or mps-sim: the MPS code path simulated on the CPU, "
+            "every op checked against this torch's MPS kernels (float64, CPU tensors mixed in, generators).",
+        ),
+    ] = "auto",
     weights: Annotated[
         str,
         typer.Option(
@@ -241,6 +248,11 @@ def verify(
     imports, video decoding (decord), audio features, a UNet forward pass, a short denoising run
     writing a video, output sanity (frames, fps, finite, mouth not black) and, off cpu, parity with
     a CPU float32 run. Exit 0 when every check passes, 11 when one fails.
+
+    --device mps-sim runs the same checks on a simulated MPS device (no Mac needed): the tree sees
+    mps, computes on the CPU, and every op on the device is checked against the MPS rules of the
+    installed torch; an error finding (op without MPS kernel, float64, a CPU tensor mixed in, a
+    CPU generator drawing on mps) fails verify, listed by call site in the tree.
     """
     from .verify import render
 

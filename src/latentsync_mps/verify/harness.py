@@ -10,6 +10,11 @@ checks in order, and appends one JSON line per event to the spec's `events` file
     {"event": "end", "check": "decode", "status": "pass"|"fail"|"skip", "seconds": 0.4,
      "detail": "...", "peak_memory": 123456789, "data": {...}}
 
+With `"simulate": "mps"` in the spec (`--device mps-sim`), mps_sim.py (next to this file, loaded by
+path) is installed first and, after every check, the findings so far are appended too:
+
+    {"event": "findings", "findings": [{"kind": ..., "level": ..., "op": ..., "site": ...}], "stats": {...}}
+
 A check that fails ends the run: each later check needs what the earlier ones built. The parent
 (runner.py) enforces the time limit and reports a crash or hang by the last check that started.
 """
@@ -349,6 +354,15 @@ def check_device(spec, state):
         raise CheckFailed("no CUDA device here: torch.cuda.is_available() is False; run with --device cpu")
     elif kind not in ("cpu", "cuda", "mps"):
         raise CheckFailed(f"unknown device {device!r}")
+    simulator = state.get("simulator")
+    if simulator is not None:
+        counts = simulator.table.get("counts", {})
+        kernels, overloads = counts.get("mps", 0), sum(counts.values())
+        return (
+            f"simulated on the CPU, checked against the MPS kernels of torch {torch.__version__} "
+            f"({kernels} of {overloads} aten overloads have one): torch {torch.__version__} on mps-sim",
+            {"simulated": True, "support": counts},
+        )
     return f"torch {torch.__version__} on {device}"
 
 
@@ -532,7 +546,10 @@ def check_parity(spec, state):
     reference = Path(spec["work"]) / "reference_cpu.mp4"
     state["unet"] = state["unet"].to("cpu", dtype=torch.float32)
     state["audio_encoder"].model.to("cpu")
-    run_pipeline(spec, state, "cpu", torch.float32, reference)
+    simulator = state.get("simulator")
+    # Under the MPS simulator the reference run records no findings: only the mps run is judged.
+    with simulator.paused() if simulator is not None else contextlib.nullcontext():
+        run_pipeline(spec, state, "cpu", torch.float32, reference)
     ref_frames, _ = read_video_frames(reference)
     frames = state["output_frames"]
     if ref_frames.shape != frames.shape:
@@ -611,11 +628,21 @@ def main(spec_path: str) -> int:
     tree = spec["tree"]
     os.chdir(tree)
     sys.path.insert(0, tree)
+    state: dict = {}
+    if spec.get("simulate") == "mps":
+        # Before anything of the tree is imported: torch must already answer as an MPS machine.
+        spec["device"] = "mps"
+        try:
+            state["simulator"] = _install_simulator(spec)
+        except Exception as error:  # no torchgen yaml, no pyyaml...: say so as the device check
+            emit(event="start", check="device")
+            detail = f"the MPS simulator could not start: {type(error).__name__}: {error}"
+            emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
+            return 1
     if spec["device"] == "auto":
         spec["device"] = _auto_device()
     os.environ["LATENTSYNC_DEVICE"] = spec["device"]
     _ffmpeg_on_path(Path(spec["work"]))
-    state: dict = {}
     with contextlib.suppress(Exception):
         load_config(spec, state)
     if "config" not in state:
@@ -626,7 +653,28 @@ def main(spec_path: str) -> int:
         if not ok:
             break
         ok = run_check(name, function, spec, state)
+        _emit_findings(state)
     return 0 if ok else 1
+
+
+def _install_simulator(spec):
+    """Load mps_sim.py by path (this harness runs under the tree's interpreter, which need not have
+    lsync-port installed) and hook it into torch."""
+    import importlib.util
+
+    path = Path(__file__).with_name("mps_sim.py")
+    module_spec = importlib.util.spec_from_file_location("lsync_port_mps_sim", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    module_spec.loader.exec_module(module)
+    return module.install(spec["tree"], Path(spec["cache"]).parent / "mps-support")
+
+
+def _emit_findings(state) -> None:
+    """The simulator's findings so far (cumulative, after every check: a crash keeps what was seen)."""
+    simulator = state.get("simulator")
+    if simulator is not None:
+        emit(event="findings", findings=simulator.report(), stats=simulator.stats())
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def render_report(console: Console, report: VerifyReport) -> None:
         where = check.data.get("traceback")
         if check.status == "fail" and where:
             console.print(f"  where it failed in the tree: {' → '.join(where)}", highlight=False)
+    if report.device == "mps-sim":
+        render_findings(console, report)
     if report.weights == "synthetic":
         console.print(
             "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of InsightFace; "
@@ -67,3 +69,47 @@ def render_report(console: Console, report: VerifyReport) -> None:
             console.print("last lines of the child's output:", style="dim")
             for line in report.log_tail[-8:]:
                 console.print(f"  {line}", markup=False, highlight=False, style="dim")
+
+
+def render_findings(console: Console, report: VerifyReport) -> None:
+    """The MPS simulator's findings, grouped by call site in the tree: errors fail verify."""
+    stats = report.simulator
+    counted = f"{stats.get('ops', 0)} device ops ({stats.get('distinct_ops', 0)} distinct) checked" if stats else ""
+    if not report.findings:
+        console.print(f"MPS simulator: no findings{'; ' + counted if counted else ''}.", highlight=False)
+        return
+    errors = len(report.errors)
+    warnings = len(report.findings) - errors
+    table = Table(
+        title=f"MPS simulator findings by call site: {errors} error(s), {warnings} warning(s)"
+        + (f"; {counted}" if counted else ""),
+        title_justify="left",
+        show_edge=False,
+    )
+    for column in ("call site", "level", "kind", "op", "count", "what MPS does"):
+        table.add_column(column, overflow="fold")
+    by_site: dict[str, list[dict]] = {}
+    for finding in report.findings:
+        by_site.setdefault(finding["site"], []).append(finding)
+    order = sorted(by_site, key=lambda site: (all(f["level"] != "error" for f in by_site[site]), site))
+    for site in order:
+        for index, finding in enumerate(by_site[site]):
+            colour = "red" if finding["level"] == "error" else "yellow"
+            where = site if index == 0 else ""
+            if index == 0 and finding.get("function"):
+                where += f" in {finding['function']}"
+            table.add_row(
+                where,
+                f"[{colour}]{finding['level']}[/]",
+                finding["kind"],
+                finding["op"],
+                str(finding.get("count", 1)),
+                finding["message"],
+            )
+    console.print(table)
+    if stats.get("computed_in_float32"):
+        console.print(
+            "[dim]Computed in float32 by the simulator (no CPU half kernel; not a finding): "
+            + ", ".join(stats["computed_in_float32"])
+            + "[/]"
+        )

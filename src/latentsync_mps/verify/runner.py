@@ -75,6 +75,13 @@ class VerifyReport:
     reason: str
     seconds: float
     log_tail: list[str] = field(default_factory=list)
+    # --device mps-sim: the simulator's findings (grouped by call site when shown) and its counters.
+    findings: list[dict] = field(default_factory=list)
+    simulator: dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[dict]:
+        return [f for f in self.findings if f.get("level") == "error"]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,6 +108,7 @@ def run_verify(
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, _ = detect(tree, pack)
+    simulate = device == "mps-sim"
     config = find_config(tree)
     python = python or sys.executable
     if weights == "auto":
@@ -112,7 +120,8 @@ def run_verify(
         events.touch()
         spec = {
             "tree": str(tree),
-            "device": device,
+            "device": "mps" if simulate else device,
+            "simulate": "mps" if simulate else None,
             "weights": weights,
             "steps": steps,
             "frames": frames or 0,
@@ -139,14 +148,33 @@ def run_verify(
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
             )
-            results, timed_out = _follow(child, events, timeout, on_event)
+            results, timed_out, simulated = _follow(child, events, timeout, on_event)
         returncode = child.returncode
         log_tail = log.read_text(errors="replace").splitlines()[-15:]
-    return _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
+    report = _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
+    if simulate:
+        _judge_findings(report, simulated)
+    return report
 
 
-def _follow(child: subprocess.Popen, events: Path, timeout: float, on_event) -> tuple[dict[str, CheckResult], bool]:
+def _judge_findings(report: VerifyReport, simulated: dict) -> None:
+    """--device mps-sim: any error-level finding fails verify, even when every check passed."""
+    report.device = "mps-sim"
+    report.findings = simulated.get("findings", [])
+    report.simulator = simulated.get("stats", {})
+    errors = report.errors
+    if errors and report.passed:
+        first = errors[0]
+        report.passed = False
+        where = f"{first['op']} at {first['site']}"
+        report.reason = f"MPS simulator: {len(errors)} error finding(s); first: {where}: {first['message']}"
+
+
+def _follow(
+    child: subprocess.Popen, events: Path, timeout: float, on_event
+) -> tuple[dict[str, CheckResult], bool, dict]:
     results: dict[str, CheckResult] = {}
+    simulated: dict = {}
     deadline = time.monotonic() + timeout
     offset = 0
     timed_out = False
@@ -159,6 +187,9 @@ def _follow(child: subprocess.Popen, events: Path, timeout: float, on_event) -> 
         offset += len(complete.encode("utf-8"))
         for line in complete.splitlines():
             event = json.loads(line)
+            if event["event"] == "findings":
+                simulated = event  # cumulative: the last one has them all
+                continue
             if event["event"] == "start":
                 results[event["check"]] = CheckResult(event["check"], "running")
             else:
@@ -173,7 +204,7 @@ def _follow(child: subprocess.Popen, events: Path, timeout: float, on_event) -> 
             if on_event:
                 on_event(event)
         if finished:
-            return results, timed_out
+            return results, timed_out, simulated
         if time.monotonic() > deadline:
             timed_out = True
             _kill(child)
