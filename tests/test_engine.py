@@ -201,3 +201,21 @@ def test_scan_lists_cuda_constructs_by_kind(fixture_tree, pack):
     apply(fixture_tree, pack)
     after = engine.scan(fixture_tree, pack)
     assert [f for f in after.findings if f.severity == "error" and after.in_scope(f)] == []
+
+
+def test_reapply_on_an_untouched_tree_skips_the_work_and_repeats_the_report(fixture_tree, pack):
+    first = apply(fixture_tree, pack)
+    again = engine.make_plan(fixture_tree, pack)
+    assert again.unchanged and again.writes == []
+    assert again.matches == first.matches and again.drift == first.drift
+    assert again.summary == {
+        "files": len([f for f in first.files if f.pristine is not None]),
+        "rewrites": len(first.changes),
+    }
+    # Any change to a candidate file (or to the rules) means real work again.
+    script = fixture_tree / "gradio_app.py"
+    script.write_text(script.read_text() + "\n# touched\n")
+    assert not engine.make_plan(fixture_tree, pack).unchanged
+    script.write_text(script.read_text().replace("\n# touched\n", ""))
+    assert engine.make_plan(fixture_tree, pack).unchanged
+    assert not engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"]).unchanged

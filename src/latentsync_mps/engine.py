@@ -6,12 +6,13 @@ parsed with libcst and written back atomically (see manifest.py).
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import subprocess
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import libcst as cst
@@ -83,6 +84,9 @@ class Plan:
     problems: list[FileProblem] = field(default_factory=list)  # files left untouched, and why
     warnings: list[str] = field(default_factory=list)
     previous: Manifest | None = None
+    digest: str = ""  # of the rules and of the tree as it will be after this plan (see _digest)
+    unchanged: bool = False  # the tree and rules are as the last apply left them: nothing was parsed
+    summary: dict = field(default_factory=dict)  # for an unchanged plan: the last apply's counts
 
     @property
     def changes(self) -> list[Change]:
@@ -291,10 +295,15 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
     helper_path = profile.runtime_path
+    candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel == helper_path]
+    if previous is not None and previous.state == "applied" and previous.result:
+        now = _digest(plan.rules, {rel: _read_or_none(tree / rel) for rel in candidates})
+        if now == previous.result.get("digest"):
+            return _unchanged_plan(plan, previous.result, now)
 
     jobs: list[tuple[str, bytes, bool]] = []
     currents: dict[str, bytes | None] = {}
-    for rel in walk(tree):
+    for rel in candidates:
         if rel == helper_path or _language(rel) is None:
             continue
         pristine, current, problem = _pristine(tree, rel, state, previous)
@@ -344,6 +353,29 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
 
     plan.drift = _drift(plan, kinds)
     plan.warnings += _git_warnings(tree, previous)
+    after = {rel: currents.get(rel) for rel in candidates} | {f.path: f.new for f in plan.files}
+    after |= {f.path: (None if f.pristine is None else f.new) for f in plan.restores}
+    plan.digest = _digest(plan.rules, after)
+    return plan
+
+
+def _digest(rules: list[Rule], files: dict[str, bytes | None]) -> str:
+    """One hash of the tool version, the rules (all their fields) and every candidate file."""
+    digest = hashlib.sha256(f"{__version__}\n{[repr(rule) for rule in rules]}".encode())
+    for rel in sorted(files):
+        data = files[rel]
+        digest.update(f"\n{rel}\0{'-' if data is None else sha256(data)}".encode())
+    return digest.hexdigest()
+
+
+def _unchanged_plan(plan: Plan, result: dict, digest: str) -> Plan:
+    """The plan of a re-apply on a tree nothing touched since: the last report, no work."""
+    plan.unchanged = True
+    plan.digest = digest
+    plan.matches = Counter(result.get("matches", {}))
+    plan.summary = {"files": result.get("files", 0), "rewrites": result.get("rewrites", 0)}
+    plan.drift = [Drift(**d) for d in result.get("drift", [])]
+    plan.findings = [Finding(**f) for f in result.get("findings", [])]
     return plan
 
 
@@ -445,16 +477,35 @@ def commit(plan: Plan) -> None:
     rule_ids = [r.id for r in plan.rules]
     release = plan.release.name if plan.release else None
     previous = plan.previous
-    if not plan.writes and (
-        previous is None
-        and not final
-        or previous is not None
-        and (previous.state, previous.files, previous.tool_version, previous.rules, previous.release)
-        == ("applied", final, __version__, rule_ids, release)
+    result = {
+        "digest": plan.digest,
+        "matches": dict(plan.matches),
+        "files": len([f for f in plan.files if f.pristine is not None]),
+        "rewrites": len(plan.changes),
+        "drift": [asdict(d) for d in plan.drift],
+        "findings": [f.to_json() for f in plan.findings],
+    }
+    if (
+        plan.unchanged
+        or not plan.writes
+        and (
+            previous is None
+            and not final
+            or previous is not None
+            and (
+                previous.state,
+                previous.files,
+                previous.tool_version,
+                previous.rules,
+                previous.release,
+                previous.result,
+            )
+            == ("applied", final, __version__, rule_ids, release, result)
+        )
     ):
         return  # the tree already is what this plan describes
     # While files are being written, the manifest knows both the old and the new entries.
-    manifest = Manifest(__version__, plan.profile.name, release, rule_ids, "applying", old | final)
+    manifest = Manifest(__version__, plan.profile.name, release, rule_ids, "applying", old | final, result)
     state.write(manifest)
     for f in plan.files:
         if f.pristine is not None:

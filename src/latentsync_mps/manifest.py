@@ -48,6 +48,9 @@ class Manifest:
     rules: list[str]
     state: str  # "applying" while files are being written, "applied" once all are
     files: dict[str, Entry]
+    # What the last apply reported (matches, drift, residue) and the digest of the tree and rules
+    # it saw afterwards: an apply that finds the same digest has nothing to do (see engine).
+    result: dict | None = None
 
     def to_json(self) -> str:
         data = {"format": FORMAT, **asdict(self)}

@@ -21,6 +21,7 @@ def plan_to_json(plan: Plan, written: bool) -> dict[str, Any]:
         "profile": plan.profile.name,
         "release": plan.release.name if plan.release else None,
         "written": written,
+        "unchanged": plan.unchanged,
         "files": [
             {"path": f.path, "created": f.pristine is None, "changes": len(f.changes), "write_needed": f.needs_write}
             for f in plan.files
@@ -93,7 +94,14 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
         f"{len(changed)} file(s) ported, {len(plan.changes)} rewrite(s), {len(plan.drift)} drift, "
         f"{len(plan.residue)} residue, {len(plan.problems)} problem(s)."
     )
-    if not plan.writes:
+    if plan.unchanged:
+        last = plan.summary
+        console.print(
+            f"[green]Nothing to do:[/] the tree and the rules are as the last apply left them "
+            f"({last.get('files', 0)} file(s) ported, {last.get('rewrites', 0)} rewrite(s), {len(plan.drift)} drift, "
+            f"{len(plan.residue)} residue)."
+        )
+    elif not plan.writes:
         console.print(f"[green]Nothing to write:[/] the tree already is as this version ports it. {summary}")
     elif written:
         console.print(f"[green]Written.[/] {summary} Undo with: lsync-port revert {plan.tree}")
