@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Benchmarks for lsync-port (issue 7). Prints each figure next to its goal; `--write` also
+records them, with the machine and the date, in docs/benchmarks.md.
+
+    python scripts/bench.py [--tree /path/to/LatentSync] [--quick] [--write]
+
+- apply vs the naive baseline (a fresh process that parses and regenerates every .py with
+  libcst), measured in the same run on the same tree; goal apply / baseline <= 0.6
+- no-op re-apply; goal <= 0.3 s
+- scaling over 1x, 10x, 50x copies of the fixture: time per file should stay flat (linear)
+- run-time overhead of the port on CPU: the patched vs the unpatched UNet forward pass and mask
+  resize of the fixture, same weights, same seed; goal <= 1.03
+- verify on the fixture (cpu, and mps-sim when this lsync-port has it)
+- `lsync-port --help` start-up; goal <= 0.3 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "latentsync"
+LSYNC = [sys.executable, "-m", "latentsync_mps.cli"]
+BASELINE = """
+import sys, pathlib, libcst
+for path in pathlib.Path(sys.argv[1]).rglob("*.py"):
+    libcst.parse_module(path.read_bytes()).bytes
+"""
+
+
+def wall(command: list[str], repeat: int = 1, **kwargs) -> float:
+    """Best wall time of `repeat` runs of a fresh process."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, **kwargs)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def build_tree(target: Path, copies: int) -> Path:
+    """The fixture, with copies-1 more of its `latentsync/` package under latentsync/models/:
+    every copy's files are rule candidates on the inference path, like the original's."""
+    shutil.copytree(FIXTURE, target)
+    for index in range(1, copies):
+        shutil.copytree(FIXTURE / "latentsync", target / "latentsync" / "models" / f"copy{index}")
+    return target
+
+
+def count_py(tree: Path) -> int:
+    return sum(1 for _ in tree.rglob("*.py"))
+
+
+def bench_apply(tree: Path, work: Path, repeat: int) -> dict:
+    applied, baseline = [], []
+    for run in range(repeat):
+        copy = work / f"apply-{run}"
+        shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".git", ".lsync-port"))
+        baseline.append(wall([sys.executable, "-c", BASELINE, str(copy)]))
+        applied.append(wall([*LSYNC, "apply", str(copy), "--json"]))
+        noop = wall([*LSYNC, "apply", str(copy), "--json"], repeat=3)
+        if run < repeat - 1:
+            shutil.rmtree(copy)
+    plan_noop = _in_process_noop(copy)
+    return {
+        "files": count_py(tree),
+        "apply_s": min(applied),
+        "baseline_s": min(baseline),
+        "ratio": min(applied) / min(baseline),
+        "noop_cli_s": noop,
+        "noop_plan_s": plan_noop,
+    }
+
+
+def _in_process_noop(tree: Path) -> float:
+    code = (
+        "import time, pathlib\n"
+        "from latentsync_mps import engine, ruleset, resources\n"
+        "pack = ruleset.load(resources.patches_dir())\n"
+        "started = time.perf_counter()\n"
+        f"plan = engine.make_plan(pathlib.Path({str(tree)!r}), pack)\n"
+        "assert plan.unchanged and not plan.writes\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+
+
+def bench_scaling(work: Path, factors: list[int]) -> list[dict]:
+    rows = []
+    for factor in factors:
+        tree = build_tree(work / f"scale-{factor}", factor)
+        seconds = wall([*LSYNC, "apply", str(tree), "--dry-run", "--json"])
+        rows.append({"copies": factor, "files": count_py(tree), "seconds": seconds})
+    base = rows[0]["seconds"] / rows[0]["files"]
+    for row in rows:
+        row["per_file_ms"] = 1000 * row["seconds"] / row["files"]
+        row["vs_1x_per_file"] = row["per_file_ms"] / (1000 * base)
+    return rows
+
+
+OVERHEAD = r"""
+import sys, time, torch
+sys.path.insert(0, sys.argv[1])
+torch.manual_seed(0)
+torch.set_num_threads(1)
+from latentsync.models.unet import UNet3DConditionModel
+unet, _ = UNet3DConditionModel.from_pretrained({"block_out_channels": [32, 64]}, "", device="cpu")
+unet.eval()
+sample = torch.randn(1, 13, 4, 16, 16)
+context = torch.randn(1, 4, 5, 384)
+mask = torch.rand(4, 1, 64, 64)
+def step():
+    with torch.no_grad():
+        unet(sample, torch.tensor(500), encoder_hidden_states=context)
+        torch.nn.functional.interpolate(mask, size=(8, 8))
+for _ in range(5):
+    step()
+times = []
+for _ in range(int(sys.argv[2])):
+    started = time.perf_counter(); step(); times.append(time.perf_counter() - started)
+print(sorted(times)[len(times) // 2])
+"""
+
+
+def bench_overhead(work: Path, rounds: int) -> dict:
+    """The port's run-time cost where it is not needed: patched vs unpatched model code on CPU."""
+    pristine = work / "overhead-pristine"
+    patched = work / "overhead-patched"
+    shutil.copytree(FIXTURE, pristine)
+    shutil.copytree(FIXTURE, patched)
+    subprocess.run([*LSYNC, "apply", str(patched)], check=True, capture_output=True)
+    env = {**os.environ, "LATENTSYNC_DEVICE": "cpu"}
+    medians = {"pristine": [], "patched": []}
+    for _ in range(3):  # alternate, so that drift of the machine hits both alike
+        for name, tree in (("pristine", pristine), ("patched", patched)):
+            out = subprocess.run(
+                [sys.executable, "-c", OVERHEAD, str(tree), str(rounds)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout
+            medians[name].append(float(out))
+    pristine_s, patched_s = statistics.median(medians["pristine"]), statistics.median(medians["patched"])
+    return {"pristine_ms": 1000 * pristine_s, "patched_ms": 1000 * patched_s, "ratio": patched_s / pristine_s}
+
+
+def bench_verify(work: Path) -> dict:
+    tree = work / "verify"
+    shutil.copytree(FIXTURE, tree)
+    subprocess.run([*LSYNC, "apply", str(tree)], check=True, capture_output=True)
+    results = {}
+    devices = ["cpu"]
+    from latentsync_mps.cli import DEVICES
+
+    if "mps-sim" in DEVICES:
+        devices.append("mps-sim")
+    for device in devices:
+        subprocess.run([*LSYNC, "verify", str(tree), "--device", device, "--json"], capture_output=True)  # warm cache
+        started = time.perf_counter()
+        out = subprocess.run(
+            [*LSYNC, "verify", str(tree), "--device", device, "--json"], capture_output=True, text=True
+        )
+        report = json.loads(out.stdout)
+        results[device] = {"seconds": time.perf_counter() - started, "passed": report["passed"]}
+    if "mps-sim" in results:
+        results["mps_sim_vs_cpu"] = results["mps-sim"]["seconds"] / results["cpu"]["seconds"]
+    return results
+
+
+def bench_help() -> float:
+    return wall([*LSYNC, "--help"], repeat=5)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--tree", type=Path, help="a LatentSync checkout for the apply figures (default: the fixture x5)"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, no 50x")
+    parser.add_argument("--write", action="store_true", help="record the figures in docs/benchmarks.md")
+    args = parser.parse_args()
+    results: dict = {"machine": machine(), "date": datetime.date.today().isoformat()}
+    with tempfile.TemporaryDirectory(prefix="lsync-bench-") as work_dir:
+        work = Path(work_dir)
+        tree = args.tree or build_tree(work / "sized", 5)
+        results["apply"] = bench_apply(tree, work, repeat=1 if args.quick else 3)
+        results["apply"]["tree"] = str(args.tree) if args.tree else "fixture x5"
+        results["scaling"] = bench_scaling(work, [1, 10] if args.quick else [1, 10, 50])
+        results["overhead"] = bench_overhead(work, rounds=10 if args.quick else 30)
+        results["verify"] = bench_verify(work)
+        results["help_s"] = bench_help()
+    table = render(results)
+    print(table)
+    print(json.dumps(results, indent=2))
+    if args.write:
+        (REPO / "docs").mkdir(exist_ok=True)
+        (REPO / "docs" / "benchmarks.md").write_text(table)
+    return 0
+
+
+def render(r: dict) -> str:
+    a, o, v = r["apply"], r["overhead"], r["verify"]
+    mark = lambda ok: "meets" if ok else "MISSES"  # noqa: E731
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `scripts/bench.py` on {r['date']}: {r['machine']}.",
+        "",
+        "| figure | measured | goal | |",
+        "|---|---|---|---|",
+        f"| apply ({a['tree']}, {a['files']} .py files) | {a['apply_s']:.2f} s | | |",
+        f"| baseline: parse + regenerate every .py with libcst | {a['baseline_s']:.2f} s | | |",
+        f"| apply / baseline | {a['ratio']:.2f} | <= 0.6 | {mark(a['ratio'] <= 0.6)} |",
+        f"| no-op re-apply, whole command | {a['noop_cli_s']:.2f} s | <= 0.3 s | {mark(a['noop_cli_s'] <= 0.3)} |",
+        f"| no-op re-apply, the plan alone | {a['noop_plan_s']:.3f} s | <= 0.3 s | {mark(a['noop_plan_s'] <= 0.3)} |",
+    ]
+    for row in r["scaling"]:
+        lines.append(
+            f"| dry-run apply, fixture x{row['copies']} ({row['files']} files) | {row['seconds']:.2f} s "
+            f"({row['per_file_ms']:.0f} ms a file, x{row['vs_1x_per_file']:.2f} of 1x) | linear | |"
+        )
+    lines += [
+        f"| run-time overhead on CPU (UNet forward + mask resize) | {o['patched_ms']:.1f} ms vs "
+        f"{o['pristine_ms']:.1f} ms = {o['ratio']:.3f} | <= 1.03 | {mark(o['ratio'] <= 1.03)} |",
+    ]
+    for device in ("cpu", "mps-sim"):
+        if device in v:
+            seconds = v[device]["seconds"]
+            lines.append(
+                f"| verify on the fixture, {device} | {seconds:.1f} s (passed: {v[device]['passed']}) | <= 30 s "
+                f"| {mark(seconds <= 30)} |"
+            )
+    if "mps_sim_vs_cpu" in v:
+        lines.append(f"| mps-sim / cpu verify | {v['mps_sim_vs_cpu']:.2f} | <= 2 | {mark(v['mps_sim_vs_cpu'] <= 2)} |")
+    lines.append(f"| `lsync-port --help` start-up | {r['help_s']:.2f} s | <= 0.3 s | {mark(r['help_s'] <= 0.3)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
