@@ -19,14 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider
 
 from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
 from .base import expression_shape as _shape
+from .names import ImportedNameProvider
 
 
 class CallArgumentCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         kind: CallArgument = self.kind  # type: ignore[assignment]
@@ -73,7 +73,7 @@ class CallArgumentCommand(RuleCommand):
         kind: CallArgument = self.kind  # type: ignore[assignment]
         if kind.method is not None:
             return isinstance(call.func, cst.Attribute) and call.func.attr.value == kind.method
-        names = {q.name for q in self.get_metadata(QualifiedNameProvider, call.func, set())}
+        names = {q.name for q in self.get_metadata(ImportedNameProvider, call.func, set())}
         return kind.call in names
 
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider
 
 from .base import PythonRuleKind, RuleCommand, RuleError
+from .names import ImportedNameProvider
 
 
 class CudaCallCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        names = self.get_metadata(QualifiedNameProvider, original_node.func, set())
+        names = self.get_metadata(ImportedNameProvider, original_node.func, set())
         for qualified in names:
             target = self.kind.mapping.get(qualified.name)
             if target is not None:

@@ -20,9 +20,9 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import QualifiedNameProvider
 
 from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
+from .names import ImportedNameProvider
 
 CUDA_LITERAL = re.compile(r"cuda(:\d+)?")
 
@@ -47,7 +47,7 @@ def cuda_fstring(node: cst.CSTNode) -> bool:
 
 
 class DeviceLiteralCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def _device_call(self, literal: str) -> cst.BaseExpression:
         # "cuda:1" keeps its index for CUDA users; "cuda" needs no hint.
@@ -112,7 +112,7 @@ class DeviceLiteralCommand(RuleCommand):
     def _positional_device_index(self, call: cst.Call) -> int | None:
         if m.matches(call.func, m.Attribute(attr=m.Name("to"))):
             return 0
-        names = {q.name for q in self.get_metadata(QualifiedNameProvider, call.func, set())}
+        names = {q.name for q in self.get_metadata(ImportedNameProvider, call.func, set())}
         if "torch.device" in names:
             return 0
         callee = _callee_name(call.func)

@@ -21,16 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider
 
 from .base import HELPER, PythonRuleKind, RuleCommand, RuleError
 from .base import expression_shape as _shape
+from .names import ImportedNameProvider
 
 _EMPTY = cst.Module(body=[])
 
 
 class GuardStatementCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,7 +62,7 @@ class GuardStatementCommand(RuleCommand):
         else:
             return False
         for target in targets:
-            names = {q.name for q in self.get_metadata(QualifiedNameProvider, target, set())}
+            names = {q.name for q in self.get_metadata(ImportedNameProvider, target, set())}
             if not any(name.startswith(self.kind.targets) for name in names):
                 return False
         return True

@@ -21,20 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider
 
 from .base import PythonRuleKind, RuleCommand, RuleError
 from .base import expression_shape as _shape
+from .names import ImportedNameProvider
 
 _EMPTY = cst.Module(body=[])
 
 
 class HelperCallCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         kind: HelperCall = self.kind  # type: ignore[assignment]
-        for qualified in self.get_metadata(QualifiedNameProvider, original_node.func, set()):
+        for qualified in self.get_metadata(ImportedNameProvider, original_node.func, set()):
             target = kind.functions.get(qualified.name)
             if target is not None:
                 new = updated_node.with_changes(func=self.helper(target))

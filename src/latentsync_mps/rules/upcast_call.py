@@ -21,20 +21,20 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import QualifiedNameProvider
 
 from .base import PythonRuleKind, RuleCommand, RuleError
+from .names import ImportedNameProvider
 
 # Holds a non-trivial input so that it is evaluated once (`(_lsync_in := f(x)).to(...)`).
 BOUND_INPUT = "_lsync_in"
 
 
 class UpcastCallCommand(RuleCommand):
-    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         kind: UpcastCall = self.kind  # type: ignore[assignment]
-        names = {q.name for q in self.get_metadata(QualifiedNameProvider, original_node.func, set())}
+        names = {q.name for q in self.get_metadata(ImportedNameProvider, original_node.func, set())}
         if not names & kind.calls:
             return updated_node
         position = _input_position(updated_node)
