@@ -25,8 +25,8 @@ def _trees(variable: str) -> list[Path]:
     return [Path(p) for p in os.environ.get(variable, "").split(os.pathsep) if p]
 
 
-UPSTREAMS = [pytest.param(p, id=f"LSYNC_UPSTREAM:{p.name}") for p in _trees("LSYNC_UPSTREAM")]
-UPSTREAMS += [pytest.param(p, id=f"LSYNC_COMFY:{p.name}") for p in _trees("LSYNC_COMFY")]
+UPSTREAMS = [pytest.param((p, "latentsync"), id=f"LSYNC_UPSTREAM:{p.name}") for p in _trees("LSYNC_UPSTREAM")]
+UPSTREAMS += [pytest.param((p, "comfyui-latentsyncwrapper"), id=f"LSYNC_COMFY:{p.name}") for p in _trees("LSYNC_COMFY")]
 
 pytestmark = [
     pytest.mark.upstream,
@@ -37,20 +37,22 @@ runner = CliRunner()
 
 @pytest.fixture
 def upstream_copy(request, tmp_path):
-    source: Path = request.param
+    source, profile = request.param
     if not source.is_dir():
         pytest.fail(f"{source} is not a directory")
     target = tmp_path / source.name
     shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".git", "checkpoints"))
-    return target
+    return target, profile
 
 
 @pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)
 def test_real_upstream_apply_compile_reapply_revert(upstream_copy):
+    upstream_copy, profile = upstream_copy
     pristine = tree_hashes(upstream_copy)
-    result = runner.invoke(app, ["apply", str(upstream_copy), "--json"])
+    result = runner.invoke(app, ["apply", str(upstream_copy), "--json", "--strict"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    assert report["profile"] == profile
     assert report["release"] is not None, "the release was not recognised"
     assert report["drift"] == [], report["drift"]
     assert report["residue"] == [], report["residue"]
@@ -58,6 +60,10 @@ def test_real_upstream_apply_compile_reapply_revert(upstream_copy):
 
     for path in upstream_copy.rglob("*.py"):
         compile(path.read_bytes(), str(path), "exec")
+    # scan, run separately over the ported tree, finds nothing left on the inference path.
+    scanned = runner.invoke(app, ["scan", str(upstream_copy), "--json", "--strict"])
+    assert scanned.exit_code == 0, scanned.output
+    assert json.loads(scanned.output)["counts"] == {}
     patched = tree_hashes(upstream_copy)
     for rel, digest in pristine.items():
         if rel not in changed:

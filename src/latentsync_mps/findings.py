@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 from packaging.utils import canonicalize_name
 
 from .rules.base import expression_shape
 from .rules.cuda_type_check import cuda_type_comparison
 from .rules.device_literal import cuda_fstring, cuda_literal
+from .rules.names import ImportedNameProvider
 from .rules.requirements import RequirementLine
 
 
@@ -137,12 +138,13 @@ PY_NEEDLES = (
     b"scaled_dot_product_attention",
     b"cpu",
     b"vae",
+    b"from_numpy",
 )
 REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu", b"av", b"insightface")
 
 
 class PythonFinder(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
+    METADATA_DEPENDENCIES = (PositionProvider, ImportedNameProvider)
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -158,7 +160,7 @@ class PythonFinder(cst.CSTVisitor):
         self.found.append(Finding(self.path, position.start.line, kind, severity, code[:120], why, fix, span))
 
     def _qualified(self, node: cst.CSTNode) -> set[str]:
-        return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
+        return {q.name for q in self.get_metadata(ImportedNameProvider, node, set())}
 
     def _code(self, node: cst.CSTNode) -> str:
         return self._empty.code_for_node(node)

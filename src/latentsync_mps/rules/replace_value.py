@@ -16,6 +16,7 @@ Options:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import libcst as cst
@@ -98,7 +99,11 @@ class ReplaceValue(PythonRuleKind):
         if _shape(self.replacement) in self.value_shapes:
             raise RuleError("option 'replacement' is one of the values it replaces")
         self.to_positional = self.take(options, "to_positional", bool, False)
-        self.needle_names = tuple(sorted(self.names))
+        # A file can match only if it names a value; unless the values are bare constants
+        # (True, None), their last word ("float16") is the rarer text to look for.
+        words = {re.findall(r"[A-Za-z_]\w*", str(v))[-1] for v in values if re.findall(r"[A-Za-z_]\w*", str(v))}
+        constants = {"True", "False", "None"}
+        self.needle_names = tuple(sorted(self.names if not words or words & constants else words))
         super().configure(options)
 
     def needles(self) -> tuple[str, ...]:
