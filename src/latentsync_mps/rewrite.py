@@ -115,17 +115,21 @@ def run_pass(data: bytes | str, kinds: Sequence[PythonRuleKind], file: FileConte
 
 
 def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:
-    """libcst's AddImportsVisitor, shown only the module's leading block (docstring, first
-    imports, and the statement after them, whose leading blank line it adjusts): that block is
-    where it inserts and what it reads, and a full traversal of a 20 kB file costs it some
-    200 ms. An import that a file makes only after other code is not seen, so at worst it is
-    imported twice, which is harmless."""
+    """libcst's AddImportsVisitor, shown only the module's leading block (docstring and first
+    imports) and a stand-in for the statement after it (whose leading blank lines it adjusts):
+    that is where it inserts and what it reads, and a full traversal of a 20 kB file costs it
+    some 200 ms. An import that a file makes only after other code is not seen, so at worst it
+    is imported twice, which is harmless."""
     end = 1 if module.body and m.matches(module.body[0], _DOCSTRING) else 0
     while end < len(module.body) and m.matches(module.body[end], _IMPORT_LINE):
         end += 1
-    end = min(end + 1, len(module.body))
-    head = module.with_changes(body=module.body[:end]).visit(AddImportsVisitor(context))
-    return head.with_changes(body=[*head.body, *module.body[end:]])
+    rest = list(module.body[end:])
+    stand_in = [cst.SimpleStatementLine([cst.Pass()], leading_lines=rest[0].leading_lines)] if rest else []
+    head = module.with_changes(body=[*module.body[:end], *stand_in]).visit(AddImportsVisitor(context))
+    body = list(head.body)
+    if rest:
+        rest[0] = rest[0].with_changes(leading_lines=body.pop().leading_lines)
+    return head.with_changes(body=[*body, *rest])
 
 
 _DOCSTRING = m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString() | m.ConcatenatedString())])
