@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""What `lsync-port verify --device mps-sim` costs next to a plain `--device cpu` verify (issue 5:
+goal mps-sim <= 2x cpu), on the same ported tree (the fixture by default).
+
+    python scripts/bench_verify.py [--tree /path/to/ported/LatentSync] [--rounds 3] [--json] [--max-ratio 2]
+
+Each round runs both commands, one after the other, each as a fresh `lsync-port verify` process
+(the parent, the child, its imports, everything a user waits for). The synthetic checkpoints and
+the MPS support table are built once before timing. The rounds alternate the two devices so that
+a change in the machine's load hits both alike; the figure is the ratio of the medians (the ratio
+of the best times is printed too). Exit 1 when --max-ratio is given and exceeded.
+
+`bench_verify(tree, rounds)` returns the same figures as a dict, for other benchmark scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "latentsync"
+LSYNC = [sys.executable, "-m", "latentsync_mps.cli"]
+DEVICES = ("cpu", "mps-sim")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        import torch
+
+        torch_version = torch.__version__
+        threads = torch.get_num_threads()
+    except ImportError:
+        torch_version, threads = None, None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_1min": load,
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "torch_threads": threads,
+    }
+
+
+def _verify(tree: Path, device: str, extra: list[str]) -> tuple[float, dict]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*LSYNC, "verify", str(tree), "--device", device, "--json", *extra], capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        message = f"verify --device {device} printed no report:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        raise SystemExit(message) from None
+    return seconds, report
+
+
+def bench_verify(tree: Path | None = None, rounds: int = 3, extra: list[str] | None = None) -> dict:
+    """Median and best wall times of `verify --device cpu` and `--device mps-sim`, and their ratio."""
+    extra = extra or []
+    with tempfile.TemporaryDirectory(prefix="lsync-bench-verify-") as work:
+        if tree is None:
+            tree = Path(work) / "latentsync"
+            shutil.copytree(FIXTURE, tree)
+            subprocess.run([*LSYNC, "apply", str(tree)], check=True, capture_output=True)
+        for device in DEVICES:  # warm: synthetic checkpoints, MPS support table, file caches
+            _verify(tree, device, extra)
+        times: dict[str, list[float]] = {device: [] for device in DEVICES}
+        reports: dict[str, dict] = {}
+        for index in range(rounds):
+            order = DEVICES if index % 2 == 0 else DEVICES[::-1]
+            for device in order:
+                seconds, report = _verify(tree, device, extra)
+                times[device].append(seconds)
+                reports[device] = report
+    result: dict = {"machine": machine(), "tree": str(tree), "rounds": rounds}
+    for device in DEVICES:
+        checks = {c["name"]: round(c["seconds"], 2) for c in reports[device]["checks"]}
+        result[device] = {
+            "median_s": statistics.median(times[device]),
+            "best_s": min(times[device]),
+            "all_s": [round(t, 2) for t in times[device]],
+            "passed": reports[device]["passed"],
+            "reason": reports[device]["reason"],
+            "checks_s": checks,
+        }
+    result["mps-sim"]["ops"] = reports["mps-sim"].get("simulator", {}).get("ops")
+    result["ratio_median"] = result["mps-sim"]["median_s"] / result["cpu"]["median_s"]
+    result["ratio_best"] = result["mps-sim"]["best_s"] / result["cpu"]["best_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", type=Path, help="a ported tree (default: a fresh copy of the fixture, ported)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python", help="passed to verify --python (the tree's interpreter)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--max-ratio", type=float, help="exit 1 when mps-sim / cpu (medians) exceeds it")
+    args = parser.parse_args(argv)
+    extra = ["--python", args.python] if args.python else []
+    result = bench_verify(args.tree, args.rounds, extra)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        m = result["machine"]
+        print(f"{m['date']} · {m['cpu']} · {m['cores']} cores · load {m['load_average_1min']:.2f} · {m['platform']}")
+        print(f"python {m['python']} · torch {m['torch']} ({m['torch_threads']} threads) · {result['rounds']} rounds")
+        for device in DEVICES:
+            r = result[device]
+            print(
+                f"verify --device {device:8s} median {r['median_s']:6.2f} s  best {r['best_s']:6.2f} s  "
+                f"runs {r['all_s']}  passed: {r['passed']}"
+            )
+            print(f"    per check: {r['checks_s']}")
+        print(
+            f"mps-sim / cpu: {result['ratio_median']:.2f} (medians), {result['ratio_best']:.2f} (best times); "
+            f"goal <= 2; {result['mps-sim']['ops']} device ops simulated"
+        )
+    if args.max_ratio is not None and result["ratio_median"] > args.max_ratio:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
