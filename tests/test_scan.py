@@ -141,6 +141,12 @@ PYTHON_CASES = [
     (
         "float64",
         "warning",
+        "import torch\ndtype = torch.float64",
+        "import torch\ndtype = torch.float32 if is_mps else torch.float64",
+    ),
+    (
+        "float64",
+        "warning",
         "import torch\nm = torch.from_numpy(points).to(device)",
         "import torch\nm = torch.from_numpy(points).to(device, dtype=torch.float32)",
     ),

@@ -152,6 +152,7 @@ class PythonFinder(cst.CSTVisitor):
         self.found: list[Finding] = []
         self._empty = cst.Module(body=[])
         self._guards: list[bool] = []  # per enclosing `if`: is its test the CUDA-only guard?
+        self._choices: list[bool] = []  # per enclosing `a if test else b`: does the test ask for mps?
 
     def _add(self, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str) -> None:
         position = self.get_metadata(PositionProvider, node)
@@ -283,9 +284,15 @@ class PythonFinder(cst.CSTVisitor):
 
     # -- device and dtype positions ---------------------------------------------------------
 
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        self._choices.append("mps" in self._code(node.test))
+
+    def leave_IfExp(self, original_node: cst.IfExp) -> None:
+        self._choices.pop()
+
     def visit_Attribute(self, node: cst.Attribute) -> None:
         names = self._qualified(node)
-        if names & {"torch.float64", "torch.double"}:
+        if names & {"torch.float64", "torch.double"} and not any(self._choices):  # `x if is_mps else float64`
             self._add(node, "float64", "warning", _FLOAT64_WHY, "torch.float32 where the tensor reaches the device")
 
     def visit_Arg(self, node: cst.Arg) -> None:
