@@ -254,3 +254,35 @@ def test_apply_residue_uses_the_same_finders(tmp_path, pack):
         assert "xformers" in new_text[finding.line - 1] or "allow_tf32" in new_text[finding.line - 1]
     result = CliRunner().invoke(app, ["apply", str(tree), "--dry-run", "--strict"])
     assert result.exit_code == 6
+
+
+def test_scan_reports_drift_and_strict_fails_on_drift_alone(tmp_path):
+    """LatentSync 1.5 lost its flash-attention pin a day after the release (02b975b): on such a
+    tree the sdpa-flash-pin rule matches nothing where it is expected, with no residue."""
+    tree = tmp_path / "latentsync"
+    shutil.copytree(FIXTURES / "latentsync-1.5", tree)
+    for name in ("attention.py", "motion_module.py"):
+        path = tree / "latentsync" / "models" / name
+        lines = path.read_text().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            if "sdpa_kernel(SDPBackend" in line:
+                continue  # drop the `with` line and dedent its body by one level
+            if "F.scaled_dot_product_attention" in line:
+                line = line.replace("            hidden_states", "        hidden_states")
+            kept.append(line)
+        path.write_text("".join(kept))
+    runner = CliRunner()
+    result = runner.invoke(app, ["scan", str(tree), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["release"] == "1.5"
+    assert {(d["rule_id"], d["file"]) for d in report["drift"]} == {
+        ("sdpa-flash-pin", "latentsync/models/attention.py"),
+        ("sdpa-flash-pin", "latentsync/models/motion_module.py"),
+    }
+    assert "sdpa-pin" not in report["counts"]
+    text = runner.invoke(app, ["scan", str(tree)]).output
+    assert "sdpa-flash-pin: expected at least 1 in latentsync/models/attention.py, found 0" in text
+    assert runner.invoke(app, ["scan", str(tree), "--strict"]).exit_code == 6
+    assert runner.invoke(app, ["apply", str(tree), "--dry-run", "--strict"]).exit_code == 6

@@ -137,11 +137,12 @@ def scan(
     tree: TreeArg,
     json_out: JsonOpt = False,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 6 when CUDA residue is found on the inference path.")
+        bool, typer.Option("--strict", help="Exit 6 on CUDA residue on the inference path or on drift.")
     ] = False,
     profile: ProfileOpt = None,
 ) -> None:
-    """List what in TREE is still CUDA-only, with file:line, why and the fix. Changes nothing."""
+    """List what in TREE is still CUDA-only, with file:line, why and the fix, and which rules would
+    match nothing where they are expected (drift). Changes nothing."""
     from . import engine, report
 
     result = _engine_call(engine.scan, tree, _pack(), profile)
@@ -150,12 +151,15 @@ def scan(
         print(json.dumps(report.scan_to_json(result), indent=2))
     else:
         scope = f"profile {result.profile.name}" if result.profile else "no known profile: every file counts"
+        if result.profile is not None:
+            scope += f" · release {result.release.name if result.release else 'not recognised'}"
         console.print(f"[bold]scan[/] {result.tree} · {scope}")
+        report.render_drift(console, result.drift)
         report.render_findings(console, residue, "CUDA-only on the inference path")
         others = [f for f in result.findings if f not in residue]
         report.render_findings(console, others, "Elsewhere, and warnings")
         report.render_problems(console, result.problems)
-    if strict and residue:
+    if strict and (residue or result.drift):
         raise typer.Exit(int(Exit.STRICT))
 
 

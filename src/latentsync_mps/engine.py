@@ -636,6 +636,8 @@ class ScanResult:
     profile: Profile | None
     findings: list[Finding]
     problems: list[FileProblem]
+    release: Release | None = None
+    drift: list[Drift] = field(default_factory=list)  # rules that would match nothing where expected
 
     def in_scope(self, finding: Finding) -> bool:
         return self.profile is None or path_matches(finding.path, self.profile.inference_path)
@@ -651,6 +653,11 @@ def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanRes
             raise
         profile = None  # any tree can be scanned; only the inference-path scope needs a profile
     result = ScanResult(tree, profile, [], [])
+    if profile is not None:
+        # Drift is about the upstream code, so it is judged on a dry run (from the originals in a
+        # ported tree); nothing is written.
+        plan = make_plan(tree, pack, profile.name)
+        result.release, result.drift = plan.release, plan.drift
     for rel in walk(tree):
         if _language(rel) is None:
             continue

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .engine import FileProblem, Plan, ScanResult, TreeStatus
+from .engine import Drift, FileProblem, Plan, ScanResult, TreeStatus
 from .findings import Finding
 
 
@@ -72,12 +72,7 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
         rules.add_row(rule.id, rule.kind, str(plan.matches.get(rule.id, 0)), mark)
     console.print(rules)
 
-    if plan.drift:
-        console.print(
-            f"[red]Drift:[/] {len(plan.drift)} expected match(es) not found (upstream moved under these rules):"
-        )
-        for d in plan.drift:
-            console.print(f"  {d.rule_id}: expected at least {d.expected} in {d.file}, found {d.found}")
+    render_drift(console, plan.drift)
     render_findings(console, plan.residue, "Residue on the inference path (CUDA constructs not converted)")
     warnings = [f for f in plan.findings if f.severity != "error"]
     if warnings:
@@ -107,6 +102,13 @@ def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) ->
         console.print(f"[green]Written.[/] {summary} Undo with: lsync-port revert {plan.tree}")
     else:
         console.print(f"[cyan]Dry run: nothing written.[/] {summary}")
+
+
+def render_drift(console: Console, drift: list[Drift]) -> None:
+    if drift:
+        console.print(f"[red]Drift:[/] {len(drift)} expected match(es) not found (upstream moved under these rules):")
+        for d in drift:
+            console.print(f"  {d.rule_id}: expected at least {d.expected} in {d.file}, found {d.found}")
 
 
 def render_findings(console: Console, findings: list[Finding], title: str) -> None:
@@ -140,6 +142,8 @@ def scan_to_json(result: ScanResult) -> dict[str, Any]:
     return {
         "tree": str(result.tree),
         "profile": result.profile.name if result.profile else None,
+        "release": result.release.name if result.release else None,
+        "drift": [d.__dict__ for d in result.drift],
         "findings": [dict(f.to_json(), inference_path=result.in_scope(f)) for f in result.findings],
         "counts": dict(Counter(f.kind for f in result.findings if f.severity == "error" and result.in_scope(f))),
         "problems": [p.__dict__ for p in result.problems],
