@@ -88,11 +88,10 @@ class RulePack:
     profiles: dict[str, Profile]
 
     def rule(self, rule_id: str) -> Rule | None:
-        for profile in self.profiles.values():
-            for rule in profile.rules:
-                if rule.id == rule_id:
-                    return rule
-        return None
+        """The rule with this id, as its own profile defines it (not as a profile including it)."""
+        found = [r for p in self.profiles.values() for r in p.rules if r.id == rule_id]
+        own = [r for r in found if Path(r.source).parent.name == r.profile]
+        return (own or found or [None])[0]
 
 
 def load(root: Path) -> RulePack:

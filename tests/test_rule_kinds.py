@@ -1,0 +1,171 @@
+"""The rule kinds added for the per-release packs, on cases their rule examples do not show:
+compound statements, CRLF, grouping, argument shapes, idempotence, option validation."""
+
+from __future__ import annotations
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from latentsync_mps.engine import run_rule
+from latentsync_mps.rules import RuleKind
+from latentsync_mps.rules.base import Example, Rule, RuleError
+
+
+def kind(name: str, **options):
+    rule = Rule(
+        id="t",
+        kind=name,
+        summary="test",
+        files=("**/*.py",),
+        exclude=(),
+        releases=SpecifierSet(""),
+        expect=(),
+        examples=(Example("", None, ""),),
+        options=options,
+        source="test.toml",
+        profile="latentsync",
+    )
+    return RuleKind.registry[name](rule)
+
+
+def rewrite(k, text: str, path: str = "x.py", module: str = "latentsync._lsync_port") -> str:
+    out, changes = run_rule(k, text, path, module)
+    again, more = run_rule(k, out, path, module)
+    assert again == out and more == [], "a second run must change nothing"
+    return out
+
+
+def test_replace_statement_matches_a_compound_statement_and_keeps_comments_above():
+    k = kind(
+        "replace-statement",
+        pattern='if device == "cpu":\n    self.detector = None\nelse:\n    self.detector = Detector(device)\n',
+        replacement="self.detector = Detector(device)",
+    )
+    before = (
+        "class P:\n"
+        "    def __init__(self, device):\n"
+        "        # the detector\n"
+        "        if device == 'cpu':\n"
+        "            self.detector = None  # none on the CPU\n"
+        "        else:\n"
+        "            self.detector = Detector(device)\n"
+        "        self.ready = True\n"
+    )
+    after = rewrite(k, before)
+    assert after == (
+        "class P:\n"
+        "    def __init__(self, device):\n"
+        "        # the detector\n"
+        "        self.detector = Detector(device)\n"
+        "        self.ready = True\n"
+    )
+
+
+def test_replace_statement_keeps_crlf_and_the_trailing_comment():
+    k = kind("replace-statement", pattern='raise ValueError("cuda only")', replacement="return -1")
+    before = 'def f(d):\r\n    if d != "cuda":\r\n        raise ValueError("cuda only")  # why\r\n    return 0\r\n'
+    assert rewrite(k, before) == 'def f(d):\r\n    if d != "cuda":\r\n        return -1  # why\r\n    return 0\r\n'
+
+
+def test_replace_statement_validates_its_options():
+    with pytest.raises(RuleError, match="not one Python statement"):
+        kind("replace-statement", pattern="a = 1\nb = 2", replacement="pass")
+    with pytest.raises(RuleError, match="is the pattern itself"):
+        kind("replace-statement", pattern="a = 1", replacement="a  =  1")
+
+
+def test_guard_statement_groups_runs_and_works_at_module_level():
+    k = kind("guard-statement", targets=["torch.backends.cuda.", "torch.backends.cudnn."])
+    before = (
+        "import torch\n"
+        "torch.backends.cudnn.benchmark = True\n"
+        "torch.backends.cuda.matmul.allow_tf32 = True\n"
+        "x = 1\n"
+        "def f():\n"
+        "    torch.backends.cudnn.allow_tf32 = False\n"
+    )
+    after = rewrite(k, before)
+    assert after == (
+        "import torch\n"
+        "from latentsync import _lsync_port\n"
+        "\n"
+        'if _lsync_port.device_type() == "cuda":\n'
+        "    torch.backends.cudnn.benchmark = True\n"
+        "    torch.backends.cuda.matmul.allow_tf32 = True\n"
+        "x = 1\n"
+        "def f():\n"
+        '    if _lsync_port.device_type() == "cuda":\n'
+        "        torch.backends.cudnn.allow_tf32 = False\n"
+    )
+
+
+def test_guard_statement_follows_import_aliases():
+    k = kind("guard-statement", targets=["torch.backends.cudnn."])
+    after = rewrite(
+        k, "from torch.backends import cudnn\ncudnn.benchmark = True\n", "nodes.py", ".latentsync._lsync_port"
+    )
+    assert "from .latentsync import _lsync_port" in after
+    assert 'if _lsync_port.device_type() == "cuda":\n    cudnn.benchmark = True' in after
+
+
+def test_helper_call_method_form_passes_the_receiver_first():
+    k = kind("helper-call", methods={"self.vae.decode": "vae_decode"})
+    after = rewrite(k, "out = self.vae.decode(latents, return_dict=False)[0]\nother = vae.decode(z)\n")
+    assert "out = _lsync_port.vae_decode(self.vae, latents, return_dict=False)[0]" in after
+    assert "other = vae.decode(z)" in after
+
+
+def test_helper_call_function_form_follows_imports():
+    k = kind("helper-call", functions={"torch.nn.functional.scaled_dot_product_attention": "sdpa"})
+    after = rewrite(k, "from torch.nn.functional import scaled_dot_product_attention as attn\ny = attn(q, k, v)\n")
+    assert "y = _lsync_port.sdpa(q, k, v)" in after
+    with pytest.raises(RuleError):
+        kind("helper-call", methods={"decode": "vae_decode"})
+
+
+def test_cuda_type_check_either_side_and_quote_style():
+    k = kind("cuda-type-check")
+    after = rewrite(k, "a = x.device.type == 'cuda'\nb = \"cuda\" != y.device.type\nc = device.type == 'cuda'\n")
+    assert after == "a = x.device.type != 'cpu'\nb = \"cpu\" == y.device.type\nc = device.type == 'cuda'\n"
+
+
+def test_replace_value_positions():
+    k = kind(
+        "replace-value",
+        names=["dtype", "weight_dtype"],
+        values=["torch.float16"],
+        replacement="_lsync_port.dtype()",
+        to_positional=True,
+    )
+    before = (
+        "import torch\n"
+        "dtype = torch.float16\n"
+        "weight_dtype: torch.dtype = torch.float16\n"
+        "x = x.to(torch.float16)\n"
+        "y = y.to(device, torch.float16)\n"
+        "z = torch.zeros(3, dtype=torch.float32)\n"
+    )
+    after = rewrite(k, before)
+    assert "dtype = _lsync_port.dtype()\n" in after
+    assert "weight_dtype: torch.dtype = _lsync_port.dtype()" in after
+    assert "x = x.to(_lsync_port.dtype())" in after
+    assert "y = y.to(device, torch.float16)" in after  # only the first argument of .to()
+    assert "dtype=torch.float32" in after
+    with pytest.raises(RuleError, match="is one of the values"):
+        kind("replace-value", names=["fp16"], values=["True"], replacement="True")
+
+
+def test_requirement_replace_specifier_placeholder_and_only_if():
+    k = kind(
+        "requirement-replace",
+        package="av",
+        only_if="<12",
+        replacement=["av{specifier}; platform_system != 'Darwin'", "av>=12; platform_system == 'Darwin'"],
+    )
+    text = "av==11.0.0  # eval\nav==12.1.0\nav\nav<12\n"
+    out, changes = run_rule(k, text, "requirements.txt", "latentsync._lsync_port")
+    assert out == (
+        'av==11.0.0; platform_system != "Darwin"  # eval\nav>=12; platform_system == "Darwin"\nav==12.1.0\nav\nav<12\n'
+    )
+    assert len(changes) == 1
+    assert run_rule(k, out, "requirements.txt", "latentsync._lsync_port") == (out, [])
