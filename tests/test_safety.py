@@ -383,3 +383,19 @@ def test_an_untrustworthy_manifest_is_refused_by_every_command(fixture_tree, tmp
         assert snapshot(fixture_tree) == before, command
     assert decoy.read_bytes() == decoy_before
     assert Path("/etc/passwd").read_bytes() == passwd_before
+
+
+def test_revert_never_writes_through_a_symlinked_folder_named_in_the_manifest(fixture_tree, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "mod.py").write_text("# not ours\n")
+    (fixture_tree / "outpkg").symlink_to(outside, target_is_directory=True)
+    assert cli("apply", str(fixture_tree)).returncode == 0
+    manifest_path = fixture_tree / ".lsync-port" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["outpkg/mod.py"] = {"original": "0" * 64, "patched": ["1" * 64], "rules": []}
+    manifest_path.write_text(json.dumps(manifest))
+    result = cli("revert", str(fixture_tree), "--force")
+    assert result.returncode == 7
+    assert "outpkg/mod.py" in result.stderr and "symbolic link" in result.stderr
+    assert (outside / "mod.py").read_text() == "# not ours\n"

@@ -608,6 +608,10 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
                 FileProblem(file.path, "changed by hand since apply; kept (use --force to restore the original)")
             )
             continue
+        unsafe = _safe_target(tree_status.tree, file.path)
+        if unsafe:  # a manifest edited to reach out of the tree through a symlinked folder
+            result.refused.append(FileProblem(file.path, f"{unsafe}; not written"))
+            continue
         if entry.original is None:
             atomic_remove(target)
             result.removed.append(file.path)
