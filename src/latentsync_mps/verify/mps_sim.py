@@ -735,6 +735,7 @@ class Simulator:
                 info_name,
                 f"The operator '{shown}' runs on the CPU through the CPU fallback that MPS registers for it "
                 "(correct, but it copies to the CPU and back).",
+                summary="runs on the CPU through MPS's own fallback for it (correct, slower)",
                 fallback=True,
             )
             return
@@ -752,20 +753,31 @@ class Simulator:
         elif status == MISSING_VIEW:
             message += f" The fallback cannot rescue it properly: {op} is a view op, and the fallback returns a copy."
         level = "warning" if (rescued and self.fallback_enabled) else "error"
+        through = f" (its kernel calls {missing}, which has none)" if inner else ""
         if level == "warning":
             message = (
                 f"The operator '{missing}' has no MPS kernel; {FALLBACK_ENV}=1 is set, so it runs on the CPU (slower)."
             )
-        self.record("op", level, info_name, message, fallback=rescued)
+            summary = f"no MPS kernel{through}; {FALLBACK_ENV}=1 is set: runs on the CPU (slower)"
+        elif rescued:
+            summary = f"no MPS kernel{through}: NotImplementedError; {FALLBACK_ENV}=1 would run it on the CPU"
+        elif status == MISSING_VIEW:
+            summary = f"no MPS kernel; {FALLBACK_ENV}=1 gives a copy, not a view"
+        else:
+            summary = f"no MPS kernel and no CPU kernel: nothing runs it ({FALLBACK_ENV}=1 cannot help)"
+        self.record("op", level, info_name, message, summary=summary, fallback=rescued)
 
     def check_created(self, op: str, tensor: torch.Tensor) -> None:
         dtype = tensor.dtype
         if dtype is torch.float64:
-            self.record("dtype", "error", op, f"TypeError: {FLOAT64_ERROR}", dtype="float64")
+            summary = "float64 on the device: TypeError, MPS has no float64"
+            self.record("dtype", "error", op, f"TypeError: {FLOAT64_ERROR}", summary=summary, dtype="float64")
         elif dtype is torch.complex128:
-            self.record("dtype", "error", op, f"TypeError: {COMPLEX128_ERROR}", dtype="complex128")
+            summary = "complex128 on the device: MPS has none"
+            self.record("dtype", "error", op, f"TypeError: {COMPLEX128_ERROR}", summary=summary, dtype="complex128")
         elif dtype is torch.bfloat16:
-            self.record("dtype", "warning", op, BFLOAT16_WARNING, dtype="bfloat16")
+            summary = "bfloat16 on the device: needs macOS 14"
+            self.record("dtype", "warning", op, BFLOAT16_WARNING, summary=summary, dtype="bfloat16")
 
     def check_generator(self, op: str, generator, on_mps: bool) -> None:
         if generator is None or not isinstance(generator, _BaseGenerator):
@@ -780,6 +792,7 @@ class Simulator:
                 f"RuntimeError: Expected a 'mps' device type for generator but found '{kind}' "
                 "(a CPU generator drawing on the mps device; draw on the CPU and move the result, "
                 "or use torch.Generator(device='mps'))",
+                summary=f"a {kind} generator draws on mps: RuntimeError",
             )
         elif not on_mps and generator_mps:
             self.record(
@@ -788,6 +801,7 @@ class Simulator:
                 op,
                 "RuntimeError: Expected a 'cpu' device type for generator but found 'mps' "
                 "(an mps generator drawing on the CPU)",
+                summary="an mps generator draws on the CPU: RuntimeError",
             )
 
     def check_mixing(self, op: str, args, kwargs) -> None:
@@ -802,6 +816,7 @@ class Simulator:
                         op,
                         "RuntimeError: Expected all tensors to be on the same device, but found at least two "
                         f"devices, mps:0 and cpu! (a CPU tensor of shape {tuple(value.shape)} is an argument of {op})",
+                        summary=f"a CPU tensor {tuple(value.shape)} meets mps tensors: RuntimeError",
                     )
                     return
 
@@ -979,7 +994,8 @@ class Simulator:
 
     def numpy(self, tensor: MPSSimTensor, force: bool):
         if not force:
-            self.record("device", "error", "Tensor.numpy", f"TypeError: {NUMPY_ERROR}")
+            summary = ".numpy() of an mps tensor: TypeError (call .cpu() first)"
+            self.record("device", "error", "Tensor.numpy", f"TypeError: {NUMPY_ERROR}", summary=summary)
         return tensor.elem.detach().numpy()
 
     def new_tensor(self, tensor, data, dtype, device):
@@ -1034,6 +1050,7 @@ class Simulator:
                     + ", ".join(
                         f"{n}.device: {t.device}" for n, t in zip(("query", "key", "value"), tensors[:3], strict=True)
                     ),
+                    summary="a CPU tensor among the attention inputs: RuntimeError",
                 )
             out = _ORIGINALS["sdpa"](
                 _unwrap(query),

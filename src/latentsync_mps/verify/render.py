@@ -65,7 +65,8 @@ def render_report(console: Console, report: VerifyReport) -> None:
         console.print(f"[green bold]PASS[/]: the ported tree runs on {report.device} ({report.seconds:.1f} s).")
     else:
         console.print(f"[red bold]FAIL[/] on {report.device}: {report.reason}")
-        if report.log_tail and not any(c.data.get("traceback") for c in report.checks):
+        only_findings = bool(report.errors) and not any(c.status == "fail" for c in report.checks)
+        if report.log_tail and not only_findings and not any(c.data.get("traceback") for c in report.checks):
             console.print("last lines of the child's output:", style="dim")
             for line in report.log_tail[-8:]:
                 console.print(f"  {line}", markup=False, highlight=False, style="dim")
@@ -86,7 +87,7 @@ def render_findings(console: Console, report: VerifyReport) -> None:
         title_justify="left",
         show_edge=False,
     )
-    for column in ("call site", "level", "kind", "op", "count", "what MPS does"):
+    for column in ("call site", "level", "kind", "op", "count", "on a Mac"):
         table.add_column(column, overflow="fold")
     by_site: dict[str, list[dict]] = {}
     for finding in report.findings:
@@ -104,9 +105,10 @@ def render_findings(console: Console, report: VerifyReport) -> None:
                 finding["kind"],
                 finding["op"],
                 str(finding.get("count", 1)),
-                finding["message"],
+                finding.get("summary") or finding["message"],
             )
     console.print(table)
+    console.print("[dim]`--json` gives each finding's full message (the error text MPS gives) and its stack.[/]")
     if stats.get("computed_in_float32"):
         console.print(
             "[dim]Computed in float32 by the simulator (no CPU half kernel; not a finding): "

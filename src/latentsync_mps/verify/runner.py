@@ -167,7 +167,8 @@ def _judge_findings(report: VerifyReport, simulated: dict) -> None:
         first = errors[0]
         report.passed = False
         where = f"{first['op']} at {first['site']}"
-        report.reason = f"MPS simulator: {len(errors)} error finding(s); first: {where}: {first['message']}"
+        what = first.get("summary") or first["message"]
+        report.reason = f"MPS simulator: {len(errors)} error finding(s); first: {where}: {what}"
 
 
 def _follow(
