@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,31 @@ from latentsync_mps.resources import patches_dir
 from latentsync_mps.ruleset import load
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# scripts/test.sh installs every extra: there, a test skipped for a missing one is a failure.
+REQUIRE_EXTRAS = os.environ.get("LSYNC_PORT_REQUIRE_EXTRAS") == "1"
+_MISSING_EXTRAS: list[str] = []
+
+
+def _skipped_for_an_extra(report) -> bool:
+    text = str(report.longrepr)
+    return report.skipped and any(word in text for word in ("extra", "could not import", "pyyaml"))
+
+
+def pytest_collectreport(report):
+    if REQUIRE_EXTRAS and _skipped_for_an_extra(report):
+        _MISSING_EXTRAS.append(f"{report.nodeid}: {report.longrepr}")
+
+
+def pytest_runtest_logreport(report):
+    if REQUIRE_EXTRAS and _skipped_for_an_extra(report):
+        _MISSING_EXTRAS.append(f"{report.nodeid}: {report.longrepr}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _MISSING_EXTRAS:
+        print("\nTests skipped for a missing extra although LSYNC_PORT_REQUIRE_EXTRAS=1:")
+        print("\n".join(_MISSING_EXTRAS))
+        session.exitstatus = 1
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
