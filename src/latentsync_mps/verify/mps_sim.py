@@ -824,25 +824,23 @@ class Simulator:
 
     def dispatch(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        on_mps = False
+        simulated = False  # an argument lives on the simulated device
         for value in args:
             kind = type(value)
-            if kind is MPSSimTensor:
-                on_mps = True
+            if kind is MPSSimTensor or (
+                (kind is list or kind is tuple) and any(type(v) is MPSSimTensor for v in value)
+            ):
+                simulated = True
                 break
-            if (kind is list or kind is tuple) and any(type(v) is MPSSimTensor for v in value):
-                on_mps = True
-                break
-        device = kwargs.get("device")
-        if device is not None:
-            on_mps = _is_mps(device)
-        elif not on_mps:
+        if not simulated:
             for value in kwargs.values():
                 if type(value) is MPSSimTensor:
-                    on_mps = True
+                    simulated = True
                     break
+        device = kwargs.get("device")
+        on_mps = _is_mps(device) if device is not None else simulated  # where the op's output lives
         generator = kwargs.get("generator")
-        if not on_mps:
+        if not on_mps and not simulated:
             if generator is not None and _generator_is_mps(generator):
                 self.check_generator(self._info(func).name, generator, False)
             return func(*args, **kwargs)
@@ -855,7 +853,7 @@ class Simulator:
         if device is None:
             self.check_mixing(info.name, args, kwargs)
         if generator is not None:
-            self.check_generator(info.name, generator, True)
+            self.check_generator(info.name, generator, on_mps)
         cpu_args = _unwrap(args)
         cpu_kwargs = {k: _unwrap(v) for k, v in kwargs.items()} if kwargs else kwargs
         try:
@@ -867,8 +865,8 @@ class Simulator:
             if not _HALF_MISSING.search(str(error)):
                 raise
             out = self._upcast_call(func, info, cpu_args, cpu_kwargs)
-        if device is not None and not on_mps:
-            return out
+        if not on_mps:
+            return out  # an explicit device="cpu" (zeros_like(x, device="cpu"), _to_copy to the CPU)
         out = _wrap(out)
         if info.write_returns and any(info.write_returns):
             out = self._return_mutated(info, args, kwargs, out)
