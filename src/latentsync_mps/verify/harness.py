@@ -637,6 +637,8 @@ def main(spec_path: str) -> int:
         except Exception as error:  # no torchgen yaml, no pyyaml...: say so as the device check
             emit(event="start", check="device")
             detail = f"the MPS simulator could not start: {type(error).__name__}: {error}"
+            if isinstance(error, ImportError):
+                detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
     if spec["device"] == "auto":

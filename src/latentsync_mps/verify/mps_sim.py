@@ -383,6 +383,13 @@ class MPSSimTensor(torch.Tensor):
             return self.item().__format__(format_spec)
         return super().__format__(format_spec)
 
+    def __repr__(self, *, tensor_contents=None):
+        """As a real mps tensor prints: tensor([...], device='mps:0', dtype=...)."""
+        text = repr(self.elem)
+        at = text.find(", dtype=")
+        at = at if at >= 0 else text.rfind(")")
+        return f"{text[:at]}, device='mps:0'{text[at:]}"
+
     def __getitem__(self, index):
         return _active().getitem(self, index)
 
@@ -1144,6 +1151,13 @@ def _patched_load(*args, **kwargs):
     return _ORIGINALS["load"](*args, **kwargs)
 
 
+def _patched_load_file(filename, device="cpu"):
+    """safetensors.torch.load_file(..., device="mps"): loaded on the CPU, then moved to the simulated device."""
+    if _is_mps(device):
+        return _to_mps_tree(_ORIGINALS["safetensors.load_file"](filename, device="cpu"))
+    return _ORIGINALS["safetensors.load_file"](filename, device=device)
+
+
 def _to_mps_tree(value):
     if isinstance(value, torch.Tensor) and not isinstance(value, MPSSimTensor):
         return _active().to_device(value)
@@ -1282,6 +1296,11 @@ def install(tree: str | os.PathLike, cache_dir: str | os.PathLike | None = None)
             setattr(torch, name, _factory(name))
     torch.load = _patched_load
     torch.serialization.load = _patched_load
+    with contextlib.suppress(ImportError):
+        import safetensors.torch
+
+        _ORIGINALS["safetensors.load_file"] = safetensors.torch.load_file
+        safetensors.torch.load_file = _patched_load_file
     torch.Generator = SimGenerator
     torch.nn.functional.scaled_dot_product_attention = simulator.sdpa
     torch._C._nn.scaled_dot_product_attention = simulator.sdpa
