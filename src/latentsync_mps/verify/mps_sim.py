@@ -7,7 +7,7 @@ which need not have lsync-port installed. It imports nothing from lsync-port.
 What it does, once `install(tree)` has run (before the tree's modules are imported):
 
 * The device answers as mps wherever code can look: `torch.backends.mps.is_available()` and
-  `is_built()` are True, the macOS version answers as 14.0, `torch.mps.*` calls work, and
+  `is_built()` are True, the macOS version answers as 15.0, `torch.mps.*` calls work, and
   tensors moved or created on "mps" report `device.type == "mps"` (device `mps:0`). They are
   `MPSSimTensor`s: wrapper tensors (`torch.Tensor._make_wrapper_subclass`) whose data is an
   ordinary CPU tensor (`.elem`); every aten op on them is computed on the CPU.
@@ -41,14 +41,20 @@ What it does, once `install(tree)` has run (before the tree's modules are import
 
   A finding does not stop the run (the op is computed anyway), so one run lists every defect it
   reaches; each records the op and the Python call site: the innermost frame inside the tree
-  (file:line), deduplicated by (kind, op, site) with a count.
+  (file:line), deduplicated by (kind, op, site, dtype) with a count.
 * Half precision: the CPU computes float16 ops itself (torch 2.x has CPU Half kernels for most
   ops). An op whose CPU kernel lacks Half (or bfloat16) is computed in float32 and cast back, so
-  the run goes on; that is the simulator's doing, not a finding.
+  the run goes on; that is the simulator's doing, not a finding (the stats list such ops). A few
+  ops whose CPU float16 kernels are many times slower than float32 (`_FLOAT32_COMPUTE`:
+  convolution, grid_sample, gelu, silu, group_norm) are computed in float32 and rounded to
+  float16 too, as a float16 kernel that accumulates in float32 would.
+* Entry points that on a Linux build reach an MPS device guard in C++ before any dispatch
+  (`Tensor.to`, `torch.tensor(..., device=)`, indexing, `contiguous`, `copy_`, `torch.load`'s
+  `map_location`, ...) are handled in Python: see `MPSSimTensor` and `install`.
 
 What it cannot see: numerical bugs of Metal kernels (results are the CPU's), memory limits (the
 Metal per-buffer limit, out-of-memory), speed, and macOS-version gaps beyond those modelled here
-(float64, bfloat16, the macOS 15 SDPA route); dtype gaps of individual MPS kernels (an MPS
+(float64, complex128, bfloat16, the macOS 15 SDPA route); dtype gaps of individual MPS kernels (an MPS
 kernel that rejects int64 or float16 for one op); ops inside a composite-explicit kernel other
 than the out= variants above; ops on tensors that never reach the device. Autograd is off while
 it runs (torch.set_grad_enabled(False)) and tensors on the simulated device never require grad:
@@ -550,7 +556,6 @@ _MIXING_ALLOWED = {
     "aten::_copy_from",
     "aten::_copy_from_and_resize",
     "aten::_to_copy",
-    "aten::to.device",
     "aten::index.Tensor",
     "aten::index_put_",
     "aten::index_put",
@@ -564,7 +569,7 @@ _MIXING_ALLOWED = {
 class _OpInfo:
     """What dispatch needs to know about an overload, computed once."""
 
-    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated", "random")
+    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated")
 
     def __init__(self, func, table):
         self.name = func.name()
@@ -586,7 +591,6 @@ class _OpInfo:
                         break
             self.write_returns.append(found)
         self.inplace_view = torch.Tag.inplace_view in func.tags
-        self.random = torch.Tag.nondeterministic_seeded in func.tags
 
 
 def _argument(args, kwargs, where):
