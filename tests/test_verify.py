@@ -149,3 +149,44 @@ def test_crashing_child_is_reported_with_the_running_check(ported):
 def test_bad_options_are_usage_errors(ported):
     assert runner.invoke(app, ["verify", str(ported), "--device", "tpu"]).exit_code == 2
     assert runner.invoke(app, ["verify", str(ported), "--python", "/no/such/python"]).exit_code == 2
+
+
+def test_real_weights_are_refused_clearly_without_checkpoints(ported):
+    code, report = verify(ported, "--device", "cpu", "--weights", "real")
+    assert code == 11
+    assert failed(report)["name"] == "weights"
+    assert "checkpoints/latentsync_unet.pt" in report["reason"] and "--weights synthetic" in report["reason"]
+
+
+MAKE_CHECKPOINTS = r"""
+import sys, torch
+from diffusers import AutoencoderKL
+from omegaconf import OmegaConf
+sys.path.insert(0, ".")
+from latentsync.models.unet import UNet3DConditionModel
+from latentsync.whisper.whisper.model import ModelDimensions, Whisper
+config = OmegaConf.to_container(OmegaConf.load("configs/unet/stage2.yaml"))
+unet, _ = UNet3DConditionModel.from_pretrained(config["model"], "", device="cpu")
+torch.save({"state_dict": unet.state_dict()}, "checkpoints/latentsync_unet.pt")
+dims = {"n_audio_state": 384}
+whisper = Whisper(ModelDimensions(**dims)).state_dict()
+torch.save({"dims": dims, "model_state_dict": whisper}, "checkpoints/whisper/tiny.pt")
+AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+              block_out_channels=(32,) * 4, layers_per_block=1, norm_num_groups=8).save_pretrained(
+    "checkpoints/vae", safe_serialization=False)
+"""
+
+
+def test_real_weights_use_the_trees_checkpoints_and_real_face_detection(ported):
+    import subprocess
+    import sys
+
+    (ported / "checkpoints" / "whisper").mkdir(parents=True)
+    subprocess.run([sys.executable, "-c", MAKE_CHECKPOINTS], cwd=ported, check=True, capture_output=True)
+    code, report = verify(ported, "--device", "cpu")  # auto: checkpoints/ present -> real
+    assert report["weights"] == "real"
+    weights = next(c for c in report["checks"] if c["name"] == "weights")
+    assert weights["status"] == "pass" and "latentsync_unet.pt" in weights["detail"]
+    assert next(c for c in report["checks"] if c["name"] == "unet")["status"] == "pass"
+    # No stand-in: the fixture's FaceDetector needs InsightFace, which this environment lacks.
+    assert code == 11 and failed(report)["name"] == "pipeline" and "insightface" in report["reason"]

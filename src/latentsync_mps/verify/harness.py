@@ -440,9 +440,8 @@ def check_unet(spec, state):
     unet_module = importlib.import_module("latentsync.models.unet")
     config = state["config"]
     dtype = state["dtype"]
-    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(
-        shrink_unet_config(config["model"]), state["weights"]["unet"], device="cpu"
-    )
+    model_config = config["model"] if spec["weights"] == "real" else shrink_unet_config(config["model"])
+    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(model_config, state["weights"]["unet"], device="cpu")
     unet = unet.to(spec["device"], dtype=dtype).eval()
     state["unet"] = unet
     latent = state["resolution"] // 8
@@ -574,12 +573,34 @@ def load_config(spec, state):
     state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
 
 
+# The VAE LatentSync's inference script loads (from the Hugging Face cache, or checkpoints/vae).
+REAL_VAE = "stabilityai/sd-vae-ft-mse"
+
+
+def real_weights(spec, config) -> dict:
+    """The tree's own checkpoints, where its inference script looks for them; refuse clearly
+    when one is missing (verify cannot download them)."""
+    tree = Path(spec["tree"])
+    whisper = "small.pt" if config["model"].get("cross_attention_dim") == 768 else "tiny.pt"
+    wanted = {
+        "unet": tree / "checkpoints" / "latentsync_unet.pt",
+        "whisper": tree / "checkpoints" / "whisper" / whisper,
+    }
+    missing = [str(path.relative_to(tree)) for path in wanted.values() if not path.exists()]
+    if missing:
+        raise CheckFailed(
+            f"--weights real needs {', '.join(missing)} under the tree (download them as LatentSync's README says), "
+            "or use --weights synthetic"
+        )
+    vae = tree / "checkpoints" / "vae"
+    return {k: str(v) for k, v in wanted.items()} | {"vae": str(vae) if vae.is_dir() else REAL_VAE, "cached": True}
+
+
 def check_weights(spec, state):
     if spec["weights"] == "real":
-        tree = Path(spec["tree"])
-        raise CheckFailed(
-            f"--weights real is not supported by this harness yet (checkpoints at {tree / 'checkpoints'})"
-        )
+        state["weights"] = real_weights(spec, state["config"])
+        names = ", ".join(Path(state["weights"][k]).name for k in ("unet", "whisper"))
+        return f"the tree's checkpoints ({names}, VAE {state['weights']['vae']}); real face detection"
     state["weights"] = synthetic_weights(spec, state["config"])
     how = "reused from the cache" if state["weights"]["cached"] else "made"
     return f"synthetic tiny checkpoints {how}; face detection: a fixed landmark source stands in for InsightFace"
