@@ -160,6 +160,10 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
 
         if device not in DEVICES:
             return Step("skip", detail=f"this lsync-port has no --device {device}")
+        if not (tree / "latentsync" / "utils" / "face_detector.py").exists():
+            # 1.0 and 1.5 detect faces with mediapipe / face_alignment, for which verify has no
+            # synthetic stand-in yet (and 1.0 needs diffusers 0.11): say so instead of failing.
+            return Step("skip", detail="synthetic verify covers the InsightFace releases (1.6 and later)")
         report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=args.python)
         return Step("pass" if report.passed else "fail", detail=report.reason or f"{report.seconds:.0f} s")
 
