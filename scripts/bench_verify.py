@@ -2,13 +2,18 @@
 """What `lsync-port verify --device mps-sim` costs next to a plain `--device cpu` verify (issue 5:
 goal mps-sim <= 2x cpu), on the same ported tree (the fixture by default).
 
-    python scripts/bench_verify.py [--tree /path/to/ported/LatentSync] [--rounds 3] [--json] [--max-ratio 2]
+    python scripts/bench_verify.py [--tree /path/to/ported/LatentSync] [--rounds 3] [--threads N]
+                                   [--python PATH] [--json] [--max-ratio 2]
 
 Each round runs both commands, one after the other, each as a fresh `lsync-port verify` process
 (the parent, the child, its imports, everything a user waits for). The synthetic checkpoints and
 the MPS support table are built once before timing. The rounds alternate the two devices so that
 a change in the machine's load hits both alike; the figure is the ratio of the medians (the ratio
 of the best times is printed too). Exit 1 when --max-ratio is given and exceeded.
+
+On a machine shared with other work, torch's worker threads wait on each other whenever a core is
+taken (a 2-core machine with a load of 3 makes both runs 2-3x slower, and erratically so):
+`--threads 1` (OMP_NUM_THREADS for both) measures the two alike without that noise.
 
 `bench_verify(tree, rounds)` returns the same figures as a dict, for other benchmark scripts.
 """
@@ -63,10 +68,10 @@ def machine() -> dict:
     }
 
 
-def _verify(tree: Path, device: str, extra: list[str]) -> tuple[float, dict]:
+def _verify(tree: Path, device: str, extra: list[str], env: dict | None = None) -> tuple[float, dict]:
     started = time.perf_counter()
     done = subprocess.run(
-        [*LSYNC, "verify", str(tree), "--device", device, "--json", *extra], capture_output=True, text=True
+        [*LSYNC, "verify", str(tree), "--device", device, "--json", *extra], capture_output=True, text=True, env=env
     )
     seconds = time.perf_counter() - started
     try:
@@ -77,25 +82,28 @@ def _verify(tree: Path, device: str, extra: list[str]) -> tuple[float, dict]:
     return seconds, report
 
 
-def bench_verify(tree: Path | None = None, rounds: int = 3, extra: list[str] | None = None) -> dict:
+def bench_verify(
+    tree: Path | None = None, rounds: int = 3, extra: list[str] | None = None, threads: int | None = None
+) -> dict:
     """Median and best wall times of `verify --device cpu` and `--device mps-sim`, and their ratio."""
     extra = extra or []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with tempfile.TemporaryDirectory(prefix="lsync-bench-verify-") as work:
         if tree is None:
             tree = Path(work) / "latentsync"
             shutil.copytree(FIXTURE, tree)
             subprocess.run([*LSYNC, "apply", str(tree)], check=True, capture_output=True)
         for device in DEVICES:  # warm: synthetic checkpoints, MPS support table, file caches
-            _verify(tree, device, extra)
+            _verify(tree, device, extra, env)
         times: dict[str, list[float]] = {device: [] for device in DEVICES}
         reports: dict[str, dict] = {}
         for index in range(rounds):
             order = DEVICES if index % 2 == 0 else DEVICES[::-1]
             for device in order:
-                seconds, report = _verify(tree, device, extra)
+                seconds, report = _verify(tree, device, extra, env)
                 times[device].append(seconds)
                 reports[device] = report
-    result: dict = {"machine": machine(), "tree": str(tree), "rounds": rounds}
+    result: dict = {"machine": machine(), "tree": str(tree), "rounds": rounds, "threads": threads or "default"}
     for device in DEVICES:
         checks = {c["name"]: round(c["seconds"], 2) for c in reports[device]["checks"]}
         result[device] = {
@@ -117,17 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, help="a ported tree (default: a fresh copy of the fixture, ported)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--python", help="passed to verify --python (the tree's interpreter)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both runs (steadier on a busy machine)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--max-ratio", type=float, help="exit 1 when mps-sim / cpu (medians) exceeds it")
     args = parser.parse_args(argv)
     extra = ["--python", args.python] if args.python else []
-    result = bench_verify(args.tree, args.rounds, extra)
+    result = bench_verify(args.tree, args.rounds, extra, args.threads)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         m = result["machine"]
         print(f"{m['date']} · {m['cpu']} · {m['cores']} cores · load {m['load_average_1min']:.2f} · {m['platform']}")
-        print(f"python {m['python']} · torch {m['torch']} ({m['torch_threads']} threads) · {result['rounds']} rounds")
+        threads = result["threads"] if args.threads else f"{m['torch_threads']} (default)"
+        print(f"python {m['python']} · torch {m['torch']} · threads {threads} · {result['rounds']} rounds")
         for device in DEVICES:
             r = result[device]
             print(
