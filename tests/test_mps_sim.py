@@ -92,6 +92,12 @@ def test_fallback_rule():
     assert not mps_sim.fallback_rescues(mps_sim.KERNEL)
 
 
+@pytest.mark.parametrize(("value", "enabled"), [("1", True), ("0", False), ("", False)])
+def test_fallback_variable_is_read_from_the_environment(monkeypatch, value, enabled):
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", value)
+    assert mps_sim.Simulator(".", {"ops": {}}).fallback_enabled is enabled
+
+
 def test_table_is_cached_per_torch_version(tmp_path):
     first = mps_sim.load_support_table(tmp_path)
     files = list(tmp_path.glob("mps-support-*.json"))
