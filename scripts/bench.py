@@ -156,26 +156,18 @@ def bench_overhead(work: Path, rounds: int) -> dict:
     return {"pristine_ms": 1000 * pristine_s, "patched_ms": 1000 * patched_s, "ratio": patched_s / pristine_s}
 
 
-def bench_verify(work: Path) -> dict:
-    tree = work / "verify"
-    shutil.copytree(FIXTURE, tree)
-    subprocess.run([*LSYNC, "apply", str(tree)], check=True, capture_output=True)
-    results = {}
-    devices = ["cpu"]
-    from latentsync_mps.cli import DEVICES
+def bench_verify(rounds: int) -> dict:
+    """verify on the ported fixture, cpu and mps-sim (scripts/bench_verify.py, one thread each so
+    that a busy machine does not make torch's threads wait on each other)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_verify import bench_verify as measure
 
-    if "mps-sim" in DEVICES:
-        devices.append("mps-sim")
-    for device in devices:
-        subprocess.run([*LSYNC, "verify", str(tree), "--device", device, "--json"], capture_output=True)  # warm cache
-        started = time.perf_counter()
-        out = subprocess.run(
-            [*LSYNC, "verify", str(tree), "--device", device, "--json"], capture_output=True, text=True
-        )
-        report = json.loads(out.stdout)
-        results[device] = {"seconds": time.perf_counter() - started, "passed": report["passed"]}
-    if "mps-sim" in results:
-        results["mps_sim_vs_cpu"] = results["mps-sim"]["seconds"] / results["cpu"]["seconds"]
+    figures = measure(rounds=rounds, threads=1)
+    results = {
+        device: {"seconds": figures[device]["median_s"], "passed": figures[device]["passed"]}
+        for device in ("cpu", "mps-sim")
+    }
+    results["mps_sim_vs_cpu"] = figures["ratio_median"]
     return results
 
 
@@ -213,7 +205,7 @@ def main() -> int:
         results["apply"]["tree"] = str(args.tree) if args.tree else "fixture x5"
         results["scaling"] = bench_scaling(work, [1, 10] if args.quick else [1, 10, 50])
         results["overhead"] = bench_overhead(work, rounds=10 if args.quick else 30)
-        results["verify"] = bench_verify(work)
+        results["verify"] = bench_verify(rounds=1 if args.quick else 3)
         results["help_s"] = bench_help()
     table = render(results)
     print(table)
