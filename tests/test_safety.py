@@ -399,3 +399,16 @@ def test_revert_never_writes_through_a_symlinked_folder_named_in_the_manifest(fi
     assert result.returncode == 7
     assert "outpkg/mod.py" in result.stderr and "symbolic link" in result.stderr
     assert (outside / "mod.py").read_text() == "# not ours\n"
+
+
+def test_a_file_nested_deeper_than_the_recursion_limit_is_reported_and_left_alone(fixture_tree):
+    # Generated code (sympy ships such tables) can nest deeper than libcst's recursive walk allows.
+    deep = fixture_tree / "latentsync" / "models" / "generated.py"
+    deep.write_text('x = torch.device("cuda")\ntable = ' + "[" * 2000 + "]" * 2000 + "\n")
+    before = deep.read_bytes()
+    result = cli("apply", fixture_tree)
+    assert result.returncode == 5
+    assert "latentsync/models/generated.py" in result.stdout + result.stderr
+    assert deep.read_bytes() == before
+    assert "_lsync_port" in (fixture_tree / "scripts" / "inference.py").read_text()  # the rest is ported
+    assert cli("scan", fixture_tree).returncode in (0, 6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import subprocess
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -208,6 +209,7 @@ def transform_file(
     if language == "python":
         if not active and not (find_residue and any(n in data for n in PY_NEEDLES)):
             return data, [], []
+        _check_nesting(data)
         result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx, find=find_residue)
         return result.code, result.changes, result.residue
     changes: list[Change] = []
@@ -238,6 +240,8 @@ def _transform_job(job: tuple[str, bytes, bool]) -> tuple[str, bytes, list[Chang
         )  # type: ignore[attr-defined]
     except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
         return rel, data, [], [], f"cannot be parsed, left untouched: {_short(error)}"
+    except RecursionError:  # libcst walks trees recursively; generated code can nest deeper than Python allows
+        return rel, data, [], [], "nested too deeply for the rewriter (RecursionError), left untouched"
     return rel, new, changes, residue, None
 
 
@@ -269,9 +273,26 @@ def _language(relpath: str) -> str | None:
     return None
 
 
+# libcst parses and walks trees recursively: beyond ~150 nested brackets Python raises
+# RecursionError, and far beyond that the native parser can overflow its stack. Such files
+# (generated tables) are refused before parsing.
+MAX_NESTING = 100
+_BRACKETS = re.compile(rb"[\[\](){}]")
+
+
+def _check_nesting(data: bytes) -> None:
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(data):
+        depth += 1 if match.group() in b"([{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise RecursionError(f"{deepest} nested brackets")
+
+
 def find(relpath: str, data: bytes) -> list[Finding]:
     language = _language(relpath)
     if language == "python":
+        _check_nesting(data)
         return find_in_python(relpath, data)
     if language == "requirements" and any(n in data for n in REQ_NEEDLES):
         return find_in_requirements(relpath, data.decode("utf-8-sig", errors="replace"))
@@ -673,4 +694,6 @@ def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanRes
             result.findings += find(rel, data)
         except (cst.ParserSyntaxError, UnicodeDecodeError) as error:
             result.problems.append(FileProblem(rel, f"cannot be parsed: {_short(error)}"))
+        except RecursionError:
+            result.problems.append(FileProblem(rel, "nested too deeply to scan (RecursionError)"))
     return result
