@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -176,17 +175,12 @@ def bench_help() -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-    )
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_verify import machine as facts
+
+    m = facts()
+    load = f", load {m['load_average_1min']:.1f}" if m["load_average_1min"] is not None else ""
+    return f"{m['platform']}, {m['cores']} cores ({m['cpu']}{load}), Python {m['python']}, torch {m['torch']}"
 
 
 def main() -> int:
