@@ -84,6 +84,7 @@ UPSTREAM_PYTHON = os.environ.get("LSYNC_UPSTREAM_PYTHON")
 def test_real_upstream_verify_cpu_with_synthetic_weights(upstream_copy):
     """LSYNC_UPSTREAM_PYTHON: an interpreter with the upstream's dependency stack
     (scripts/upstream-stack.txt). Synthetic face landmarks stand in for InsightFace (1.6 and later)."""
+    upstream_copy, _ = upstream_copy
     if not UPSTREAM_PYTHON:
         pytest.skip("set LSYNC_UPSTREAM_PYTHON to an interpreter with the upstream's dependencies")
     if not (upstream_copy / "latentsync/utils/face_detector.py").exists():
