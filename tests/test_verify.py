@@ -78,47 +78,46 @@ def test_mps_on_a_machine_without_it_says_so(ported):
     assert "no MPS device here" in report["reason"] and "--device cpu" in report["reason"]
 
 
-def test_leftover_cuda_literal_is_caught(ported):
-    edit(ported, "latentsync/pipelines/lipsync_pipeline.py", "device=_lsync_port.device()", 'device="cuda"')
-    code, report = verify(ported, "--device", "cpu")
-    assert code == 11
-    assert failed(report)["name"] == "pipeline" and "CUDA" in report["reason"]
-
-
-def test_black_output_is_caught(ported):
-    edit(
-        ported,
+# One defect each, put into a ported fixture: (file, old, new, the check that must fail, words of its reason).
+DEFECTS = {
+    "leftover-cuda-literal": (
+        "latentsync/pipelines/lipsync_pipeline.py",
+        "device=_lsync_port.device()",
+        'device="cuda"',
+        "pipeline",
+        "CUDA",
+    ),
+    "black-output": (
         "latentsync/pipelines/lipsync_pipeline.py",
         "        return decoded * masks + pixel_values * (1 - masks)",
         "        return (decoded * masks + pixel_values * (1 - masks)) * 0 - 1",
-    )
-    code, report = verify(ported, "--device", "cpu")
-    assert code == 11
-    assert failed(report)["name"] == "output" and "mouth region is black" in report["reason"]
-
-
-def test_nan_is_caught(ported):
-    edit(
-        ported,
+        "output",
+        "mouth region is black",
+    ),
+    "nan": (
         "latentsync/models/unet.py",
         "return UNet3DConditionOutput(sample=self.conv_out(F.silu(self.norm_out(x))))",
         "return UNet3DConditionOutput(sample=self.conv_out(F.silu(self.norm_out(x))) * float('nan'))",
-    )
-    code, report = verify(ported, "--device", "cpu")
-    assert code == 11
-    assert failed(report)["name"] == "unet" and "NaN" in report["reason"]
-
-
-def test_decode_failure_is_caught(ported):
-    edit(
-        ported,
+        "unet",
+        "NaN",
+    ),
+    "decode-failure": (
         "latentsync/utils/util.py",
         "    reader = VideoReader(video_path)",
         "    reader = VideoReader(video_path + '.missing')",
-    )
+        "decode",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_a_broken_port_fails_for_the_right_reason(ported, defect):
+    path, old, new, check, words = DEFECTS[defect]
+    edit(ported, path, old, new)
     code, report = verify(ported, "--device", "cpu")
     assert code == 11
-    assert failed(report)["name"] == "decode"
+    assert failed(report)["name"] == check and words in report["reason"]
 
 
 def test_hang_hits_the_timeout(ported):
