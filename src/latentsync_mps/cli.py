@@ -244,6 +244,15 @@ def verify(
         str | None,
         typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
     ] = None,
+    target_torch: Annotated[
+        str | None,
+        typer.Option(
+            "--target-torch",
+            help="mps-sim only: judge against this torch release's MPS kernels (X.Y.Z, one of the shipped "
+            "tables) instead of the torch TREE's requirements install on a Mac (the default; no pin: the newest "
+            "known release).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run smoke inference with TREE's own code on a device and say plainly whether it works.
@@ -255,8 +264,10 @@ def verify(
 
     --device mps-sim runs the same checks on a simulated MPS device (no Mac needed): the tree sees
     mps, computes on the CPU, and every op on the device is checked against the MPS rules of the
-    installed torch; an error finding (op without MPS kernel, float64, a CPU tensor mixed in, a
-    CPU generator drawing on mps) fails verify, listed by call site in the tree.
+    target torch: the one TREE's requirements install on macOS arm64 (e.g. torch==2.5.1), or
+    --target-torch. An error finding (op without MPS kernel in that torch, an op x dtype it does not
+    implement, a known Metal numerics defect, float64, a CPU tensor mixed in, a CPU generator drawing
+    on mps, one buffer over 2**32 bytes) fails verify, listed by call site in the tree.
     """
     from .verify import render
 
@@ -266,12 +277,24 @@ def verify(
         raise fail(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}", Exit.USAGE)
     if python is not None and shutil.which(python) is None and not Path(python).is_file():
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    if target_torch is not None and device != "mps-sim":
+        raise fail("--target-torch applies to --device mps-sim only", Exit.USAGE)
     from .verify.runner import run_verify
 
     pack = _pack()
     with render.progress(console, enabled=not json_out) as on_event:
         report = _engine_call(
-            run_verify, tree, pack, device, weights, steps, frames, timeout, python, on_event=on_event
+            run_verify,
+            tree,
+            pack,
+            device,
+            weights,
+            steps,
+            frames,
+            timeout,
+            python,
+            on_event=on_event,
+            target_torch=target_torch,
         )
     if json_out:
         print(json.dumps(report.to_json(), indent=2))

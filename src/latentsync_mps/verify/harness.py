@@ -358,8 +358,9 @@ def check_device(spec, state):
     if simulator is not None:
         counts = simulator.table.get("counts", {})
         kernels, overloads = counts.get("mps", 0), sum(counts.values())
+        target = simulator.table.get("torch", torch.__version__)  # the tree's target torch, not this one
         return (
-            f"simulated on the CPU, checked against the MPS kernels of torch {torch.__version__} "
+            f"simulated on the CPU, checked against the MPS kernels of torch {target} "
             f"({kernels} of {overloads} aten overloads have one): torch {torch.__version__} on mps-sim",
             {"simulated": True, "support": counts},
         )
@@ -690,7 +691,7 @@ def _install_simulator(spec):
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
-    return module.install(spec["tree"], Path(spec["cache"]).parent / "mps-support")
+    return module.install(spec["tree"], Path(spec["cache"]).parent / "mps-support", spec.get("mps_table"))
 
 
 def _emit_findings(state) -> None:

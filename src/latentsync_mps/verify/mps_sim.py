@@ -103,6 +103,10 @@ MISSING = "missing"  # no MPS kernel; PYTORCH_ENABLE_MPS_FALLBACK=1 runs it on t
 MISSING_NO_CPU = "missing-no-cpu"  # no MPS kernel and no CPU kernel: nothing rescues it
 MISSING_VIEW = "missing-view"  # a view op without MPS kernel: the fallback returns a copy
 MISSING_INNER = "composite-explicit-missing-out"  # its kernel calls an out= op with no MPS kernel
+# Not in the target torch's yaml at all (the installed torch, newer, has it): see Simulator._absent_status.
+ABSENT = "absent-in-target"
+# Metal's limit for one buffer: MPS asserts "total bytes of NDArray > 2**32" (and aborts) beyond it.
+METAL_BUFFER_LIMIT = 2**32
 
 # Boxed CPU fallbacks registered for MPS outside native_functions.yaml (aten/src/ATen/mps/MPSFallback.mm).
 # linalg_svd is composite-implicit in the yaml, so a Linux build decomposes it into _linalg_svd before
@@ -149,9 +153,12 @@ def _yaml_path() -> Path | None:
 _RETURN_ALIAS = re.compile(r"\((\w+)\)")
 
 
-def build_support_table() -> dict:
-    """Which aten overloads have an MPS kernel in the installed torch, from the native_functions.yaml
-    that torchgen ships inside every torch wheel.
+def build_support_table(
+    yaml_text: str | None = None, torch_version: str | None = None, source: str | None = None
+) -> dict:
+    """Which aten overloads have an MPS kernel, from a torch release's native_functions.yaml (the one
+    torchgen ships inside every torch wheel): the installed torch's by default, or `yaml_text` read
+    from another release's wheel (scripts/derive_mps_tables.py: one implementation serves both).
 
     Rules (those of torchgen's parse_native_yaml): an entry with neither `dispatch` nor
     `structured_delegate` is CompositeImplicitAutograd; a structured op's kernels are those of its
@@ -165,11 +172,15 @@ def build_support_table() -> dict:
     composite or composite kernel is MISSING_INNER (its kernel calls that out= op)."""
     import yaml
 
-    path = _yaml_path()
-    if path is None:
-        raise RuntimeError("this torch ships no torchgen/packaged/ATen/native/native_functions.yaml")
+    if yaml_text is None:
+        path = _yaml_path()
+        if path is None:
+            raise RuntimeError("this torch ships no torchgen/packaged/ATen/native/native_functions.yaml")
+        yaml_text = path.read_text(encoding="utf-8")
+        torch_version = torch_version or torch.__version__
+        source = source or str(path)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    entries = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    entries = yaml.load(yaml_text, Loader=loader)
     info: dict[str, dict] = {}
     for entry in entries:
         if not isinstance(entry, dict) or "func" not in entry:
@@ -252,8 +263,8 @@ def build_support_table() -> dict:
         counts[status] = counts.get(status, 0) + 1
     return {
         "version": SUPPORT_VERSION,
-        "torch": torch.__version__,
-        "source": str(path),
+        "torch": torch_version or "unknown",
+        "source": source or "native_functions.yaml",
         "counts": counts,
         "ops": ops,
         "inner": inner,
@@ -344,7 +355,16 @@ class MPSSimTensor(torch.Tensor):
             requires_grad=False,
         )
         out.elem = elem
+        if _SIMULATOR is not None:
+            out._sim_storage = _SIMULATOR.track(elem)
         return out
+
+    def __del__(self):
+        # The simulated device's memory: a storage is freed when its last wrapper goes.
+        simulator = _SIMULATOR
+        if simulator is not None:
+            with contextlib.suppress(Exception):
+                simulator.untrack(self.__dict__.get("_sim_storage", 0))
 
     __torch_function__ = torch._C._disabled_torch_function_impl
 
@@ -569,7 +589,7 @@ _MIXING_ALLOWED = {
 class _OpInfo:
     """What dispatch needs to know about an overload, computed once."""
 
-    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated")
+    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated", "rules")
 
     def __init__(self, func, table):
         self.name = func.name()
@@ -591,6 +611,7 @@ class _OpInfo:
                         break
             self.write_returns.append(found)
         self.inplace_view = torch.Tag.inplace_view in func.tags
+        self.rules: list[dict] = []  # dtype expectations and numerics defects of the target torch
 
 
 def _argument(args, kwargs, where):
@@ -637,6 +658,22 @@ class Simulator:
         self._lock = threading.Lock()
         self._own_files = {str(Path(__file__).resolve())}
         self._torch_dir = str(Path(torch.__file__).resolve().parent)
+        # The target torch (a table from lsync-port's shipped data), or None: the installed torch's own.
+        self.target = table.get("target")
+        self.judged_by_name: dict[str, str] = {}
+        self._bases: dict[str, set[str]] | None = None
+        self._rules: dict[str, list[dict]] = {}
+        for base, rules in (table.get("dtype_rules") or {}).items():
+            self._rules.setdefault(base, []).extend(dict(r, kind="dtype") for r in rules)
+        for defect in table.get("defects") or []:
+            for base in defect["ops"]:
+                self._rules.setdefault(base, []).append(dict(defect, kind="numerics"))
+        # Live bytes on the simulated device, by storage (data_ptr -> [bytes, wrappers alive]).
+        self.current_op = "aten::_to_copy"
+        self._storages: dict[int, list[int]] = {}
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.largest_buffer = {"bytes": 0, "op": None, "site": None}
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -685,8 +722,62 @@ class Simulator:
             "computed_in_float32": sorted(self.upcast_ops),
             "fallback_enabled": self.fallback_enabled,
             "torch": torch.__version__,
+            "target_torch": self.target or {"version": self.table.get("torch"), "origin": "installed torch"},
             "table_counts": self.table.get("counts", {}),
+            "judged_by_name": dict(sorted(self.judged_by_name.items())),
+            "memory": {
+                "peak_bytes": self.peak_bytes,
+                "live_bytes": self.live_bytes,
+                "largest_buffer_bytes": self.largest_buffer["bytes"],
+                "largest_buffer_op": self.largest_buffer["op"],
+                "largest_buffer_site": self.largest_buffer["site"],
+                "buffer_limit_bytes": METAL_BUFFER_LIMIT,
+            },
         }
+
+    # -- memory ---------------------------------------------------------------------------
+
+    def track(self, elem: torch.Tensor) -> int:
+        """A wrapper for `elem` was made: count its storage once, however many views share it."""
+        try:
+            storage = elem.untyped_storage()
+            address, size = storage.data_ptr(), storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            return 0
+        if not address:
+            return 0
+        entry = self._storages.get(address)
+        if entry is not None:
+            entry[1] += 1
+            return address
+        self._storages[address] = [size, 1]
+        self.live_bytes += size
+        if self.live_bytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes
+        if size > self.largest_buffer["bytes"]:
+            site = self._site()[0] if self.recording else None
+            self.largest_buffer = {"bytes": size, "op": self.current_op, "site": site}
+        if size > METAL_BUFFER_LIMIT:
+            self.record(
+                "memory",
+                "error",
+                self.current_op,
+                f"one tensor of {size} bytes ({size / 2**30:.2f} GiB) on the device: a Metal buffer holds at most "
+                f"2**32 bytes (4 GiB), and MPS fails with `total bytes of NDArray > 2**32` (a failed assertion that "
+                "aborts the process). Split the work (chunk the batch, the frames or the attention).",
+                summary=f"one {size / 2**30:.2f} GiB buffer: over Metal's 2**32-byte limit, MPS aborts",
+                bytes=size,
+            )
+        return address
+
+    def untrack(self, address: int) -> None:
+        entry = self._storages.get(address) if address else None
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._storages[address]
+            self.live_bytes -= entry[0]
 
     def _relative(self, filename: str) -> str | None:
         cached = self._files.get(filename, False)
@@ -729,8 +820,27 @@ class Simulator:
     def _info(self, func) -> _OpInfo:
         info = self._infos.get(func)
         if info is None:
-            info = self._infos[func] = _OpInfo(func, self.table)
+            info = _OpInfo(func, self.table)
+            if info.status == "unknown" and self.target is not None:
+                info.status = self._absent_status(info.name)
+            info.rules = self._rules.get(info.name.split("::", 1)[-1].split(".", 1)[0], [])
+            self._infos[func] = info
         return info
+
+    def _absent_status(self, name: str) -> str:
+        """An op of the installed torch that the target torch's yaml lacks. Another overload of the same
+        name in the target, all of one status: judged by that (listed in the stats, `judged_by_name`).
+        Otherwise ABSENT: a warning, since on the target this code path reaches other ops."""
+        if self._bases is None:
+            self._bases = {}
+            for known, status in self.table["ops"].items():
+                self._bases.setdefault(known.split(".", 1)[0], set()).add(status)
+        statuses = self._bases.get(name.split(".", 1)[0])
+        if statuses and len(statuses) == 1:
+            status = next(iter(statuses))
+            self.judged_by_name[name] = f"{name.split('.', 1)[0]} ({status})"
+            return status
+        return ABSENT
 
     # -- the checks -----------------------------------------------------------------------
 
@@ -738,6 +848,18 @@ class Simulator:
         if status in (KERNEL, IMPLICIT, EXPLICIT, "other", "unknown"):
             return
         op = info_name.split("::", 1)[-1]
+        if status == ABSENT:
+            target = self.table.get("torch")
+            self.record(
+                "op",
+                "warning",
+                info_name,
+                f"The operator '{info_name}' is not in torch {target}'s native_functions.yaml: the installed torch "
+                f"({torch.__version__}) has it, so on {target} this code reaches other ops, which the simulator "
+                "cannot see. Judge it on a Mac with that torch, or run verify with a --target-torch that has it.",
+                summary=f"not in torch {target}: cannot be judged for it (the installed torch has it)",
+            )
+            return
         if status == BOXED:
             shown = info_name.replace("aten::_linalg_svd", "aten::linalg_svd")
             self.record(
@@ -777,6 +899,50 @@ class Simulator:
         else:
             summary = f"no MPS kernel and no CPU kernel: nothing runs it ({FALLBACK_ENV}=1 cannot help)"
         self.record("op", level, info_name, message, summary=summary, fallback=rescued)
+
+    def check_rules(self, info: _OpInfo, args, kwargs) -> None:
+        """The target torch's own MPS expectations for this op x dtype, and known Metal numerics defects.
+        The dtype is that of the op's first tensor input, as torch's OpInfo tests key them."""
+        first = next(_tensors(args, kwargs), None)
+        if first is None:
+            return
+        dtype = str(first.dtype).removeprefix("torch.")
+        target = self.table.get("torch")
+        for rule in info.rules:
+            if rule["dtypes"] is not None and dtype not in rule["dtypes"]:
+                continue
+            if rule["kind"] == "numerics":
+                self.record(
+                    "numerics",
+                    rule["level"],
+                    info.name,
+                    f"{rule['summary']}. A known Metal numerics defect ({rule['id']}), affecting torch "
+                    f"{rule['torch']}: MPS computes it without an error and the result is wrong. "
+                    f"Source: {rule['source']}",
+                    summary=rule["summary"],
+                    dtype=dtype,
+                    source=rule["source"],
+                )
+                continue
+            unsupported = rule["level"] == "error"
+            every = rule["dtypes"] is None
+            what = (
+                f"not implemented on MPS in {dtype}"
+                if unsupported
+                else "unsupported on MPS for some inputs (every dtype)"
+                if rule["list"] == "UNIMPLEMENTED_XFAILLIST"
+                else f"expected to fail on MPS in {'every dtype' if every else dtype} (an error or a wrong result)"
+            )
+            self.record(
+                "dtype",
+                rule["level"],
+                info.name,
+                f"torch {target}'s own MPS tests list '{rule['key']}' as {what} "
+                f"({rule['list']} in torch/testing/_internal/common_mps.py).",
+                summary=f"torch {target}'s MPS tests: {what}",
+                dtype=dtype,
+                expectation=rule["key"],
+            )
 
     def check_created(self, op: str, tensor: torch.Tensor) -> None:
         dtype = tensor.dtype
@@ -859,8 +1025,11 @@ class Simulator:
         info = self._info(func)
         self.op_count += 1
         self.ops_seen.add(info.name)
+        self.current_op = info.name
         if info.status not in (KERNEL, IMPLICIT, EXPLICIT):
             self.check_op(info.name, info.status)
+        if info.rules and self.recording:
+            self.check_rules(info, args, kwargs)
         if device is None:
             self.check_mixing(info.name, args, kwargs)
         if generator is not None:
@@ -970,6 +1139,7 @@ class Simulator:
         options = {"dtype": dtype} if dtype is not None else {}
         if memory_format is not None:
             options["memory_format"] = memory_format
+        self.current_op = "aten::_to_copy"
         with torch.no_grad():
             elem = _ORIGINALS["Tensor.to"](tensor.detach(), "cpu", copy=True, **options)
         out = MPSSimTensor(elem)
@@ -995,6 +1165,7 @@ class Simulator:
             options["dtype"] = dtype
         if memory_format is not None:
             options["memory_format"] = memory_format
+        self.current_op = "aten::_to_copy"
         out = MPSSimTensor(_ORIGINALS["Tensor.to"](tensor.elem, copy=True, **options))
         self.op_count += 1
         if self.recording and out.dtype != tensor.dtype:
@@ -1018,6 +1189,7 @@ class Simulator:
 
     def getitem(self, tensor: MPSSimTensor, index):
         self.op_count += 1
+        self.current_op = "aten::index"
         return _wrap(tensor.elem[_unwrap_index(index)])
 
     def setitem(self, tensor: MPSSimTensor, index, value) -> None:
@@ -1044,8 +1216,10 @@ class Simulator:
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         contiguous = all(t.is_contiguous() for t in (query, key, value))
         macos_15 = SIMULATED_MACOS >= (15, 0)
-        if dropout_p == 0.0 and not needs_grad and (contiguous or macos_15):
+        fused = "aten::_scaled_dot_product_attention_math_for_mps" in self.table["ops"]  # torch 2.5 and later
+        if fused and dropout_p == 0.0 and not needs_grad and (contiguous or macos_15):
             op = "aten::_scaled_dot_product_attention_math_for_mps"
+            self.current_op = op
             self.op_count += 1
             self.ops_seen.add(op)
             self.check_op(op, self.table["ops"].get(op, "unknown"))
@@ -1254,13 +1428,18 @@ class _MPSModule:
         cls.fraction = fraction
 
 
-def install(tree: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Simulator:
+def install(
+    tree: str | os.PathLike, cache_dir: str | os.PathLike | None = None, table: str | os.PathLike | None = None
+) -> Simulator:
     """Make this process's torch answer as an Apple-Silicon MPS machine, checking every device op.
-    Call it before the tree's modules are imported; it lasts for the life of the process."""
+    Call it before the tree's modules are imported; it lasts for the life of the process.
+
+    `table`: a JSON table of the *target* torch (verify writes it: lsync-port's shipped data for the
+    torch the tree will run with on a Mac); without it, the installed torch's own (`load_support_table`)."""
     global _SIMULATOR
     if _SIMULATOR is not None:
         return _SIMULATOR
-    table = load_support_table(cache_dir)
+    table = json.loads(Path(table).read_text(encoding="utf-8")) if table else load_support_table(cache_dir)
     simulator = Simulator(tree, table)
     _SIMULATOR = simulator
 

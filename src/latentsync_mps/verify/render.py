@@ -75,6 +75,20 @@ def render_report(console: Console, report: VerifyReport) -> None:
 def render_findings(console: Console, report: VerifyReport) -> None:
     """The MPS simulator's findings, grouped by call site in the tree: errors fail verify."""
     stats = report.simulator
+    target = report.target_torch
+    if target:
+        console.print(f"MPS simulator: judged against torch {target['version']} ({target['origin']}).", highlight=False)
+        if target.get("note"):
+            console.print(f"[dim]  {target['note']}[/]", highlight=False)
+    memory = stats.get("memory") or {}
+    if memory.get("peak_bytes"):
+        console.print(
+            f"[dim]Simulated device memory: peak {_memory(memory['peak_bytes'])} live, largest buffer "
+            f"{_memory(memory['largest_buffer_bytes'])} ({memory.get('largest_buffer_op')}"
+            + (f" at {memory['largest_buffer_site']}" if memory.get("largest_buffer_site") else "")
+            + ")[/]",
+            highlight=False,
+        )
     counted = f"{stats.get('ops', 0)} device ops ({stats.get('distinct_ops', 0)} distinct) checked" if stats else ""
     if not report.findings:
         console.print(f"MPS simulator: no findings{'; ' + counted if counted else ''}.", highlight=False)

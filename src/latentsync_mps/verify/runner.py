@@ -20,6 +20,8 @@ from pathlib import Path
 
 from ..engine import check_tree, detect
 from ..ruleset import RulePack
+from .target_torch import resolve as resolve_target
+from .target_torch import write_table
 
 HARNESS = Path(__file__).with_name("harness.py")
 # The tree's modules on the inference path; all must import.
@@ -78,6 +80,8 @@ class VerifyReport:
     # --device mps-sim: the simulator's findings (grouped by call site when shown) and its counters.
     findings: list[dict] = field(default_factory=list)
     simulator: dict = field(default_factory=dict)
+    # --device mps-sim: the torch whose MPS kernels the run was judged against, and where that came from.
+    target_torch: dict = field(default_factory=dict)
 
     @property
     def errors(self) -> list[dict]:
@@ -105,10 +109,13 @@ def run_verify(
     python: str | None = None,
     min_psnr: float = 25.0,
     on_event: Callable[[dict], None] | None = None,
+    target_torch: str | None = None,
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, _ = detect(tree, pack)
     simulate = device == "mps-sim"
+    # Before the child starts: an unknown --target-torch (or pin) is a usage error, not a failed run.
+    target = resolve_target(tree, target_torch) if simulate else None
     config = find_config(tree)
     python = python or sys.executable
     if weights == "auto":
@@ -136,6 +143,9 @@ def run_verify(
         }
         if not frames:
             spec["frames"] = 8
+        if target is not None:
+            spec["mps_table"] = str(write_table(target, work / "mps-table.json"))
+            spec["target_torch"] = target.to_json()
         (work / "spec.json").write_text(json.dumps(spec))
         log = work / "child.log"
         with open(log, "wb") as log_handle:
@@ -153,6 +163,7 @@ def run_verify(
         log_tail = log.read_text(errors="replace").splitlines()[-15:]
     report = _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
     if simulate:
+        report.target_torch = target.to_json()
         _judge_findings(report, simulated)
     return report
 

@@ -1,0 +1,323 @@
+"""Derive the MPS tables that `verify --device mps-sim` judges a tree against, one per torch release.
+
+    python scripts/derive_mps_tables.py [WHEEL | DIR | SITE-PACKAGES ...] [--out FILE] [--cross-check]
+
+Each source is a torch wheel (a zip: nothing is extracted), a folder of wheels, or a site-packages
+folder with torch installed. Default: /work/wheels (the macOS arm64 wheels, fetched with
+`PIP_CONFIG_FILE=/dev/null pip download --no-deps --only-binary=:all: --platform macosx_11_0_arm64
+--python-version 3.11 torch==X.Y.Z -d /work/wheels`) and the running interpreter's torch.
+
+From every release it reads:
+
+* `torchgen/packaged/ATen/native/native_functions.yaml`, turned into the op table by the simulator's
+  own `build_support_table` (one implementation for the installed torch and for every release).
+  The yaml is platform-independent; the source (macOS arm64 wheel or another build) is recorded.
+* `torch/testing/_internal/common_mps.py` where the release ships it (2.8 and later): torch's own
+  per-op x dtype expectations for MPS (`UNIMPLEMENTED_XFAILLIST`, `ON_MPS_XFAILLIST`, ...), read
+  statically with `ast` for a macOS 15 machine (the simulated one), never imported.
+
+Writes derived facts only (op names, statuses, OpInfo keys, dtype names) to
+src/latentsync_mps/verify/mps_tables.json: the oldest release in full, every later one as a diff
+against the one before it. `--cross-check` also reads each macOS wheel's libtorch_cpu.dylib and
+checks its `wrapper_MPS_<op>` symbols against the yaml's verdict for a few ops (printed, not stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import operator
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from latentsync_mps.verify import mps_sim  # noqa: E402
+
+YAML = "torchgen/packaged/ATen/native/native_functions.yaml"
+COMMON_MPS = "torch/testing/_internal/common_mps.py"
+DYLIB = "torch/lib/libtorch_cpu.dylib"
+OUT = REPO / "src/latentsync_mps/verify/mps_tables.json"
+FORMAT = 1
+# The macOS the simulator answers with: the expectations' MACOS_VERSION conditions are evaluated for it.
+MACOS = 15.0
+# Lists of mps_ops_modifier (the forward tests) and whether they apply on a macOS 15 machine. Any other
+# list name found is reported, so a new torch release cannot add one unnoticed.
+LISTS = {
+    "UNIMPLEMENTED_XFAILLIST": True,
+    "UNDEFINED_XFAILLIST": True,
+    "ON_MPS_XFAILLIST": True,
+    "MACOS_13_3_XFAILLIST": True,  # applied when MACOS_VERSION >= 13.3
+    "MACOS_AFTER_13_1_XFAILLIST": True,  # applied when macOS >= 13.2
+    "MACOS_BEFORE_13_3_XFAILLIST": False,
+    "MACOS_BEFORE_14_4_XFAILLIST": False,
+    "MACOS_BEFORE_15_0_XFAILLIST": False,
+    "UNIMPLEMENTED_XFAILLIST_SPARSE": False,  # sparse tests only
+    "EMPTY_OPS_SKIPLIST": False,  # skipped, not expected to fail
+    "SKIPLIST": False,
+}
+CROSS_CHECK_OPS = ("upsample_nearest3d", "_upsample_bicubic2d_aa", "_linalg_det", "upsample_nearest2d")
+
+
+class Source:
+    """One torch release's files: in a wheel (zip) or an installed site-packages folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        if self.zip is not None:
+            _, version, _, tags = parse_wheel_filename(path.name)
+            platforms = {tag.platform for tag in tags}
+            self.version = version.public
+            self.macos = any(p.startswith("macosx") and p.endswith("arm64") for p in platforms)
+            kind = "macOS arm64 wheel" if self.macos else f"{'/'.join(sorted(platforms))} wheel"
+            self.origin = f"{kind} {path.name}"
+        else:
+            text = (path / "torch/version.py").read_text(encoding="utf-8")
+            found = re.search(r"""__version__\s*=\s*['"]([^'"]+)""", text)
+            if found is None:
+                raise SystemExit(f"{path}: torch/version.py names no __version__")
+            self.version = Version(found.group(1)).public
+            self.macos = False
+            tags = [
+                line.split(":", 1)[1].strip()
+                for wheel in path.glob("torch-*.dist-info/WHEEL")
+                for line in wheel.read_text(encoding="utf-8").splitlines()
+                if line.startswith("Tag:")
+            ]
+            built = tags[0].rsplit("-", 1)[-1] if tags else "unknown platform"
+            self.origin = f"installed torch {found.group(1)} ({built} build, not macOS: the yaml is the same)"
+
+    def read(self, name: str) -> bytes | None:
+        if self.zip is not None:
+            try:
+                return self.zip.read(name)
+            except KeyError:
+                return None
+        target = self.path / name
+        return target.read_bytes() if target.is_file() else None
+
+
+def sources(arguments: list[str]) -> dict[str, Source]:
+    """One source per release; a macOS arm64 wheel wins over any other build of the same version."""
+    found: dict[str, Source] = {}
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir() and (path / "torch").is_dir():
+            candidates = [Source(path)]
+        elif path.is_dir():
+            candidates = [Source(w) for w in sorted(path.glob("torch-*.whl"))]
+        elif path.suffix == ".whl":
+            candidates = [Source(path)]
+        else:
+            raise SystemExit(f"{path}: not a torch wheel, a folder of wheels or a site-packages folder")
+        for source in candidates:
+            known = found.get(source.version)
+            if known is None or (source.macos and not known.macos):
+                found[source.version] = source
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# common_mps.py, statically
+
+
+class _Unknown(Exception):
+    pass
+
+
+_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq}
+
+
+def _value(node: ast.AST, env: dict):
+    """A literal of common_mps.py: dicts, sets, lists of `torch.<dtype>`, None, conditions on MACOS_VERSION."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch":
+        return {"double": "float64", "cdouble": "complex128", "half": "float16", "float": "float32"}.get(
+            node.attr, node.attr
+        )
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return env[node.id]
+        raise _Unknown(node.id)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [_value(e, env) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_value(k, env): _value(v, env) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.IfExp):
+        return _value(node.body if _value(node.test, env) else node.orelse, env)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        left, right = _value(node.left, env), _value(node.comparators[0], env)
+        compare = _COMPARE.get(type(node.ops[0]))
+        if compare is None:
+            raise _Unknown(ast.dump(node)[:60])
+        return compare(left, right)
+    if isinstance(node, ast.BoolOp):
+        values = [_value(v, env) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _value(node.operand, env)
+    raise _Unknown(ast.dump(node)[:60])
+
+
+def expectations(text: str) -> dict:
+    """The forward expectations of `mps_ops_modifier` for macOS 15: {list name: {OpInfo key: dtypes or None}},
+    None meaning every dtype. Keys are OpInfo names + variant_test_name, as torch's tests key them."""
+    tree = ast.parse(text)
+    modifier = next(
+        (
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name == "mps_ops_modifier" and len(node.body) > 3
+        ),
+        None,
+    )
+    if modifier is None:
+        raise SystemExit("common_mps.py: no mps_ops_modifier with lists in it")
+    env = {"MACOS_VERSION": MACOS, "sparse": False}
+    lists: dict[str, dict] = {}
+    unknown: list[str] = []
+
+    def visit(statements):
+        for statement in statements:
+            target = None
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target, value = statement.targets[0], statement.value
+            elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                target, value = statement.target, statement.value
+            if isinstance(target, ast.Name) and re.fullmatch(r"[A-Z0-9_]+(LIST|OPS)", target.id):
+                try:
+                    lists[target.id] = _value(value, env)
+                except _Unknown as error:
+                    unknown.append(f"{target.id}: {error}")
+            elif isinstance(statement, ast.If):
+                try:
+                    chosen = statement.body if _value(statement.test, env) else statement.orelse
+                except _Unknown:
+                    continue
+                visit(chosen)
+            elif (
+                isinstance(statement, ast.Expr)
+                and isinstance(statement.value, ast.Call)
+                and isinstance(statement.value.func, ast.Attribute)
+                and statement.value.func.attr == "update"
+                and isinstance(statement.value.func.value, ast.Name)
+                and statement.value.func.value.id in lists
+            ):
+                lists[statement.value.func.value.id].update(_value(statement.value.args[0], env))
+
+    visit(modifier.body)
+    if unknown:
+        raise SystemExit(f"common_mps.py: cannot read {unknown}")
+    out: dict[str, dict] = {}
+    for name, value in lists.items():
+        if not isinstance(value, dict):
+            continue  # SUPPORTED_COMPLEX_OPS and friends: sets of names, not expectations
+        if name not in LISTS:
+            raise SystemExit(f"common_mps.py: unknown list {name}: add it to LISTS with whether it applies")
+        if LISTS[name]:
+            out[name] = {key: (sorted(set(d)) if d is not None else None) for key, d in sorted(value.items())}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def grouped(ops: dict[str, str]) -> dict[str, list[str]]:
+    by_status: dict[str, list[str]] = {}
+    for name, status in sorted(ops.items()):
+        by_status.setdefault(status, []).append(name)
+    return by_status
+
+
+def diff(before: dict, after: dict) -> dict:
+    changed = {k: v for k, v in after["ops"].items() if before["ops"].get(k) != v}
+    inner = {k: v for k, v in after["inner"].items() if before["inner"].get(k) != v}
+    return {
+        "set": grouped(changed),
+        "removed": sorted(set(before["ops"]) - set(after["ops"])),
+        "inner_set": dict(sorted(inner.items())),
+        "inner_removed": sorted(set(before["inner"]) - set(after["inner"])),
+    }
+
+
+def cross_check(source: Source, table: dict) -> str:
+    """The dylib's wrapper_MPS_<op> symbols against the yaml's verdict (a macOS wheel only)."""
+    binary = source.read(DYLIB)
+    if binary is None:
+        return "no libtorch_cpu.dylib"
+    symbols = set(re.findall(rb"wrapper_MPS_(\w+?)(?:_out|_functional|_\d+)?(?=[^\w]|_[A-Z])", binary))
+    names = {s.decode() for s in symbols}
+    parts = []
+    for op in CROSS_CHECK_OPS:
+        in_dylib = any(name == op or name.startswith(op + "_") for name in names if not name.startswith(op + "_b"))
+        statuses = {v for k, v in table["ops"].items() if k.split(".")[0] == f"aten::{op}"}
+        in_yaml = mps_sim.KERNEL in statuses
+        parts.append(
+            f"{op}: dylib {'yes' if in_dylib else 'no'}, yaml {'yes' if in_yaml else 'no'}"
+            + ("" if in_dylib == in_yaml else "  <-- DISAGREE")
+        )
+    return "; ".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="*", help="torch wheels, folders of wheels, site-packages folders")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cross-check", action="store_true", help="check the dylib's MPS symbols (slow)")
+    args = parser.parse_args()
+    if not args.sources:
+        import torch
+
+        args.sources = ["/work/wheels", str(Path(torch.__file__).resolve().parent.parent)]
+    releases = sources(args.sources)
+    if not releases:
+        raise SystemExit("no torch wheel or installation found in " + ", ".join(args.sources))
+    data: dict = {"format": FORMAT, "support_version": mps_sim.SUPPORT_VERSION, "macos": MACOS, "releases": []}
+    previous = None
+    for version in sorted(releases, key=Version):
+        source = releases[version]
+        text = source.read(YAML)
+        if text is None:
+            raise SystemExit(f"{source.path}: no {YAML} in it")
+        table = mps_sim.build_support_table(text.decode("utf-8"), version, source.origin)
+        common = source.read(COMMON_MPS)
+        entry = {
+            "torch": version,
+            "source": source.origin,
+            "yaml_sha256": hashlib.sha256(text).hexdigest(),
+            "counts": dict(sorted(table["counts"].items())),
+            "expectations": expectations(common.decode("utf-8")) if common is not None else None,
+        }
+        if previous is None:
+            data["base"] = {
+                "torch": version,
+                "ops": grouped(table["ops"]),
+                "inner": dict(sorted(table["inner"].items())),
+            }
+        else:
+            entry["diff"] = diff(previous, table)
+        data["releases"].append(entry)
+        previous = table
+        note = f"{len(table['ops'])} overloads, {table['counts'].get(mps_sim.KERNEL, 0)} with an MPS kernel"
+        note += ", expectations" if common is not None else ", no common_mps.py"
+        if args.cross_check and source.macos:
+            note += "\n    cross-check: " + cross_check(source, table)
+        print(f"{version}: {note}  ({source.origin})")
+    args.out.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB, {len(releases)} releases)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
