@@ -19,6 +19,7 @@ from latentsync_mps.doctor import catalog, checks, run_probe
 from latentsync_mps.doctor import tree as doctor_tree
 from latentsync_mps.doctor.catalog import memory_need_gb, video_reader_wheel
 from latentsync_mps.doctor.checks import BLOCKER, OK, WARNING
+from latentsync_mps.verify import target_torch
 
 GIB = 1024**3
 PROBE = Path(checks.__file__).with_name("probe.py")
@@ -1210,3 +1211,43 @@ def test_tree_facts_of_a_real_upstream(tree, pack):
     assert "decord==0.6.0" in facts["requirements"][0]["text"]
     assert facts["turtle_import"] is (release == "1.0")
     assert facts["cpu_face_detection_refused"] is (release in ("1.6", "main"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree's target torch against the installed one (on a Mac)
+
+
+def _target(facts: dict, version: str, origin: str = "requirements.txt: torch==2.5.1") -> dict:
+    return put(facts, "tree", {"path": "/t", "target_torch": {"version": version, "origin": origin, "note": ""}})
+
+
+def test_target_torch_installed_is_the_pin():
+    expect(checks.check_target_torch, _target(mac_facts(), "2.5.1"), OK, "verdict is for this torch")
+
+
+def test_target_torch_installed_newer_than_the_pin():
+    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "2.13.0")
+    result = expect(checks.check_target_torch, facts, WARNING, "verdict was for 2.5.1", "--target-torch 2.13.0")
+    assert "MPS kernels more" in result.detail and "pip install torch==2.5.1" in result.fix
+
+
+def test_target_torch_installed_older_lists_the_missing_kernels():
+    facts = put(_target(mac_facts(), "2.8.0", "requirements.txt: torch==2.8.0"), "probe.torch.version", "2.5.1")
+    result = expect(checks.check_target_torch, facts, WARNING, "older than the target", "more)", "torch==2.8.0")
+    missing = target_torch.kernels_missing("2.5.1", "2.8.0")
+    assert "aten::upsample_nearest3d" in missing and f"({len(missing)}: {missing[0]}, " in result.detail
+
+
+def test_target_torch_installed_without_a_table():
+    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "2.12.0")
+    expect(checks.check_target_torch, facts, WARNING, "no MPS table for torch 2.12.0", "torch==2.5.1")
+
+
+def test_target_torch_does_not_apply_off_a_mac():
+    assert checks.check_target_torch(_target(linux_facts(), "2.5.1")) is None
+
+
+def test_target_torch_is_a_tree_fact(fixture_tree, pack):
+    facts = doctor_tree.gather_tree(fixture_tree, pack)
+    assert facts["target_torch"]["version"] == "2.5.1"
+    assert facts["target_torch"]["origin"] == "requirements.txt: torch==2.5.1"

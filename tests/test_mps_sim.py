@@ -30,6 +30,7 @@ from latentsync_mps.verify import mps_sim  # noqa: E402
 
 SIM = Path(mps_sim.__file__)
 TORCH_2_13 = torch.__version__.split("+")[0] == "2.13.0"
+INSTALLED = torch.__version__.split("+")[0]
 runner = CliRunner()
 
 
@@ -386,6 +387,15 @@ DEFECTS = {
 
 
 def verify(tree, *args: str):
+    """verify --device mps-sim, judged against the installed torch's own MPS kernels (unless args name
+    another --target-torch): these tests are about the simulated device itself. Judging a tree by the
+    torch it pins (the default) is tests/test_target_torch.py's."""
+    if "--target-torch" not in args:
+        from latentsync_mps.verify.target_torch import known_versions
+
+        if INSTALLED not in known_versions():
+            pytest.skip(f"no shipped MPS table for the installed torch {INSTALLED}")
+        args = (*args, "--target-torch", INSTALLED)
     result = runner.invoke(app, ["verify", str(tree), "--json", "--device", "mps-sim", *args])
     return result.exit_code, json.loads(result.output)
 

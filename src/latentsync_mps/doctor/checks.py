@@ -283,6 +283,55 @@ def check_torch(facts) -> Check:
     return Check("torch", OK, detail)
 
 
+def check_target_torch(facts) -> Check | None:
+    """On a Mac: the installed torch against the tree's target torch (the one its requirements pin,
+    which `verify --device mps-sim` judged the port against)."""
+    target = section(facts, "tree").get("target_torch")
+    t = torch_facts(facts)
+    if not is_mac(facts) or not target or not t.get("ok"):
+        return None
+    if target.get("error"):
+        return Check("target torch", WARNING, f"the tree's target torch is unknown: {target['error']}")
+    from ..verify.target_torch import kernels_missing
+
+    try:
+        installed = Version(str(t.get("version"))).public
+    except InvalidVersion:
+        return None
+    wanted = target["version"]
+    verify = f"lsync-port verify TREE --device mps-sim --target-torch {installed}"
+    said = f"installed torch {installed}, the tree's target torch {wanted} ({target['origin']})"
+    if installed == wanted:
+        return Check("target torch", OK, f"{said}: verify's mps-sim verdict is for this torch.")
+    missing = kernels_missing(installed, wanted)
+    if missing is None:
+        return Check(
+            "target torch",
+            WARNING,
+            f"{said}: lsync-port ships no MPS table for torch {installed}, so the verdict for {wanted} "
+            "may not hold here.",
+            f"{_python_cmd(facts)} -m pip install torch=={wanted}",
+        )
+    listed = f" ({len(missing)}: {_listing(missing, 5)})" if missing else ""
+    if Version(installed) > Version(wanted):
+        gained = kernels_missing(wanted, installed) or []
+        return Check(
+            "target torch",
+            WARNING,
+            f"{said}: mps-sim's verdict was for {wanted}, not for the newer torch here, which has "
+            f"{len(gained)} MPS kernels more and lacks {len(missing)} that {wanted} has{listed}.",
+            f"For a verdict on this torch: {verify}; or install the pin: {_python_cmd(facts)} -m pip install "
+            f"torch=={wanted}",
+        )
+    return Check(
+        "target torch",
+        WARNING,
+        f"{said}: older than the target, so mps-sim's verdict may not hold here; ops with an MPS kernel in "
+        f"{wanted} but none here{listed or ': none'}.",
+        f"{_python_cmd(facts)} -m pip install torch=={wanted} (or {verify})",
+    )
+
+
 def check_mps(facts) -> Check:
     t = torch_facts(facts)
     built, available = value(t.get("mps_built")), value(t.get("mps_available"))
@@ -916,6 +965,7 @@ CHECKS = (
     check_python,
     check_decord,
     check_torch,
+    check_target_torch,
     check_mps,
     check_cuda,
     check_device,

@@ -47,6 +47,7 @@ def gather_tree(tree: Path, pack, caches: dict[str, Any] | None = None) -> dict[
     facts["runtime_helper"] = profile.runtime_path if (tree / profile.runtime_path).is_file() else None
     facts["status"] = _status(tree)
     facts["requirements"] = _requirements(tree)
+    facts["target_torch"] = _target_torch(tree)
     facts["config"] = _config(tree)
     add_checkpoints(facts, caches)
     attention = _text(tree / "latentsync/models/attention.py") or ""
@@ -79,6 +80,16 @@ def _status(tree: Path) -> dict[str, Any]:
         "states": states,
         "changed": [f.path for f in result.files if f.state in ("modified", "missing")],
     }
+
+
+def _target_torch(tree: Path) -> dict[str, Any]:
+    """The torch the tree's requirements install on a Mac (what verify --device mps-sim judges against)."""
+    from ..verify.target_torch import TargetTorchError, resolve
+
+    try:
+        return resolve(tree).to_json()
+    except TargetTorchError as error:
+        return {"error": str(error)}
 
 
 def _requirements(tree: Path) -> list[dict[str, str]] | None:

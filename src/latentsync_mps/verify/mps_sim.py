@@ -719,6 +719,7 @@ class Simulator:
         return {
             "ops": self.op_count,
             "distinct_ops": len(self.ops_seen),
+            "ops_seen": sorted(self.ops_seen),
             "computed_in_float32": sorted(self.upcast_ops),
             "fallback_enabled": self.fallback_enabled,
             "torch": torch.__version__,

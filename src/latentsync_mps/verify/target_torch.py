@@ -286,6 +286,16 @@ def defects_for(version: str) -> list[dict]:
     return [dict(d) for d in _defects() if SpecifierSet(d["torch"]).contains(version, prereleases=True)]
 
 
+def kernels_missing(have: str, want: str) -> list[str] | None:
+    """Ops with an MPS kernel in torch `want` but not in torch `have` (None: no table for one of them)."""
+    tables = _tables()
+    have, want = Version(have).public, Version(want).public
+    if have not in tables or want not in tables:
+        return None
+    ours = tables[have]["ops"]
+    return sorted(op for op, status in tables[want]["ops"].items() if status == "mps" and ours.get(op) != "mps")
+
+
 def write_table(target: TargetTorch, path: Path) -> Path:
     """The target's table as JSON for the simulator in the child process (spec["mps_table"])."""
     table = table_for(target.version)

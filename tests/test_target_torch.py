@@ -1,0 +1,307 @@
+"""verify --device mps-sim judges a tree against its *target* torch: the one its requirements install
+on a Mac (or --target-torch), from the tables shipped in the package (scripts/derive_mps_tables.py).
+
+Cheap layers first (the shipped data, resolving the target, refusing unknown versions, the report),
+then two verify runs on the fixture: one by default (torch 2.5.1, the fixture's pin) that must catch
+ops 2.5.1 has no MPS kernel for, a buffer over 2**32 bytes and the float16 nearest-upsampling defect
+at their call sites; one with --target-torch 2.13.0 that must pass with the same injected ops.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from latentsync_mps import engine
+from latentsync_mps.cli import app
+from latentsync_mps.verify import target_torch
+from latentsync_mps.verify.target_torch import TargetTorchError, known_versions, resolve
+
+FIXTURES = Path(__file__).parent / "fixtures"
+runner = CliRunner()
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped tables
+
+
+def test_the_table_for_the_installed_torch_is_what_build_support_table_derives():
+    torch = pytest.importorskip("torch", reason="needs torch (verify extra)")
+    pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
+    from latentsync_mps.verify import mps_sim
+
+    installed = torch.__version__.split("+")[0]
+    if installed not in known_versions():
+        pytest.skip(f"no table shipped for torch {installed}")
+    derived = mps_sim.build_support_table()
+    shipped = target_torch.table_for(installed)
+    assert shipped["ops"] == derived["ops"]
+    assert shipped["inner"] == derived["inner"]
+    assert shipped["counts"] == derived["counts"]
+
+
+def test_tables_cover_every_release_and_say_where_they_came_from():
+    versions = known_versions()
+    for minor in range(1, 12):  # every macOS arm64 release the registry serves, 2.1 to 2.11
+        assert any(v.startswith(f"2.{minor}.") for v in versions), minor
+    data = target_torch._data()
+    sources = {r["torch"]: r["source"] for r in data["releases"]}
+    assert sources["2.5.1"].startswith("macOS arm64 wheel torch-2.5.1-")
+    assert "not macOS" in sources["2.13.0"]
+    assert target_torch.TABLES.stat().st_size < 1_500_000
+
+
+@pytest.mark.parametrize(
+    ("op", "in_2_5_1", "in_2_13_0"),
+    [
+        ("aten::upsample_nearest3d", "missing", "mps"),  # every Upsample3D of the UNet
+        ("aten::_upsample_bicubic2d_aa", "missing", "mps"),  # restore_video
+        ("aten::_linalg_det", "missing", "mps"),  # torch.det in AlignRestore
+        ("aten::upsample_nearest2d", "mps", "mps"),
+    ],
+)
+def test_tables_know_what_each_release_lacks(op, in_2_5_1, in_2_13_0):
+    assert target_torch.table_for("2.5.1")["ops"][op] == in_2_5_1
+    assert target_torch.table_for("2.13.0")["ops"][op] == in_2_13_0
+
+
+def test_torchs_own_expectations_are_folded_per_release():
+    with_expectations = [r["torch"] for r in target_torch._data()["releases"] if r["expectations"]]
+    assert with_expectations[0] == "2.8.0"  # the first wheel that ships common_mps.py
+    assert target_torch.table_for("2.5.1")["dtype_rules"] == {}
+    rules = target_torch.table_for("2.11.0")["dtype_rules"]
+    (histc,) = rules["histc"]  # float16 histc: no MPS kernel in that dtype
+    assert histc["level"] == "error" and "float16" in histc["dtypes"]
+    (grid,) = rules["grid_sampler_2d"]  # some inputs (border padding) unsupported: a warning
+    assert grid["level"] == "warning" and grid["dtypes"] is None
+    assert "scaled_dot_product_attention" not in rules  # UNDEFINED_XFAILLIST (dropout's randomness): not folded
+
+
+def test_numerics_defects_carry_their_source_and_versions():
+    (defect,) = [d for d in target_torch.defects_for("2.5.1") if d["id"] == "float16-nearest-upsampling-black-masks"]
+    assert defect["source"] == "https://github.com/bytedance/LatentSync/issues/48"
+    assert defect["dtypes"] == ["float16"] and defect["level"] == "error"
+    assert target_torch.defects_for("2.0.1") == []  # outside the versions it affects
+
+
+# ----------------------------------------------------------------------------------------------
+# Which torch a tree targets
+
+
+@pytest.mark.parametrize(
+    ("fixture", "version", "origin"),
+    [
+        ("latentsync", "2.5.1", "requirements.txt: torch==2.5.1"),
+        ("latentsync-1.5", "2.4.1", "requirements.txt: torch==2.4.1"),
+        ("latentsync-1.0", "2.1.2", "requirements.txt: torch==2.1.2"),
+    ],
+)
+def test_a_tree_targets_the_torch_it_pins(fixture, version, origin):
+    target = resolve(FIXTURES / fixture)
+    assert (target.version, target.origin) == (version, origin)
+
+
+def test_a_tree_pinning_no_torch_targets_the_newest_known_and_says_so():
+    target = resolve(FIXTURES / "comfyui-latentsyncwrapper")
+    assert target.version == target_torch.newest_known()
+    assert target.origin == "no pin: newest known"
+    assert "pin no torch" in target.note
+
+
+def _tree(tmp_path: Path, requirements: str) -> Path:
+    (tmp_path / "requirements.txt").write_text(requirements)
+    return tmp_path
+
+
+def test_markers_are_evaluated_for_a_mac(tmp_path):
+    tree = _tree(
+        tmp_path,
+        'torch==2.5.1; platform_system != "Darwin"\n'
+        'torch==2.8.0; platform_system == "Darwin" and platform_machine == "arm64"\n',
+    )
+    assert resolve(tree).version == "2.8.0"
+    assert resolve(tree).origin.startswith("requirements.txt: torch==2.8.0;")
+
+
+def test_a_range_resolves_to_the_newest_known_inside_it(tmp_path):
+    target = resolve(_tree(tmp_path, "torch>=2.4,<2.6  # a comment\n"))
+    assert target.version == "2.5.1" and "range" in target.note
+
+
+def test_the_override_wins_and_drops_local_parts(tmp_path):
+    target = resolve(_tree(tmp_path, "torch==2.5.1\n"), "2.13.0+cpu")
+    assert (target.version, target.origin) == ("2.13.0", "--target-torch")
+
+
+@pytest.mark.parametrize(("requirements", "override"), [("torch==1.13.1\n", None), ("", "9.9.9"), ("", "latest")])
+def test_unknown_versions_are_refused_with_the_known_ones(tmp_path, requirements, override):
+    with pytest.raises(TargetTorchError) as raised:
+        resolve(_tree(tmp_path, requirements), override)
+    assert "known: 2.1.0, " in str(raised.value) and "2.5.1" in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+def test_cli_refuses_an_unknown_target_with_one_line(fixture_tree):
+    result = runner.invoke(app, ["verify", str(fixture_tree), "--device", "mps-sim", "--target-torch", "2.12.0"])
+    assert result.exit_code == 2
+    assert "no MPS table for torch 2.12.0 (known: 2.1.0" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["verify", str(fixture_tree), "--device", "cpu", "--target-torch", "2.5.1"])
+    assert result.exit_code == 2 and "--device mps-sim only" in result.output
+
+
+def test_the_wrapper_report_names_the_newest_target_and_says_why(tmp_path):
+    pytest.importorskip("torch", reason="verify needs torch (verify extra)")
+    tree = tmp_path / "wrapper"
+    shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
+    # The target is chosen before the child starts: a 1 s run is enough to see it in the report.
+    result = runner.invoke(app, ["verify", str(tree), "--device", "mps-sim", "--json", "--timeout", "1"])
+    report = json.loads(result.output)
+    assert report["target_torch"]["version"] == target_torch.newest_known()
+    assert report["target_torch"]["origin"] == "no pin: newest known"
+
+
+def test_the_text_report_names_the_target_and_the_memory():
+    from rich.console import Console
+
+    from latentsync_mps.verify.render import render_findings
+    from latentsync_mps.verify.runner import VerifyReport
+
+    report = VerifyReport("t", "mps-sim", "python", "synthetic", [], True, "", 1.0)
+    report.target_torch = {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}
+    report.simulator = {
+        "ops": 3,
+        "distinct_ops": 2,
+        "memory": {"peak_bytes": 3 * 2**20, "largest_buffer_bytes": 2**20, "largest_buffer_op": "aten::mm"},
+    }
+    console = Console(record=True, width=200)
+    render_findings(console, report)
+    text = console.export_text()
+    assert "judged against torch 2.5.1 (requirements.txt: torch==2.5.1)" in text
+    assert "peak 3 MiB" in text and "largest buffer 1 MiB (aten::mm)" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# verify on the fixture, by default and with --target-torch
+
+# Injected into Upsample3D.forward (on the device path of every UNet forward). In float32, so that
+# only the op table can object to them; the buffer is float32 too, 4 bytes over Metal's limit
+# (never touched, so the CPU does not really commit 4 GiB).
+INJECTED = {
+    "det": "        torch.det(torch.eye(2, device=hidden_states.device))\n",
+    "nearest-5d": '        F.interpolate(hidden_states[:, :1].float(), scale_factor=(1.0, 2.0, 2.0), mode="nearest")\n',
+    "buffer": "        torch.empty(2**30 + 1, device=hidden_states.device)\n",
+}
+ANCHOR = "        dtype = hidden_states.dtype\n"
+RESNET = "latentsync/models/resnet.py"
+
+
+def inject(tree: Path, names: list[str]) -> dict[str, str]:
+    path = tree / RESNET
+    text = path.read_text()
+    assert ANCHOR in text
+    line = text[: text.index(ANCHOR)].count("\n") + 2  # the line after the anchor
+    text = text.replace(ANCHOR, ANCHOR + "".join(INJECTED[n] for n in names), 1)
+    path.write_text(text)
+    return {name: f"{RESNET}:{line + i}" for i, name in enumerate(names)}
+
+
+def verify(tree: Path, *args: str) -> tuple[int, dict]:
+    pytest.importorskip("torch", reason="verify needs torch (verify extra)")
+    pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
+    result = runner.invoke(app, ["verify", str(tree), "--json", "--device", "mps-sim", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+def errors_at(report: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for finding in report["findings"]:
+        if finding["level"] == "error":
+            out.setdefault(finding["site"], []).append(finding)
+    return out
+
+
+def test_by_default_the_pinned_torch_catches_missing_ops_big_buffers_and_the_fp16_defect(fixture_tree, pack):
+    # Every rule but interpolate-float32: Upsample3D's nearest upsampling stays in float16.
+    rules = [r.id for r in pack.profiles["latentsync"].rules if r.default and r.id != "interpolate-float32"]
+    engine.commit(engine.make_plan(fixture_tree, pack, rule_ids=rules))
+    sites = inject(fixture_tree, ["det", "nearest-5d", "buffer"])
+    code, report = verify(fixture_tree)
+    assert code == 11 and not report["passed"]
+    assert report["target_torch"] == {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}
+    device = next(c for c in report["checks"] if c["name"] == "device")
+    assert "checked against the MPS kernels of torch 2.5.1" in device["detail"]
+    by_site = errors_at(report)
+    assert {f["op"] for f in by_site[sites["det"]]} == {"aten::_linalg_det"}
+    assert {f["op"] for f in by_site[sites["nearest-5d"]]} == {"aten::upsample_nearest3d"}
+    (buffer,) = by_site[sites["buffer"]]
+    assert (buffer["kind"], buffer["op"], buffer["bytes"]) == ("memory", "aten::empty.memory_format", 2**32 + 4)
+    assert "2**32" in buffer["message"]
+    # The float16 defect, at Upsample3D's own interpolate (resnet.py), with its source.
+    lines = (fixture_tree / RESNET).read_text().splitlines()
+    upsampling = {f"{RESNET}:{n}" for n, line in enumerate(lines, start=1) if 'mode="nearest")' in line}
+    upsampling.discard(sites["nearest-5d"])
+    numerics = [f for f in report["findings"] if f["kind"] == "numerics"]
+    assert numerics and {f["site"] for f in numerics} <= upsampling
+    assert all(f["level"] == "error" and f["op"] == "aten::upsample_nearest3d" for f in numerics)
+    assert numerics[0]["source"] == "https://github.com/bytedance/LatentSync/issues/48"
+    assert all(f["dtype"] == "float16" for f in numerics)
+    memory = report["simulator"]["memory"]
+    assert memory["largest_buffer_bytes"] == 2**32 + 4 and memory["largest_buffer_site"] == sites["buffer"]
+    assert memory["peak_bytes"] > memory["largest_buffer_bytes"]
+
+
+def test_with_a_target_that_has_the_kernels_the_fully_ported_fixture_passes(fixture_tree, pack):
+    engine.commit(engine.make_plan(fixture_tree, pack))
+    sites = inject(fixture_tree, ["det", "nearest-5d"])
+    code, report = verify(fixture_tree, "--target-torch", "2.13.0")
+    assert code == 0, report["reason"]
+    assert report["target_torch"]["version"] == "2.13.0" and report["target_torch"]["origin"] == "--target-torch"
+    assert not errors_at(report), report["findings"]
+    assert not [f for f in report["findings"] if f["kind"] == "numerics"]  # ported: float32 upsampling
+    # The injected lines ran (their ops were seen on the device), and torch 2.13.0 has kernels for them.
+    assert {"aten::_linalg_det", "aten::upsample_nearest3d"} <= set(report["simulator"]["ops_seen"]), sites
+    memory = report["simulator"]["memory"]
+    assert 0 < memory["largest_buffer_bytes"] < 2**32 and memory["peak_bytes"] >= memory["largest_buffer_bytes"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Opt-in: a real LatentSync 1.6 checkout (LSYNC_UPSTREAM) with its dependency stack
+
+
+def _real_release() -> tuple[Path, str] | None:
+    import os
+
+    python = os.environ.get("LSYNC_UPSTREAM_PYTHON") or "/work/venv-ls/bin/python"
+    if not Path(python).exists():
+        return None
+    for entry in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep):
+        if entry and (Path(entry) / "latentsync/utils/face_detector.py").exists():
+            return Path(entry), python
+    return None
+
+
+REAL = _real_release()
+
+
+@pytest.mark.upstream
+@pytest.mark.skipif(REAL is None, reason="set LSYNC_UPSTREAM to a LatentSync 1.6 checkout (and LSYNC_UPSTREAM_PYTHON)")
+def test_real_release_is_judged_against_the_torch_it_pins(tmp_path):
+    """The ported 1.6 is judged against torch 2.5.1 (its requirements.txt). Whether it passes depends on
+    the port's rewrites of the ops 2.5.1 lacks; each error found must sit at a call site in the tree."""
+    source, python = REAL
+    tree = tmp_path / source.name
+    shutil.copytree(source, tree, symlinks=True, ignore=shutil.ignore_patterns(".git", "checkpoints"))
+    assert runner.invoke(app, ["apply", str(tree)]).exit_code == 0
+    code, report = verify(tree, "--python", python, "--timeout", "900")
+    assert report["target_torch"] == {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}
+    device = next(c for c in report["checks"] if c["name"] == "device")
+    assert "checked against the MPS kernels of torch 2.5.1" in device["detail"]
+    for site, findings in errors_at(report).items():
+        rel, _, line = site.rpartition(":")
+        assert (tree / rel).is_file() and line.isdigit(), findings
+    assert code == (11 if errors_at(report) or not report["passed"] else 0)
