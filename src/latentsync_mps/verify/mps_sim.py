@@ -13,7 +13,10 @@ What it does, once `install(tree)` has run (before the tree's modules are import
   ordinary CPU tensor (`.elem`); every aten op on them is computed on the CPU.
 * Every aten op that would run on the device goes through `Simulator.dispatch` (a
   `TorchDispatchMode` plus the subclass's own `__torch_dispatch__`), which checks it against the
-  MPS rules of the installed torch before computing it:
+  MPS rules of the *target* torch before computing it: the table `install(table=...)` is given
+  (lsync-port's shipped data for the torch the tree pins for macOS, written by verify), else the
+  installed torch's own (`build_support_table`). An op the installed torch has and the target's yaml
+  lacks is judged by the other overloads of its name when they agree, else it is a warning (ABSENT):
 
   1. op coverage: the op has no MPS kernel in this torch (see `build_support_table`): an error
      finding, with the real MPS message and whether `PYTORCH_ENABLE_MPS_FALLBACK=1` would rescue
@@ -38,6 +41,11 @@ What it does, once `install(tree)` has run (before the tree's modules are import
   4. generators: drawing on the device with a CPU generator, or on the CPU with an mps
      generator, is an error finding. `torch.Generator(device="mps")` gives a CPU generator that
      answers `device == mps:0`.
+  5. op x dtype (target tables only): torch's own MPS expectations of that release
+     (`dtype_rules`, from common_mps.py) for the dtype of the op's first tensor input, and the
+     known Metal numerics defects (`defects`, a hand-curated table): error or warning findings.
+  6. memory: live bytes on the device are counted per storage (views share one), with the peak
+     and the largest buffer (`stats()["memory"]`); a buffer over 2**32 bytes is an error finding.
 
   A finding does not stop the run (the op is computed anyway), so one run lists every defect it
   reaches; each records the op and the Python call site: the innermost frame inside the tree
@@ -52,10 +60,10 @@ What it does, once `install(tree)` has run (before the tree's modules are import
   (`Tensor.to`, `torch.tensor(..., device=)`, indexing, `contiguous`, `copy_`, `torch.load`'s
   `map_location`, ...) are handled in Python: see `MPSSimTensor` and `install`.
 
-What it cannot see: numerical bugs of Metal kernels (results are the CPU's), memory limits (the
-Metal per-buffer limit, out-of-memory), speed, and macOS-version gaps beyond those modelled here
-(float64, complex128, bfloat16, the macOS 15 SDPA route); dtype gaps of individual MPS kernels (an MPS
-kernel that rejects int64 or float16 for one op); ops inside a composite-explicit kernel other
+What it cannot see: numerical bugs of Metal kernels beyond the listed defects (results are the
+CPU's), out-of-memory and the allocator's caching, speed, and macOS-version gaps beyond those
+modelled here (float64, complex128, bfloat16, the macOS 15 SDPA route); dtype gaps of individual MPS
+kernels that torch's own expectations do not list; ops inside a composite-explicit kernel other
 than the out= variants above; ops on tensors that never reach the device. Autograd is off while
 it runs (torch.set_grad_enabled(False)) and tensors on the simulated device never require grad:
 training code paths are out of scope.
