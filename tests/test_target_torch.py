@@ -89,6 +89,75 @@ def test_numerics_defects_carry_their_source_and_versions():
 
 
 # ----------------------------------------------------------------------------------------------
+# The simulator's judgements from a target table, in this process (nothing is installed into torch)
+
+
+@pytest.fixture
+def sim():
+    pytest.importorskip("torch", reason="needs torch (verify extra)")
+    from latentsync_mps.verify import mps_sim
+
+    def make(**table):
+        table.setdefault("ops", {})
+        table.setdefault("torch", "2.5.1")
+        table.setdefault("target", {"version": table["torch"], "origin": "--target-torch", "note": ""})
+        return mps_sim.Simulator(".", table, fallback_enabled=False)
+
+    return make
+
+
+def test_an_op_the_target_lacks_is_judged_by_its_name_or_warned_about(sim):
+    import torch
+
+    simulator = sim(ops={"aten::add.Tensor": "mps", "aten::add.out": "mps", "aten::mul.Tensor": "mps"})
+    assert simulator._info(torch.ops.aten.add.Scalar).status == "mps"  # every overload of add has a kernel
+    assert simulator.judged_by_name == {"aten::add.Scalar": "aten::add (mps)"}
+    info = simulator._info(torch.ops.aten.sub.Tensor)  # no sub at all in this (made-up) target
+    assert info.status == "absent-in-target"
+    simulator.check_op(info.name, info.status)
+    (finding,) = simulator.report()
+    assert (finding["level"], finding["op"]) == ("warning", "aten::sub.Tensor")
+    assert "not in torch 2.5.1's native_functions.yaml" in finding["message"]
+
+
+def test_dtype_rules_and_defects_judge_the_first_inputs_dtype(sim):
+    import torch
+
+    table = target_torch.table_for("2.11.0")
+    simulator = sim(ops=table["ops"], torch="2.11.0", dtype_rules=table["dtype_rules"], defects=table["defects"])
+    histc = simulator._info(torch.ops.aten.histc.default)
+    simulator.check_rules(histc, (torch.zeros(4, dtype=torch.float32),), {})
+    assert simulator.report() == []  # float32 histc runs on MPS
+    simulator.check_rules(histc, (torch.zeros(4, dtype=torch.float16),), {})
+    nearest = simulator._info(torch.ops.aten.upsample_nearest3d.default)
+    simulator.check_rules(nearest, (torch.zeros(1, 1, 1, 2, 2, dtype=torch.float16), [2, 4, 4]), {})
+    simulator.check_rules(nearest, (torch.zeros(1, 1, 1, 2, 2, dtype=torch.float32), [2, 4, 4]), {})
+    found = {(f["kind"], f["op"], f["dtype"], f["level"]) for f in simulator.report()}
+    assert found == {
+        ("dtype", "aten::histc", "float16", "error"),
+        ("numerics", "aten::upsample_nearest3d", "float16", "error"),
+    }
+
+
+def test_device_memory_is_counted_per_storage(sim):
+    import torch
+
+    simulator = sim()
+    whole = torch.zeros(1024)  # 4 KiB
+    first = simulator.track(whole)
+    simulator.track(whole[:10])  # a view: the same storage, counted once
+    other = simulator.track(torch.zeros(256))
+    assert (simulator.live_bytes, simulator.peak_bytes) == (5120, 5120)
+    assert simulator.largest_buffer["bytes"] == 4096
+    simulator.untrack(first)
+    assert simulator.live_bytes == 5120  # the view still holds it
+    simulator.untrack(first)
+    simulator.untrack(other)
+    assert (simulator.live_bytes, simulator.peak_bytes) == (0, 5120)
+    assert simulator.report() == []  # nothing near Metal's 2**32-byte limit
+
+
+# ----------------------------------------------------------------------------------------------
 # Which torch a tree targets
 
 
