@@ -374,3 +374,42 @@ def test_real_release_is_judged_against_the_torch_it_pins(tmp_path):
         rel, _, line = site.rpartition(":")
         assert (tree / rel).is_file() and line.isdigit(), findings
     assert code == (11 if errors_at(report) or not report["passed"] else 0)
+
+
+def test_the_derive_script_reads_common_mps_statically_for_macos_15():
+    pytest.importorskip("torch", reason="the script imports the simulator (verify extra)")
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "derive_mps_tables.py"
+    spec = importlib.util.spec_from_file_location("derive_mps_tables", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = """
+import torch
+if torch.backends.mps.is_available():
+    def mps_ops_modifier(ops, device_type="mps", sparse=False):
+        SUPPORTED_COMPLEX_OPS = {"add"}
+        UNIMPLEMENTED_XFAILLIST: dict = {
+            "histc": [torch.float16, torch.bfloat16],
+            "linalg.eig": None,
+            "scatter_reduceamax": [torch.int32, torch.int64] if MACOS_VERSION < 15.0 else [torch.int64],
+        }
+        if MACOS_VERSION < 15.0:
+            UNIMPLEMENTED_XFAILLIST.update({"quantile": None})
+        MACOS_BEFORE_14_4_XFAILLIST = {"fft.hfft2": [torch.complex64]}
+        ON_MPS_XFAILLIST = {"arange": [torch.uint8]}
+        for op in ops:
+            pass
+        return ops
+"""
+    found = script.expectations(text)
+    assert found == {
+        "UNIMPLEMENTED_XFAILLIST": {
+            "histc": ["bfloat16", "float16"],
+            "linalg.eig": None,
+            "scatter_reduceamax": ["int64"],  # the macOS 15 branch; no quantile (before 15 only)
+        },
+        "ON_MPS_XFAILLIST": {"arange": ["uint8"]},
+    }
+    with pytest.raises(SystemExit, match="unknown list NEW_XFAILLIST"):
+        script.expectations(text.replace("ON_MPS_XFAILLIST", "NEW_XFAILLIST"))
