@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""How often the MPS simulator's op-coverage verdict agrees with torch's own MPS expectations.
+
+    python scripts/mps_sim_fidelity.py [--samples 2] [--timeout 20] [--ops add,logspace,...]
+                                       [--json out.json] [--markdown docs/mps-sim-fidelity.md]
+
+Runs PyTorch's own OpInfo samples (`torch.testing._internal.common_methods_invocations.op_db`),
+float32 and float16, forward only, the first --samples of each op, through the simulator
+(`latentsync_mps.verify.mps_sim`), and compares each op x dtype verdict with what torch's MPS test
+suite expects for that op x dtype in the installed release. Not part of CI (minutes, not seconds).
+
+The simulator's verdict for an op x dtype: "fails" when running its samples on the simulated device
+gave at least one error finding (no MPS kernel, float64 on the device, a CPU tensor mixed in, ...),
+"runs" when it gave none. An exception that is no finding (the simulator could not simulate the
+sample) is "crashed" and never agrees with anything.
+
+Torch's expectation, as `test/test_mps.py` (TestConsistency.test_output_match, which runs every
+OpInfo for the dtypes in `op.supported_dtypes("mps")` and compares with the CPU) derives it from
+`torch/testing/_internal/common_mps.py:mps_ops_modifier` and the OpInfos' own decorators:
+
+  fails    UNIMPLEMENTED_XFAILLIST ("Those ops are not expected to work": no MPS kernel, or not for
+           that dtype), and ON_MPS_XFAILLIST entries other than argsort/sort (a missing downstream
+           kernel, an exception). The test is expectedFailure and the failure is an error raised.
+  wrong    UNDEFINED_XFAILLIST (random results, undefined behaviour, CPU-side differences) and
+           ON_MPS_XFAILLIST's argsort/sort (unstable order of equal elements): the op *runs* on MPS
+           and its result differs from the CPU's. For op coverage that is "runs".
+  runs     a test torch runs and expects to pass.
+  xfail    an expectedFailure from the OpInfo's own decorators (device_type="mps"): torch does not
+           say whether it raises or gives a wrong result. Excluded from the denominator.
+  skipped  SKIPLIST, EMPTY_OPS_SKIPLIST, a skip among the OpInfo's decorators: torch makes no claim.
+           Excluded.
+  untested the dtype is not in `op.supported_dtypes("mps")`: torch's suite has no such test.
+           Excluded.
+
+An op x dtype agrees when the simulator says "fails" and torch "fails", or the simulator says
+"runs" and torch "runs" or "wrong". The agreement is over the op x dtype pairs whose expectation is
+fails/wrong/runs and whose simulation finished (timeouts and ops whose samples are too large are
+excluded too, and listed). Nothing here runs on MPS: both sides are read or simulated on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import copy
+import datetime
+import itertools
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import unittest
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DTYPES = ("float32", "float16")
+MAX_SAMPLE_ELEMENTS = 4_000_000  # larger samples are skipped: minutes of CPU on 2 cores, no new verdict
+# ON_MPS_XFAILLIST mixes the two kinds; these entries are wrong results (torch's comments: "undefined
+# behaviour", duplicate indices), the others raise.
+ON_MPS_WRONG = frozenset({"argsort", "sort"})
+EXCLUDED = ("xfail", "skipped", "untested")
+
+# Why the simulator and torch disagree, for the disagreements a general rule does not explain
+# (see `cause`). Keyed by OpInfo key (name + variant_test_name).
+EXPLANATIONS: dict[str, str] = {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Torch's expectations
+
+
+def common_mps_path() -> Path:
+    import torch.testing._internal as internal
+
+    return Path(internal.__file__).parent / "common_mps.py"
+
+
+def load_expectations(path: Path | None = None) -> dict[str, dict[str, list[str] | None]]:
+    """The lists that `mps_ops_modifier` builds, read from the source without running it (it is only
+    defined when MPS is available): {list name: {op key: dtype names, or None for every dtype}}."""
+    path = path or common_mps_path()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "mps_ops_modifier":
+            lists = {}
+            for statement in ast.walk(node):
+                target, value = None, None
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                    target, value = statement.targets[0], statement.value
+                elif isinstance(statement, ast.AnnAssign):
+                    target, value = statement.target, statement.value
+                if isinstance(target, ast.Name) and isinstance(value, ast.Dict) and target.id.isupper():
+                    lists[target.id] = _literal_lists(value)
+            if "UNIMPLEMENTED_XFAILLIST" in lists:
+                return lists
+    raise SystemExit(f"error: {path} has no mps_ops_modifier with UNIMPLEMENTED_XFAILLIST (an older torch?)")
+
+
+def _literal_lists(node: ast.Dict) -> dict[str, list[str] | None]:
+    out: dict[str, list[str] | None] = {}
+    for key, value in zip(node.keys, node.values, strict=True):
+        if not isinstance(key, ast.Constant):
+            continue
+        if isinstance(value, ast.Constant) and value.value is None:
+            out[key.value] = None
+        elif isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+            out[key.value] = [e.attr for e in value.elts if isinstance(e, ast.Attribute)]
+    return out
+
+
+def _listed(table: dict, key: str, dtype: str) -> bool:
+    return key in table and (table[key] is None or dtype in table[key])
+
+
+class _ProbeCase:
+    """What a decorated test method sees as `self` in test_mps.py's instantiated TestConsistencyMPS."""
+
+    device_type = "mps"
+    precision = 0
+    rel_tol = 0
+
+
+def _kind(decorator) -> str | None:
+    """Whether a test decorator makes test_output_match an expected failure or a skip on MPS: found by
+    applying it to a probe method and calling that as the MPS test class would (skipIf, onlyOn,
+    onlyNativeDeviceTypes, unittest.skip... each decide at call time or mark the function)."""
+    def probe(self):
+        return "ran"
+
+    try:
+        wrapped = decorator(probe)
+    except Exception:  # noqa: BLE001 - a decorator that needs a real test: neither kind
+        return None
+    if getattr(wrapped, "__unittest_expecting_failure__", False):
+        return "xfail"
+    if getattr(wrapped, "__unittest_skip__", False):
+        return "skip"
+    try:
+        wrapped(_ProbeCase())
+    except unittest.SkipTest:
+        return "skip"
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def expected(op, dtype: str, lists: dict) -> tuple[str, str]:
+    """Torch's expectation for one op x dtype on MPS, and where it comes from."""
+    import torch
+
+    key = op.name + op.variant_test_name
+    torch_dtype = getattr(torch, dtype)
+    if torch_dtype not in op.supported_dtypes("mps"):
+        return "untested", "not in the op's MPS dtypes"
+    for name in ("SKIPLIST", "EMPTY_OPS_SKIPLIST"):
+        if _listed(lists.get(name, {}), key, dtype):
+            return "skipped", name
+    decorators = op.get_decorators("TestConsistency", "test_output_match", "mps", torch_dtype, {})
+    kinds = {_kind(d) for d in decorators}
+    if "skip" in kinds:
+        return "skipped", "OpInfo skip decorator"
+    if _listed(lists.get("UNIMPLEMENTED_XFAILLIST", {}), key, dtype):
+        per_dtype = lists["UNIMPLEMENTED_XFAILLIST"][key] is not None
+        return "fails", "UNIMPLEMENTED_XFAILLIST" + (" (dtype)" if per_dtype else "")
+    on_mps = lists.get("ON_MPS_XFAILLIST", {})
+    if _listed(on_mps, key, dtype):
+        return ("wrong" if key in ON_MPS_WRONG else "fails"), "ON_MPS_XFAILLIST"
+    if _listed(lists.get("UNDEFINED_XFAILLIST", {}), key, dtype):
+        return "wrong", "UNDEFINED_XFAILLIST"
+    if "xfail" in kinds:
+        return "xfail", "OpInfo expectedFailure decorator"
+    return "runs", "expected to pass"
+
+
+def agrees(expectation: str, verdict: str) -> bool | None:
+    """True/False, or None when the pair is outside the denominator."""
+    if expectation in EXCLUDED or verdict in ("timeout", "too-large"):
+        return None
+    if verdict == "crashed":
+        return False
+    return (verdict == "fails") == (expectation == "fails")
+
+
+# ----------------------------------------------------------------------------------------------
+# The simulator's verdict
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _Timeout
+
+
+def _elements(value) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (list, tuple)):
+        return sum(_elements(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_elements(v) for v in value.values())
+    return 0
+
+
+def simulate(op, dtype: str, simulator, samples: int, timeout: float) -> dict:
+    """Run the op's first `samples` OpInfo samples, made on the simulated device as test_mps.py makes
+    them, and return the verdict with the error findings that decided it."""
+    import torch
+
+    simulator.findings.clear()
+    torch_dtype = getattr(torch, dtype)
+    ran, large = 0, 0
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            generated = op.sample_inputs("mps", torch_dtype, requires_grad=False)
+            for sample in itertools.islice(generated, samples):
+                if _elements((sample.input, sample.args, sample.kwargs)) > MAX_SAMPLE_ELEMENTS:
+                    large += 1
+                    continue
+                op(sample.input, *sample.args, **sample.kwargs)
+                ran += 1
+    except _Timeout:
+        return {"verdict": "timeout", "detail": f"over {timeout:g} s", "findings": _errors(simulator)}
+    except Exception as error:  # noqa: BLE001 - an op may raise anything; that is the finding here
+        errors = _errors(simulator)
+        if errors:  # the simulator recorded the defect before the CPU computation gave up too
+            return {"verdict": "fails", "detail": f"{type(error).__name__} after the findings", "findings": errors}
+        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return {"verdict": "crashed", "detail": f"{type(error).__name__}: {message}", "findings": []}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if ran == 0 and large:
+        return {"verdict": "too-large", "detail": f"{large} sample(s) over {MAX_SAMPLE_ELEMENTS} elements"}
+    errors = _errors(simulator)
+    return {"verdict": "fails" if errors else "runs", "detail": f"{ran} sample(s)", "findings": errors}
+
+
+def _errors(simulator) -> list[dict]:
+    return [
+        {"kind": f["kind"], "op": f["op"], "summary": f.get("summary", f["message"][:120])}
+        for f in simulator.report()
+        if f["level"] == "error"
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def op_db_for_mps():
+    """op_db as test_mps.py uses it: plus `_upsample_bicubic2d_aa`, a copy of the bilinear one."""
+    import torch
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    ops = list(op_db)
+    for op in op_db:
+        if op.name == "_upsample_bilinear2d_aa":
+            extra = copy.copy(op)
+            extra.name = "_upsample_bicubic2d_aa"
+            extra.op = torch.ops.aten._upsample_bicubic2d_aa
+            ops.append(extra)
+            break
+    return ops
+
+
+def cause(row: dict) -> str:
+    """The group a disagreement belongs to in the report."""
+    key = row["op"]
+    if key in EXPLANATIONS:
+        return EXPLANATIONS[key]
+    if row["verdict"] == "crashed":
+        return "the simulator could not run the sample (an exception that is no finding)"
+    if row["verdict"] == "runs" and row["source"].endswith("(dtype)"):
+        return (
+            "a dtype gap of one MPS kernel: the kernel exists but rejects this dtype. The simulator judges "
+            "op coverage only (see its docstring); folding these expectations in is issue 11 part 2"
+        )
+    if row["verdict"] == "runs":
+        return "torch expects a failure that the simulator does not see (not yet explained)"
+    return "the simulator reports an error where torch expects the op to run (not yet explained)"
+
+
+def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True) -> dict:
+    import torch
+
+    ops = op_db_for_mps()  # before the simulator patches torch: op_db reads the real devices
+    lists = load_expectations()
+    from latentsync_mps.verify import mps_sim
+
+    simulator = mps_sim.install(REPO)
+    rows = []
+    started = time.monotonic()
+    selected = [op for op in ops if keys is None or (op.name + op.variant_test_name) in keys]
+    if keys is not None:
+        unknown = keys - {op.name + op.variant_test_name for op in ops}
+        if unknown:
+            raise SystemExit(f"error: not in op_db: {', '.join(sorted(unknown))}")
+    for index, op in enumerate(selected):
+        key = op.name + op.variant_test_name
+        for dtype in DTYPES:
+            expectation, source = expected(op, dtype, lists)
+            if expectation == "untested":
+                result = {"verdict": "not run", "detail": "", "findings": []}
+            else:
+                t0 = time.monotonic()
+                result = simulate(op, dtype, simulator, samples, timeout)
+                result["seconds"] = round(time.monotonic() - t0, 2)
+            rows.append({"op": key, "dtype": dtype, "expected": expectation, "source": source, **result})
+            rows[-1]["agrees"] = agrees(expectation, result["verdict"])
+        if progress and index % 50 == 0:
+            print(f"  {index}/{len(selected)} ops, {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return summarize(rows, samples, timeout, time.monotonic() - started, torch.__version__)
+
+
+def summarize(rows: list[dict], samples: int, timeout: float, seconds: float, torch_version: str) -> dict:
+    counted = [r for r in rows if r["agrees"] is not None]
+    agreed = sum(1 for r in counted if r["agrees"])
+    disagreements = [dict(r, cause=cause(r)) for r in counted if not r["agrees"]]
+    matrix = Counter((r["expected"], r["verdict"]) for r in rows)
+    return {
+        "torch": torch_version,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "samples_per_op": samples,
+        "timeout_s": timeout,
+        "seconds": round(seconds, 1),
+        "ops": len({r["op"] for r in rows}),
+        "pairs": len(rows),
+        "counted": len(counted),
+        "agreed": agreed,
+        "agreement_percent": round(100.0 * agreed / len(counted), 2) if counted else None,
+        "folded_in": folded_in(rows),
+        "excluded": dict(Counter(r["expected"] if r["expected"] in EXCLUDED else r["verdict"]
+                                 for r in rows if r["agrees"] is None)),
+        "matrix": {f"{e} / {v}": n for (e, v), n in sorted(matrix.items())},
+        "disagreements": disagreements,
+        "excluded_runs": [r for r in rows if r["verdict"] in ("timeout", "too-large")],
+        "rows": rows,
+    }
+
+
+def folded_in(rows: list[dict]) -> dict:
+    """Agreement if the dtype-specific UNIMPLEMENTED entries were error findings of the simulator (what
+    issue 11 part 2 adds). Circular for those entries (the reference is then its own input): it shows
+    what remains once they are in, not the simulator's own judgement."""
+    counted = [r for r in rows if r["agrees"] is not None]
+    agreed = 0
+    for r in counted:
+        verdict = "fails" if r["source"] == "UNIMPLEMENTED_XFAILLIST (dtype)" else r["verdict"]
+        agreed += agrees(r["expected"], verdict) is True
+    return {"agreed": agreed, "counted": len(counted),
+            "agreement_percent": round(100.0 * agreed / len(counted), 2) if counted else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# MPS simulator fidelity, measured",
+        "",
+        "Generated by `scripts/mps_sim_fidelity.py`; do not edit by hand. Nothing here ran on MPS: torch's",
+        "expectations are read from the installed torch's `common_mps.py`, the verdicts are the simulator's.",
+        "",
+        f"**Agreement: {result['agreement_percent']}%** ({result['agreed']} of {result['counted']} op x dtype pairs)",
+        f"between the simulator's op-coverage verdict and torch {result['torch']}'s own MPS expectations.",
+        "",
+        f"- torch {result['torch']}, {result['date']}, {result['machine']}, {result['seconds']} s",
+        f"- {result['ops']} OpInfos (op_db, plus test_mps.py's `_upsample_bicubic2d_aa`), float32 and float16,",
+        f"  forward only, the first {result['samples_per_op']} samples of each, "
+        f"{result['timeout_s']:g} s at most per op x dtype",
+        f"- {result['pairs']} pairs; {result['counted']} counted; excluded: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(result["excluded"].items())),
+        "- If the dtype-specific `UNIMPLEMENTED_XFAILLIST` entries were folded into the simulator (issue 11",
+        f"  part 2; circular for those entries, so an upper bound): {result['folded_in']['agreement_percent']}%",
+        f"  ({result['folded_in']['agreed']} of {result['folded_in']['counted']})",
+        "",
+        "## What counts",
+        "",
+        "Simulator: **fails** when the samples gave an error finding (no MPS kernel, float64 on the device,",
+        "a CPU tensor mixed in), **runs** when none; **crashed** (an exception that is no finding) never",
+        "agrees. Torch (`mps_ops_modifier` in `common_mps.py`, as test_mps.py's TestConsistency applies it):",
+        "",
+        "| torch's expectation | from | counts as |",
+        "|---|---|---|",
+        "| fails | `UNIMPLEMENTED_XFAILLIST`; `ON_MPS_XFAILLIST` except argsort/sort | fails |",
+        "| wrong | `UNDEFINED_XFAILLIST`; `ON_MPS_XFAILLIST` argsort/sort | runs (a wrong result is not an error) |",
+        "| runs | a test torch runs and expects to pass | runs |",
+        "| xfail | an OpInfo's own `expectedFailure` for mps (raise or wrong result: not said) | excluded |",
+        "| skipped | `SKIPLIST`, `EMPTY_OPS_SKIPLIST`, an OpInfo skip | excluded |",
+        "| untested | dtype not in `op.supported_dtypes(\"mps\")`: no such test in torch's suite | excluded |",
+        "",
+        "Timeouts and ops whose samples are too large to run here are excluded too (listed below).",
+        "",
+        "| expected / verdict | pairs |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {n} |" for k, n in result["matrix"].items()]
+    lines += ["", f"## Disagreements ({len(result['disagreements'])}), by cause", ""]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in result["disagreements"]:
+        groups[row["cause"]].append(row)
+    for text, rows in sorted(groups.items(), key=lambda item: -len(item[1])):
+        lines += [f"### {len(rows)}: {text}", ""]
+        for r in sorted(rows, key=lambda r: (r["op"], r["dtype"])):
+            found = "; ".join(f"{f['op']} ({f['kind']})" for f in r.get("findings") or [])
+            lines.append(
+                f"- `{r['op']}` {r['dtype']}: torch {r['expected']} ({r['source']}), simulator {r['verdict']}"
+                + (f": {found}" if found else (f": {r['detail']}" if r["verdict"] == "crashed" else ""))
+            )
+        lines.append("")
+    if result["excluded_runs"]:
+        lines += ["## Not simulated: timeouts and samples too large", ""]
+        lines += [f"- `{r['op']}` {r['dtype']}: {r['verdict']} ({r['detail']})" for r in result["excluded_runs"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Measure the MPS simulator's op-coverage verdicts against torch's own MPS expectations "
+        "(OpInfo samples, float32 and float16, forward only).",
+        epilog="Example: python scripts/mps_sim_fidelity.py --json /tmp/fidelity.json "
+        "--markdown docs/mps-sim-fidelity.md",
+    )
+    parser.add_argument("--samples", type=int, default=2, help="samples per op x dtype (default 2)")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds per op x dtype before it is skipped")
+    parser.add_argument("--ops", help="comma-separated OpInfo keys (name + variant, e.g. add,logspace)")
+    parser.add_argument("--json", type=Path, help="write the figures and every disagreement as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the report (docs/mps-sim-fidelity.md)")
+    args = parser.parse_args(argv)
+    if args.samples < 1 or args.timeout <= 0:
+        parser.error("--samples must be >= 1 and --timeout > 0")
+    try:
+        import expecttest  # noqa: F401 - torch.testing._internal needs it
+        import torch  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as error:
+        print(f"error: {error.name} is not installed (pip install expecttest pyyaml, and torch)", file=sys.stderr)
+        return 2
+    keys = {k.strip() for k in args.ops.split(",") if k.strip()} if args.ops else None
+    result = run(keys, args.samples, args.timeout)
+    print(
+        f"agreement {result['agreement_percent']}% ({result['agreed']}/{result['counted']} op x dtype pairs, "
+        f"torch {result['torch']}; excluded {sum(result['excluded'].values())}); "
+        f"{len(result['disagreements'])} disagreements; {result['seconds']} s"
+    )
+    if args.json:
+        with contextlib.suppress(FileExistsError):
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
