@@ -129,6 +129,7 @@ def _kind(decorator) -> str | None:
     """Whether a test decorator makes test_output_match an expected failure or a skip on MPS: found by
     applying it to a probe method and calling that as the MPS test class would (skipIf, onlyOn,
     onlyNativeDeviceTypes, unittest.skip... each decide at call time or mark the function)."""
+
     def probe(self):
         return "ran"
 
@@ -342,8 +343,9 @@ def summarize(rows: list[dict], samples: int, timeout: float, seconds: float, to
         "agreed": agreed,
         "agreement_percent": round(100.0 * agreed / len(counted), 2) if counted else None,
         "folded_in": folded_in(rows),
-        "excluded": dict(Counter(r["expected"] if r["expected"] in EXCLUDED else r["verdict"]
-                                 for r in rows if r["agrees"] is None)),
+        "excluded": dict(
+            Counter(r["expected"] if r["expected"] in EXCLUDED else r["verdict"] for r in rows if r["agrees"] is None)
+        ),
         "matrix": {f"{e} / {v}": n for (e, v), n in sorted(matrix.items())},
         "disagreements": disagreements,
         "excluded_runs": [r for r in rows if r["verdict"] in ("timeout", "too-large")],
@@ -360,8 +362,11 @@ def folded_in(rows: list[dict]) -> dict:
     for r in counted:
         verdict = "fails" if r["source"] == "UNIMPLEMENTED_XFAILLIST (dtype)" else r["verdict"]
         agreed += agrees(r["expected"], verdict) is True
-    return {"agreed": agreed, "counted": len(counted),
-            "agreement_percent": round(100.0 * agreed / len(counted), 2) if counted else None}
+    return {
+        "agreed": agreed,
+        "counted": len(counted),
+        "agreement_percent": round(100.0 * agreed / len(counted), 2) if counted else None,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +406,7 @@ def markdown(result: dict) -> str:
         "| runs | a test torch runs and expects to pass | runs |",
         "| xfail | an OpInfo's own `expectedFailure` for mps (raise or wrong result: not said) | excluded |",
         "| skipped | `SKIPLIST`, `EMPTY_OPS_SKIPLIST`, an OpInfo skip | excluded |",
-        "| untested | dtype not in `op.supported_dtypes(\"mps\")`: no such test in torch's suite | excluded |",
+        '| untested | dtype not in `op.supported_dtypes("mps")`: no such test in torch\'s suite | excluded |',
         "",
         "Timeouts and ops whose samples are too large to run here are excluded too (listed below).",
         "",
