@@ -244,6 +244,14 @@ def build_support_table() -> dict:
                 ops[full] = MISSING_INNER
                 inner[full] = f"aten::{sibling}"
                 break
+    # A composite-explicit functional op whose in-place variant has no MPS kernel: its kernel is a clone
+    # and that in-place op (`put` calls `put_`; so do the functional ops autogen makes from in-place ones).
+    for full, status in list(ops.items()):
+        base, dot, overload = full.partition(".")
+        inplace = f"{base}_{dot}{overload}"
+        if status == EXPLICIT and ops.get(inplace) == MISSING:
+            ops[full] = MISSING_INNER
+            inner[full] = inplace
     for name in BOXED_FALLBACKS:
         if ops.get(name) not in (KERNEL,):
             ops[name] = BOXED
@@ -369,6 +377,12 @@ class MPSSimTensor(torch.Tensor):
 
     def copy_(self, src, non_blocking=False):
         return _active().dispatch(torch.ops.aten.copy_.default, (), (self, src), {"non_blocking": non_blocking})
+
+    def nonzero(self, *, as_tuple=False):
+        # Hand-written binding (python_torch_functions_manual.cpp) with a device guard: as its aten ops.
+        if as_tuple:
+            return tuple(torch.ops.aten.nonzero_numpy.default(self))
+        return torch.ops.aten.nonzero.default(self)
 
     def __float__(self):
         return float(self.item())
@@ -978,7 +992,9 @@ class Simulator:
         return out
 
     def tensor_to(self, tensor: MPSSimTensor, args, kwargs):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        # _parse_to takes Tensor.to's arguments but `copy`, which Tensor.to accepts too.
+        parsed = {k: v for k, v in kwargs.items() if k != "copy"}
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **parsed)
         copy = bool(kwargs.get("copy", False))
         if device is not None and not _is_mps(device):
             if not _is_cpu(device):
@@ -1117,7 +1133,8 @@ def _patched_to(self, *args, **kwargs):
     """Tensor.to for a CPU tensor: "mps" (or another mps tensor) as the target makes a simulated one."""
     target = args[0] if args else kwargs.get("device")
     if _is_mps(target) or isinstance(target, MPSSimTensor) or isinstance(kwargs.get("other"), MPSSimTensor):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        parsed = {k: v for k, v in kwargs.items() if k != "copy"}  # as in Simulator.tensor_to
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **parsed)
         if device is not None and device.type == "mps":
             return _active().to_device(self, dtype, kwargs.get("copy", False), memory_format)
     return _ORIGINALS["Tensor.to"](self, *args, **kwargs)
@@ -1144,6 +1161,12 @@ def _factory(name):
     factory.__name__ = name
     factory.__doc__ = original.__doc__
     return factory
+
+
+def _patched_nonzero(input, *args, **kwargs):
+    if isinstance(input, MPSSimTensor) and not args and set(kwargs) <= {"as_tuple"}:
+        return input.nonzero(**kwargs)
+    return _ORIGINALS["nonzero"](input, *args, **kwargs)
 
 
 def _patched_load(*args, **kwargs):
@@ -1300,6 +1323,8 @@ def install(tree: str | os.PathLike, cache_dir: str | os.PathLike | None = None)
             setattr(torch, name, _factory(name))
     torch.load = _patched_load
     torch.serialization.load = _patched_load
+    _ORIGINALS["nonzero"] = torch.nonzero
+    torch.nonzero = _patched_nonzero
     with contextlib.suppress(ImportError):
         import safetensors.torch
 
