@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How often the MPS simulator's op-coverage verdict agrees with torch's own MPS expectations.
 
-    python scripts/mps_sim_fidelity.py [--samples 2] [--timeout 20] [--ops add,logspace,...]
+    python scripts/mps_sim_fidelity.py [--samples 3] [--timeout 20] [--ops add,logspace,...]
                                        [--json out.json] [--markdown docs/mps-sim-fidelity.md]
 
 Runs PyTorch's own OpInfo samples (`torch.testing._internal.common_methods_invocations.op_db`),
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Example: python scripts/mps_sim_fidelity.py --json /tmp/fidelity.json "
         "--markdown docs/mps-sim-fidelity.md",
     )
-    parser.add_argument("--samples", type=int, default=2, help="samples per op x dtype (default 2)")
+    parser.add_argument("--samples", type=int, default=3, help="samples per op x dtype (default 3)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per op x dtype before it is skipped")
     parser.add_argument("--ops", help="comma-separated OpInfo keys (name + variant, e.g. add,logspace)")
     parser.add_argument("--json", type=Path, help="write the figures and every disagreement as JSON")

@@ -2,8 +2,9 @@
 
 Each of these crashed the simulator, or let an op that MPS cannot run pass, before the fix:
 `Tensor.to(..., copy=True)` (torch._C._nn._parse_to rejects `copy`), `torch.nonzero` / `Tensor.nonzero`
-(a hand-written binding with a device guard, reached before any dispatch), and `torch.put` (a
-composite kernel that calls `put_`, which has no MPS kernel).
+(a hand-written binding with a device guard, reached before any dispatch), `torch.put` (a composite
+kernel that calls `put_`, which has no MPS kernel), and `torch.linalg.lu_solve` (a false error: torch
+registers its MPS kernel from Python, and the yaml does not list it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CHILD = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[1])
     import mps_sim
+
     simulator = mps_sim.install(sys.argv[2], cache_dir=sys.argv[3])
     import torch
 
@@ -97,3 +99,13 @@ def test_table_marks_functional_ops_that_call_a_missing_inplace_op():
     # An in-place op with an MPS kernel leaves its composite functional variant alone.
     assert table["ops"]["aten::masked_fill_.Scalar"] == mps_sim.KERNEL
     assert table["ops"]["aten::masked_fill.Scalar"] == mps_sim.EXPLICIT
+
+
+def test_table_counts_kernels_registered_from_python():
+    # torch/_refs/linalg registers aten::linalg_lu_solve.out for MPS with torch.library (torch >= 2.10);
+    # the yaml lists only CPU and CUDA. The functional op is structured on it.
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("aten::linalg_lu_solve.out", "MPS"):
+        pytest.skip(f"torch {torch.__version__} registers no MPS kernel for linalg_lu_solve from Python")
+    table = mps_sim.build_support_table()
+    assert table["ops"]["aten::linalg_lu_solve.out"] == mps_sim.KERNEL
+    assert table["ops"]["aten::linalg_lu_solve"] == mps_sim.KERNEL

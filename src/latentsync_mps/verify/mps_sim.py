@@ -207,6 +207,14 @@ def build_support_table() -> dict:
                     },
                 )
 
+    # MPS kernels that torch registers from Python (torch.library) are in no yaml; the dispatcher knows
+    # them on every build (torch >= 2.10: aten::linalg_lu_solve.out, in torch/_refs/linalg).
+    with contextlib.suppress(ImportError):
+        from torch._refs import linalg as _registers_mps_kernels  # noqa: F401
+    for name, item in info.items():
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", "MPS"):
+            item["keys"].add("MPS")
+
     def kernels(name: str) -> set[str]:
         item = info[name]
         keys = set(item["keys"])
