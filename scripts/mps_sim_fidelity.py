@@ -295,11 +295,14 @@ def cause(row: dict) -> str:
 def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True) -> dict:
     import torch
 
-    ops = op_db_for_mps()  # before the simulator patches torch: op_db reads the real devices
     lists = load_expectations()
     from latentsync_mps.verify import mps_sim
 
-    simulator = mps_sim.install(REPO)
+    # Installed before op_db is imported, as on a Mac where MPS is there when the test suite loads, and
+    # as verify installs it before the tree's imports: the OpInfos then hold the simulator's torch.nonzero,
+    # torch.tensor... Findings are attributed to this script (the "tree").
+    simulator = mps_sim.install(Path(__file__).resolve().parent)
+    ops = op_db_for_mps()
     rows = []
     started = time.monotonic()
     selected = [op for op in ops if keys is None or (op.name + op.variant_test_name) in keys]

@@ -38,6 +38,8 @@ CHILD = textwrap.dedent(
     out["copy_to_cpu"] = [type(x.to("cpu", copy=True)).__name__, str(x.to("cpu", copy=True).device)]
     out["cpu_to_mps_copy"] = str(torch.ones(2).to("mps", copy=True).device)
     out["copy_with_dtype"] = str(x.to(torch.float16, copy=True).dtype)
+    positional = x.to(torch.float32, False, True)  # to(dtype, non_blocking, copy)
+    out["copy_positional"] = [positional is not x, str(x.to("mps", torch.float16, False, True).dtype)]
     out["nonzero"] = [str(x.nonzero().device), x.nonzero().tolist()]
     out["torch_nonzero"] = torch.nonzero(x).tolist()
     out["as_tuple"] = [[str(t.device), t.tolist()] for t in torch.nonzero(x, as_tuple=True)]
@@ -77,6 +79,7 @@ def test_to_accepts_copy(child):
     assert child["copy_to_cpu"] == ["Tensor", "cpu"]
     assert child["cpu_to_mps_copy"] == "mps:0"
     assert child["copy_with_dtype"] == "torch.float16"
+    assert child["copy_positional"] == [True, "torch.float16"]
 
 
 def test_nonzero_runs_on_the_simulated_device(child):

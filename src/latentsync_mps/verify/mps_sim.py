@@ -1000,10 +1000,8 @@ class Simulator:
         return out
 
     def tensor_to(self, tensor: MPSSimTensor, args, kwargs):
-        # _parse_to takes Tensor.to's arguments but `copy`, which Tensor.to accepts too.
-        parsed = {k: v for k, v in kwargs.items() if k != "copy"}
+        args, parsed, copy = _split_copy(args, kwargs)
         device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **parsed)
-        copy = bool(kwargs.get("copy", False))
         if device is not None and not _is_mps(device):
             if not _is_cpu(device):
                 return _ORIGINALS["Tensor.to"](tensor.elem, *args, **kwargs)  # cuda: the real error
@@ -1137,14 +1135,24 @@ def _tensors(args, kwargs):
 _ORIGINALS: dict = {}
 
 
+def _split_copy(args, kwargs):
+    """Tensor.to's `copy`, which torch._C._nn._parse_to does not take: by keyword, or positional after
+    non_blocking (`to(dtype, non_blocking, copy)`, `to(device, dtype, non_blocking, copy)`)."""
+    copy = bool(kwargs.get("copy", False))
+    kwargs = {k: v for k, v in kwargs.items() if k != "copy"}
+    if len(args) >= 2 and isinstance(args[-1], bool) and isinstance(args[-2], bool):
+        copy, args = args[-1], args[:-1]
+    return args, kwargs, copy
+
+
 def _patched_to(self, *args, **kwargs):
     """Tensor.to for a CPU tensor: "mps" (or another mps tensor) as the target makes a simulated one."""
     target = args[0] if args else kwargs.get("device")
     if _is_mps(target) or isinstance(target, MPSSimTensor) or isinstance(kwargs.get("other"), MPSSimTensor):
-        parsed = {k: v for k, v in kwargs.items() if k != "copy"}  # as in Simulator.tensor_to
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **parsed)
+        parsed_args, parsed, copy = _split_copy(args, kwargs)
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*parsed_args, **parsed)
         if device is not None and device.type == "mps":
-            return _active().to_device(self, dtype, kwargs.get("copy", False), memory_format)
+            return _active().to_device(self, dtype, copy, memory_format)
     return _ORIGINALS["Tensor.to"](self, *args, **kwargs)
 
 
