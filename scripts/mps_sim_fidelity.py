@@ -68,28 +68,45 @@ EXCLUDED = ("xfail", "skipped", "untested")
 # Why the simulator and torch disagree, for the disagreements a general rule does not explain
 # (see `cause`), found by reading what each op dispatches. Keyed by OpInfo key (name + variant_test_name).
 _SVD = (
+    "svdvals taken for linalg_svd's CPU fallback",
     "`_linalg_svd` without U and V (svdvals and what calls it: cond, matrix_rank, nuclear and 2-norms) has no "
     "MPS kernel; `linalg_svd` has MPS's own CPU fallback. On a Linux build both reach the simulator as "
     "`_linalg_svd` (linalg_svd decomposes before dispatch), and for a tensor subclass torch forces "
     "compute_uv=True (`_may_require_fw_or_bw_grad`), so the calls look the same: the simulator judges both "
-    "as the fallback (a warning). Not fixed: telling them apart needs the Python entry points intercepted"
+    "as the fallback (a warning). Not fixed: telling them apart needs the Python entry points intercepted",
 )
 _ADAPTIVE = (
-    "argument-dependent: MPS's adaptive average pooling raises when the input size is not divisible by the "
+    "an argument-dependent error (adaptive average pooling)",
+    "MPS's adaptive average pooling raises when the input size is not divisible by the "
     "output size (torch's comment in common_mps.py); the kernel exists, and the simulator checks kernels, "
-    "not arguments. Area interpolation is adaptive average pooling"
+    "not arguments. Area interpolation is adaptive average pooling",
 )
 _INNER = (
-    "an op inside a composite-explicit kernel: the simulator computes such a kernel on the CPU and sees only "
+    "an op inside a composite-explicit kernel",
+    "the simulator computes a composite-explicit kernel on the CPU and sees only "
     "the op itself. logspace's Tensor overloads call the Scalar one (whose logspace.out has no MPS kernel); "
-    "pinv(hermitian=True) calls eigh. The table catches this only through an out= or in-place sibling"
+    "pinv(hermitian=True) calls eigh. The table catches this only through an out= or in-place sibling",
 )
 _NOT_VISIBLE = (
+    "a failure no kernel table shows",
     "every aten op it reaches has an MPS kernel in this torch's tables; torch's failure is inside a kernel or "
-    "in the comparison (svd_lowrank draws random projections, which MPS and the CPU draw differently), "
-    "which no kernel table shows"
+    "in the comparison (svd_lowrank, probably: it draws random projections, which MPS and the CPU draw "
+    "differently); no kernel table shows that",
 )
-EXPLANATIONS: dict[str, str] = {
+# What this measurement found in the simulator and what was fixed (src/latentsync_mps/verify/mps_sim.py,
+# tests/test_mps_sim_entry_points.py). Shown in the report.
+FIXES = (
+    "`Tensor.to(..., copy=True)`, by keyword or positional, crashed the simulator (`torch._C._nn._parse_to` "
+    "takes no `copy`); it is simulated (`to`: now fails as torch expects, on its float64 samples).",
+    "`torch.nonzero` and `Tensor.nonzero` crashed: a hand-written binding with a device guard, reached before "
+    "any dispatch; now computed through their aten ops on the simulated device (`nonzero`: runs).",
+    "`put` ran without a finding: its composite kernel calls `put_`, which has no MPS kernel. A "
+    "composite-explicit functional op whose in-place variant has no MPS kernel is now an error (`put`: fails).",
+    "`linalg.lu_solve` and `lu_solve` were false errors: torch (2.10 and later) registers the MPS kernel of "
+    "`linalg_lu_solve.out` from Python (`torch/_refs/linalg`), which no yaml lists; the table now also asks "
+    "the dispatcher (both: run).",
+)
+EXPLANATIONS: dict[str, tuple[str, str]] = {
     "linalg.svdvals": _SVD,
     "linalg.cond": _SVD,
     "linalg.matrix_rank": _SVD,
@@ -105,17 +122,20 @@ EXPLANATIONS: dict[str, str] = {
     "masked.median": _NOT_VISIBLE,
     "svd_lowrank": _NOT_VISIBLE,
     "__getitem__": (
+        "an unbound Tensor.__getitem__ call",
         "the OpInfo calls `torch.Tensor.__getitem__(x, index)` unbound, which skips the simulated tensor's own "
         "`__getitem__` and reaches C++ indexing, whose device guard a Linux build cannot pass. `x[index]`, "
-        "as code writes it, is simulated (tests/test_mps_sim.py)"
+        "as code writes it, is simulated (tests/test_mps_sim.py)",
     ),
     "resize_": (
+        "resize_ of a simulated tensor",
         "the simulator cannot resize a wrapper tensor in place (the meta-tensor trick it uses for in-place "
-        "view ops trips an assert in Resize.cpp); verify would show this as a crash, not as a finding"
+        "view ops trips an assert in Resize.cpp); verify would show this as a crash, not as a finding",
     ),
     "stft": (
+        "no float16 FFT on the CPU",
         "the CPU has no float16 FFT (MKL), and the simulator computes in float32 only for ops whose CPU "
-        "error says \"not implemented for 'Half'\"; torch expects a failure too (a dtype gap on MPS)"
+        "error says \"not implemented for 'Half'\"; torch expects a failure too (a dtype gap on MPS)",
     ),
 }
 
@@ -325,21 +345,22 @@ def op_db_for_mps():
     return ops
 
 
-def cause(row: dict) -> str:
-    """The group a disagreement belongs to in the report."""
+def cause(row: dict) -> tuple[str, str]:
+    """The group a disagreement belongs to in the report: a title and the explanation."""
     key = row["op"]
     if key in EXPLANATIONS:
         return EXPLANATIONS[key]
     if row["verdict"] == "crashed":
-        return "the simulator could not run the sample (an exception that is no finding)"
+        return ("a simulator crash", "the simulator could not run the sample (an exception that is no finding)")
     if row["verdict"] == "runs" and row["source"].endswith("(dtype)"):
         return (
-            "a dtype gap of one MPS kernel: the kernel exists but rejects this dtype. The simulator judges "
-            "op coverage only (see its docstring); folding these expectations in is issue 11 part 2"
+            "a dtype gap of one MPS kernel",
+            "the kernel exists but rejects this dtype (or dtype combination). The simulator judges op coverage "
+            "only (see its docstring); folding torch's per-dtype expectations in is issue 11 part 2",
         )
     if row["verdict"] == "runs":
-        return "torch expects a failure that the simulator does not see (not yet explained)"
-    return "the simulator reports an error where torch expects the op to run (not yet explained)"
+        return ("not yet explained", "torch expects a failure that the simulator does not see")
+    return ("not yet explained", "the simulator reports an error where torch expects the op to run")
 
 
 def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True) -> dict:
@@ -387,13 +408,13 @@ def compare(ops, lists: dict, simulator, samples: int, timeout: float, progress:
 def summarize(rows: list[dict], samples: int, timeout: float, seconds: float, torch_version: str) -> dict:
     counted = [r for r in rows if r["agrees"] is not None]
     agreed = sum(1 for r in counted if r["agrees"])
-    disagreements = [dict(r, cause=cause(r)) for r in counted if not r["agrees"]]
+    disagreements = [dict(r, cause=cause(r)[0], explanation=cause(r)[1]) for r in counted if not r["agrees"]]
     matrix = Counter((r["expected"], r["verdict"]) for r in rows)
     return {
         "torch": torch_version,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
         "samples_per_op": samples,
         "timeout_s": timeout,
         "seconds": round(seconds, 1),
@@ -474,12 +495,42 @@ def markdown(result: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {k} | {n} |" for k, n in result["matrix"].items()]
-    lines += ["", f"## Disagreements ({len(result['disagreements'])}), by cause", ""]
-    groups: dict[str, list[dict]] = defaultdict(list)
+    untested = Counter(r["dtype"] for r in result["rows"] if r["expected"] == "untested")
+    hidden = sorted({r["op"] for r in result["rows"] if r["expected"] in EXCLUDED and r["verdict"] == "crashed"})
+    lines += [
+        "",
+        f"Untested pairs by dtype: {', '.join(f'{n} {d}' for d, n in sorted(untested.items()))} (the OpInfo's "
+        "MPS dtypes leave them out). Among excluded pairs the simulator crashed on: "
+        + (", ".join(f"`{k}`" for k in hidden) or "none")
+        + " (not counted either way).",
+        "",
+        "## Simulator fixes this measurement led to",
+        "",
+    ]
+    lines += [f"{i}. {text}" for i, text in enumerate(FIXES, start=1)]
+    lines += [
+        "",
+        "## What the figure does not say",
+        "",
+        "- It measures op coverage only: whether an op x dtype raises on MPS, not whether its numbers are right",
+        "  (torch's `UNDEFINED_XFAILLIST` wrong results count as runs) and not memory or speed.",
+        "- Forward only, the first samples of each OpInfo: a failure that only a later sample triggers",
+        "  (argument-dependent errors) is missed on both sides' terms; torch's own suite runs every sample.",
+        "- torch's side is what `common_mps.py` and the OpInfo decorators declare for this release, read as",
+        "  test_mps.py applies them (test_mps.py itself is not in the wheel). OpInfo `active_if` conditions",
+        "  are evaluated on this Linux machine, and macOS-version lists (`MACOS_BEFORE_14_4_XFAILLIST`) do not",
+        "  touch float32/float16. Torch's lists can be stale themselves; a disagreement is not always the",
+        "  simulator's fault.",
+        "",
+    ]
+    lines += [f"## Disagreements ({len(result['disagreements'])}), by cause", ""]
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in result["disagreements"]:
-        groups[row["cause"]].append(row)
-    for text, rows in sorted(groups.items(), key=lambda item: -len(item[1])):
-        lines += [f"### {len(rows)}: {text}", ""]
+        groups[(row["cause"], row["explanation"])].append(row)
+    for number, ((title, text), rows) in enumerate(sorted(groups.items(), key=lambda item: -len(item[1])), 1):
+        plural = "s" if len(rows) > 1 else ""
+        lines += [f"### {number}. {title[0].upper() + title[1:]} ({len(rows)} pair{plural})", ""]
+        lines += [text[0].upper() + text[1:] + ".", ""]
         for r in sorted(rows, key=lambda r: (r["op"], r["dtype"])):
             found = "; ".join(f"{f['op']} ({f['kind']})" for f in r.get("findings") or [])
             lines.append(
