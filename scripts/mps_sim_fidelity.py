@@ -68,7 +68,7 @@ EXCLUDED = ("xfail", "skipped", "untested")
 # Why the simulator and torch disagree, for the disagreements a general rule does not explain
 # (see `cause`), found by reading what each op dispatches. Keyed by OpInfo key (name + variant_test_name).
 _SVD = (
-    "svdvals taken for linalg_svd's CPU fallback",
+    "`svdvals` taken for linalg_svd's CPU fallback",
     "`_linalg_svd` without U and V (svdvals and what calls it: cond, matrix_rank, nuclear and 2-norms) has no "
     "MPS kernel; `linalg_svd` has MPS's own CPU fallback. On a Linux build both reach the simulator as "
     "`_linalg_svd` (linalg_svd decomposes before dispatch), and for a tensor subclass torch forces "
@@ -76,19 +76,19 @@ _SVD = (
     "as the fallback (a warning). Not fixed: telling them apart needs the Python entry points intercepted",
 )
 _ADAPTIVE = (
-    "an argument-dependent error (adaptive average pooling)",
+    "An argument-dependent error (adaptive average pooling)",
     "MPS's adaptive average pooling raises when the input size is not divisible by the "
     "output size (torch's comment in common_mps.py); the kernel exists, and the simulator checks kernels, "
     "not arguments. Area interpolation is adaptive average pooling",
 )
 _INNER = (
-    "an op inside a composite-explicit kernel",
+    "An op inside a composite-explicit kernel",
     "the simulator computes a composite-explicit kernel on the CPU and sees only "
     "the op itself. logspace's Tensor overloads call the Scalar one (whose logspace.out has no MPS kernel); "
     "pinv(hermitian=True) calls eigh. The table catches this only through an out= or in-place sibling",
 )
 _NOT_VISIBLE = (
-    "a failure no kernel table shows",
+    "A failure no kernel table shows",
     "every aten op it reaches has an MPS kernel in this torch's tables; torch's failure is inside a kernel or "
     "in the comparison (svd_lowrank, probably: it draws random projections, which MPS and the CPU draw "
     "differently); no kernel table shows that",
@@ -122,18 +122,18 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
     "masked.median": _NOT_VISIBLE,
     "svd_lowrank": _NOT_VISIBLE,
     "__getitem__": (
-        "an unbound Tensor.__getitem__ call",
+        "An unbound `Tensor.__getitem__` call",
         "the OpInfo calls `torch.Tensor.__getitem__(x, index)` unbound, which skips the simulated tensor's own "
         "`__getitem__` and reaches C++ indexing, whose device guard a Linux build cannot pass. `x[index]`, "
         "as code writes it, is simulated (tests/test_mps_sim.py)",
     ),
     "resize_": (
-        "resize_ of a simulated tensor",
+        "`resize_` of a simulated tensor",
         "the simulator cannot resize a wrapper tensor in place (the meta-tensor trick it uses for in-place "
         "view ops trips an assert in Resize.cpp); verify would show this as a crash, not as a finding",
     ),
     "stft": (
-        "no float16 FFT on the CPU",
+        "No float16 FFT on the CPU",
         "the CPU has no float16 FFT (MKL), and the simulator computes in float32 only for ops whose CPU "
         "error says \"not implemented for 'Half'\"; torch expects a failure too (a dtype gap on MPS)",
     ),
@@ -351,16 +351,16 @@ def cause(row: dict) -> tuple[str, str]:
     if key in EXPLANATIONS:
         return EXPLANATIONS[key]
     if row["verdict"] == "crashed":
-        return ("a simulator crash", "the simulator could not run the sample (an exception that is no finding)")
+        return ("A simulator crash", "the simulator could not run the sample (an exception that is no finding)")
     if row["verdict"] == "runs" and row["source"].endswith("(dtype)"):
         return (
-            "a dtype gap of one MPS kernel",
+            "A dtype gap of one MPS kernel",
             "the kernel exists but rejects this dtype (or dtype combination). The simulator judges op coverage "
             "only (see its docstring); folding torch's per-dtype expectations in is issue 11 part 2",
         )
     if row["verdict"] == "runs":
-        return ("not yet explained", "torch expects a failure that the simulator does not see")
-    return ("not yet explained", "the simulator reports an error where torch expects the op to run")
+        return ("Not yet explained", "torch expects a failure that the simulator does not see")
+    return ("Not yet explained", "the simulator reports an error where torch expects the op to run")
 
 
 def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True) -> dict:
@@ -529,7 +529,7 @@ def markdown(result: dict) -> str:
         groups[(row["cause"], row["explanation"])].append(row)
     for number, ((title, text), rows) in enumerate(sorted(groups.items(), key=lambda item: -len(item[1])), 1):
         plural = "s" if len(rows) > 1 else ""
-        lines += [f"### {number}. {title[0].upper() + title[1:]} ({len(rows)} pair{plural})", ""]
+        lines += [f"### {number}. {title} ({len(rows)} pair{plural})", ""]
         lines += [text[0].upper() + text[1:] + ".", ""]
         for r in sorted(rows, key=lambda r: (r["op"], r["dtype"])):
             found = "; ".join(f"{f['op']} ({f['kind']})" for f in r.get("findings") or [])
