@@ -515,7 +515,7 @@ def markdown(result: dict) -> str:
         "- It measures op coverage only: whether an op x dtype raises on MPS, not whether its numbers are right",
         "  (torch's `UNDEFINED_XFAILLIST` wrong results count as runs) and not memory or speed.",
         "- Forward only, the first samples of each OpInfo: a failure that only a later sample triggers",
-        "  (argument-dependent errors) is missed on both sides' terms; torch's own suite runs every sample.",
+        "  (an argument-dependent error) is not seen here, while torch's suite, which runs every sample, has it.",
         "- torch's side is what `common_mps.py` and the OpInfo decorators declare for this release, read as",
         "  test_mps.py applies them (test_mps.py itself is not in the wheel). OpInfo `active_if` conditions",
         "  are evaluated on this Linux machine, and macOS-version lists (`MACOS_BEFORE_14_4_XFAILLIST`) do not",
