@@ -226,6 +226,14 @@ def build_support_table(
                     },
                 )
 
+    # MPS kernels that torch registers from Python (torch.library) are in no yaml; the dispatcher knows
+    # them on every build (torch >= 2.10: aten::linalg_lu_solve.out, in torch/_refs/linalg).
+    with contextlib.suppress(ImportError):
+        from torch._refs import linalg as _registers_mps_kernels  # noqa: F401
+    for name, item in info.items():
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", "MPS"):
+            item["keys"].add("MPS")
+
     def kernels(name: str) -> set[str]:
         item = info[name]
         keys = set(item["keys"])
@@ -263,6 +271,14 @@ def build_support_table(
                 ops[full] = MISSING_INNER
                 inner[full] = f"aten::{sibling}"
                 break
+    # A composite-explicit functional op whose in-place variant has no MPS kernel: its kernel is a clone
+    # and that in-place op (`put` calls `put_`; so do the functional ops autogen makes from in-place ones).
+    for full, status in list(ops.items()):
+        base, dot, overload = full.partition(".")
+        inplace = f"{base}_{dot}{overload}"
+        if status == EXPLICIT and ops.get(inplace) == MISSING:
+            ops[full] = MISSING_INNER
+            inner[full] = inplace
     for name in BOXED_FALLBACKS:
         if ops.get(name) not in (KERNEL,):
             ops[name] = BOXED
@@ -397,6 +413,12 @@ class MPSSimTensor(torch.Tensor):
 
     def copy_(self, src, non_blocking=False):
         return _active().dispatch(torch.ops.aten.copy_.default, (), (self, src), {"non_blocking": non_blocking})
+
+    def nonzero(self, *, as_tuple=False):
+        # Hand-written binding (python_torch_functions_manual.cpp) with a device guard: as its aten ops.
+        if as_tuple:
+            return tuple(torch.ops.aten.nonzero_numpy.default(self))
+        return torch.ops.aten.nonzero.default(self)
 
     def __float__(self):
         return float(self.item())
@@ -1157,8 +1179,8 @@ class Simulator:
         return out
 
     def tensor_to(self, tensor: MPSSimTensor, args, kwargs):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        copy = bool(kwargs.get("copy", False))
+        args, parsed, copy = _split_copy(args, kwargs)
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **parsed)
         if device is not None and not _is_mps(device):
             if not _is_cpu(device):
                 return _ORIGINALS["Tensor.to"](tensor.elem, *args, **kwargs)  # cuda: the real error
@@ -1296,13 +1318,24 @@ def _tensors(args, kwargs):
 _ORIGINALS: dict = {}
 
 
+def _split_copy(args, kwargs):
+    """Tensor.to's `copy`, which torch._C._nn._parse_to does not take: by keyword, or positional after
+    non_blocking (`to(dtype, non_blocking, copy)`, `to(device, dtype, non_blocking, copy)`)."""
+    copy = bool(kwargs.get("copy", False))
+    kwargs = {k: v for k, v in kwargs.items() if k != "copy"}
+    if len(args) >= 2 and isinstance(args[-1], bool) and isinstance(args[-2], bool):
+        copy, args = args[-1], args[:-1]
+    return args, kwargs, copy
+
+
 def _patched_to(self, *args, **kwargs):
     """Tensor.to for a CPU tensor: "mps" (or another mps tensor) as the target makes a simulated one."""
     target = args[0] if args else kwargs.get("device")
     if _is_mps(target) or isinstance(target, MPSSimTensor) or isinstance(kwargs.get("other"), MPSSimTensor):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        parsed_args, parsed, copy = _split_copy(args, kwargs)
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*parsed_args, **parsed)
         if device is not None and device.type == "mps":
-            return _active().to_device(self, dtype, kwargs.get("copy", False), memory_format)
+            return _active().to_device(self, dtype, copy, memory_format)
     return _ORIGINALS["Tensor.to"](self, *args, **kwargs)
 
 
@@ -1327,6 +1360,12 @@ def _factory(name):
     factory.__name__ = name
     factory.__doc__ = original.__doc__
     return factory
+
+
+def _patched_nonzero(input, *args, **kwargs):
+    if isinstance(input, MPSSimTensor) and not args and set(kwargs) <= {"as_tuple"}:
+        return input.nonzero(**kwargs)
+    return _ORIGINALS["nonzero"](input, *args, **kwargs)
 
 
 def _patched_load(*args, **kwargs):
@@ -1488,6 +1527,8 @@ def install(
             setattr(torch, name, _factory(name))
     torch.load = _patched_load
     torch.serialization.load = _patched_load
+    _ORIGINALS["nonzero"] = torch.nonzero
+    torch.nonzero = _patched_nonzero
     with contextlib.suppress(ImportError):
         import safetensors.torch
 
