@@ -96,6 +96,17 @@ class Source:
             built = tags[0].rsplit("-", 1)[-1] if tags else "unknown platform"
             self.origin = f"installed torch {found.group(1)} ({built} build, not macOS: the yaml is the same)"
 
+    def python_texts(self):
+        """The release's torch/*.py files that can register an MPS kernel (they name "MPS")."""
+        if self.zip is not None:
+            names = (n for n in self.zip.namelist() if n.startswith("torch/") and n.endswith(".py"))
+            datas = (self.zip.read(n) for n in names)
+        else:
+            datas = (f.read_bytes() for f in (self.path / "torch").rglob("*.py"))
+        for data in datas:
+            if b"MPS" in data and b"IMPL" in data:
+                yield data.decode("utf-8", "replace")
+
     def read(self, name: str) -> bytes | None:
         if self.zip is not None:
             try:
@@ -290,7 +301,8 @@ def main() -> int:
         text = source.read(YAML)
         if text is None:
             raise SystemExit(f"{source.path}: no {YAML} in it")
-        table = mps_sim.build_support_table(text.decode("utf-8"), version, source.origin)
+        kernels = mps_sim.python_mps_kernels(source.python_texts())
+        table = mps_sim.build_support_table(text.decode("utf-8"), version, source.origin, kernels)
         common = source.read(COMMON_MPS)
         entry = {
             "torch": version,

@@ -44,6 +44,22 @@ def test_the_table_for_the_installed_torch_is_what_build_support_table_derives()
     assert shipped["counts"] == derived["counts"]
 
 
+def test_mps_kernels_registered_from_python_are_read_from_each_releases_own_files():
+    pytest.importorskip("torch", reason="needs torch (verify extra)")
+    from latentsync_mps.verify import mps_sim
+
+    text = (
+        'mps_lib = torch.library.Library("aten", "IMPL", "MPS")\n'
+        'mps_lib.impl("aten::linalg_lu_solve.out", linalg_lu_solve_out_mps)\n'
+        'cpu_lib = torch.library.Library("aten", "IMPL", "CPU")\n'
+        'cpu_lib.impl("aten::other.out", other)\n'
+    )
+    assert mps_sim.python_mps_kernels([text]) == {"linalg_lu_solve.out"}
+    # torch 2.10 registers linalg_lu_solve.out for MPS from torch/_refs/linalg; 2.9.1 has no MPS kernel.
+    assert target_torch.table_for("2.9.1")["ops"]["aten::linalg_lu_solve.out"] == "missing"
+    assert target_torch.table_for("2.10.0")["ops"]["aten::linalg_lu_solve.out"] == "mps"
+
+
 def test_tables_cover_every_release_and_say_where_they_came_from():
     versions = known_versions()
     for minor in range(1, 12):  # every macOS arm64 release the registry serves, 2.1 to 2.11

@@ -159,10 +159,37 @@ def _yaml_path() -> Path | None:
 
 
 _RETURN_ALIAS = re.compile(r"\((\w+)\)")
+_MPS_LIBRARY = re.compile(
+    r"""(\w+)\s*=\s*torch\.library\.Library\(\s*["']aten["']\s*,\s*["']IMPL["']\s*,\s*["']MPS["']\s*\)"""
+)
+
+
+def python_mps_kernels(texts) -> set[str]:
+    """Overload names (`linalg_lu_solve.out`) that torch's own Python files register MPS kernels for:
+    `lib = torch.library.Library("aten", "IMPL", "MPS")` then `lib.impl("aten::name.overload", fn)`."""
+    found: set[str] = set()
+    for text in texts:
+        for library in set(_MPS_LIBRARY.findall(text)):
+            pattern = re.escape(library) + r"""\.impl\(\s*["'](?:aten::)?([\w.]+)["']"""
+            found.update(re.findall(pattern, text))
+    return found
+
+
+def _installed_torch_sources():
+    """The installed torch's Python files that can register an MPS kernel (they name "MPS")."""
+    for path in Path(torch.__file__).resolve().parent.rglob("*.py"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = path.read_text(encoding="utf-8")
+            if "MPS" in text and "IMPL" in text:
+                yield text
+
 
 
 def build_support_table(
-    yaml_text: str | None = None, torch_version: str | None = None, source: str | None = None
+    yaml_text: str | None = None,
+    torch_version: str | None = None,
+    source: str | None = None,
+    python_kernels: set[str] | None = None,
 ) -> dict:
     """Which aten overloads have an MPS kernel, from a torch release's native_functions.yaml (the one
     torchgen ships inside every torch wheel): the installed torch's by default, or `yaml_text` read
@@ -177,7 +204,10 @@ def build_support_table(
     without an MPS kernel (before the adjustments below). An op that has no
     MPS kernel and is neither composite is MISSING (or MISSING_NO_CPU / MISSING_VIEW); a
     composite-explicit functional op whose out= variant (same signature) has no MPS, CPU-less
-    composite or composite kernel is MISSING_INNER (its kernel calls that out= op)."""
+    composite or composite kernel is MISSING_INNER (its kernel calls that out= op).
+
+    `python_kernels`: overloads that the release registers MPS kernels for from Python
+    (`python_mps_kernels` over its torch/*.py files); the installed torch's are found when not given."""
     import yaml
 
     if yaml_text is None:
@@ -187,6 +217,8 @@ def build_support_table(
         yaml_text = path.read_text(encoding="utf-8")
         torch_version = torch_version or torch.__version__
         source = source or str(path)
+        if python_kernels is None:
+            python_kernels = python_mps_kernels(_installed_torch_sources())
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     entries = yaml.load(yaml_text, Loader=loader)
     info: dict[str, dict] = {}
@@ -226,13 +258,12 @@ def build_support_table(
                     },
                 )
 
-    # MPS kernels that torch registers from Python (torch.library) are in no yaml; the dispatcher knows
-    # them on every build (torch >= 2.10: aten::linalg_lu_solve.out, in torch/_refs/linalg).
-    with contextlib.suppress(ImportError):
-        from torch._refs import linalg as _registers_mps_kernels  # noqa: F401
-    for name, item in info.items():
-        if torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{name}", "MPS"):
-            item["keys"].add("MPS")
+    # MPS kernels that torch registers from Python (torch.library) are in no yaml (torch >= 2.10:
+    # aten::linalg_lu_solve.out, in torch/_refs/linalg). Read from the release's own files, so the
+    # installed torch and a downloaded wheel are judged the same way.
+    for name in python_kernels or ():
+        if name in info:
+            info[name]["keys"].add("MPS")
 
     def kernels(name: str) -> set[str]:
         item = info[name]
