@@ -38,7 +38,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     if _MISSING_EXTRAS:
-        print("\nTests skipped for the set-up (an extra, the torch version, root) although LSYNC_PORT_REQUIRE_EXTRAS=1:")
+        print("\nSkipped for the set-up (an extra, the torch version, root) although LSYNC_PORT_REQUIRE_EXTRAS=1:")
         print("\n".join(_MISSING_EXTRAS))
         session.exitstatus = 1
 
