@@ -81,6 +81,9 @@ def test_dry_run_writes_nothing(fixture_tree, pack):
 
 
 def test_revert_restores_every_byte(fixture_tree, pack):
+    # Modes are part of tree_hashes: an executable script and a read-only file among the rewritten.
+    (fixture_tree / "scripts/inference.py").chmod(0o755)
+    (fixture_tree / "latentsync/models/unet.py").chmod(0o444)
     pristine = tree_hashes(fixture_tree)
     apply(fixture_tree, pack)
     assert tree_hashes(fixture_tree) != pristine
