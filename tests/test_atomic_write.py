@@ -65,11 +65,11 @@ class Watch:
 
 
 WATCH: Watch | None = None
+HOOKED: list[bool] = []
 
 
 def _hook(name: str, args: tuple) -> None:
     # Installed once for the session (audit hooks cannot be removed); idle unless a test watches.
-    global WATCH
     watch = WATCH
     if watch is None or watch.busy or name not in ("open", "os.rename"):
         return
@@ -80,12 +80,17 @@ def _hook(name: str, args: tuple) -> None:
         watch.busy = False
 
 
-sys.addaudithook(_hook)
+def stop_watching() -> None:
+    global WATCH
+    WATCH = None
 
 
 @pytest.fixture
 def watch(monkeypatch):
     """Start watching writes; os.fsync is wrapped to record which file each call made durable."""
+    if not HOOKED:  # once, when a test first needs it: it stays for the session, idle
+        sys.addaudithook(_hook)
+        HOOKED.append(True)
     real_fsync = os.fsync
 
     def fsync(fd):
@@ -102,7 +107,7 @@ def watch(monkeypatch):
         return WATCH
 
     yield start
-    globals()["WATCH"] = None
+    stop_watching()
 
 
 def test_atomic_write_changes_the_destination_only_by_one_rename(tmp_path, watch):
@@ -112,7 +117,7 @@ def test_atomic_write_changes_the_destination_only_by_one_rename(tmp_path, watch
     path.chmod(0o755)
     seen = watch({path: old}, {path: new})
     atomic_write(path, new)
-    globals()["WATCH"] = None
+    stop_watching()
     assert seen.breaches == []
     assert path.read_bytes() == new and (path.stat().st_mode & 0o777) == 0o755
     # Exactly one rename, of a temp file in the same folder, made the new bytes visible ...
@@ -131,7 +136,7 @@ def test_the_watch_catches_a_write_in_place(tmp_path, watch):
     path.write_bytes(b"old")
     seen = watch({path: b"old"}, {path: b"new"})
     path.write_bytes(b"new")
-    globals()["WATCH"] = None
+    stop_watching()
     assert any("opened for writing under its own name" in b for b in seen.breaches), seen.breaches
 
 
@@ -158,7 +163,7 @@ def test_apply_and_revert_write_every_file_atomically(fixture_tree, pack, watch)
     before = {path: path.read_bytes() if path.exists() else None for path in targets}
     seen = watch(before, targets)
     engine.commit(plan)
-    globals()["WATCH"] = None
+    stop_watching()
     assert seen.breaches == []
     renamed = {dst for _, dst in seen.renamed}
     assert set(targets) <= renamed, "every rewritten file became visible by a rename"
@@ -171,7 +176,7 @@ def test_apply_and_revert_write_every_file_atomically(fixture_tree, pack, watch)
     originals = {path: old for path, old in before.items() if old is not None}
     seen = watch({path: path.read_bytes() for path in originals}, originals)
     engine.revert(fixture_tree)
-    globals()["WATCH"] = None
+    stop_watching()
     assert seen.breaches == []
     assert set(originals) <= {dst for _, dst in seen.renamed}
     assert tree_hashes(fixture_tree) == pristine
