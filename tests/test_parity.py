@@ -49,7 +49,9 @@ def test_an_output_that_drifts_on_mps_only_fails_parity_with_its_psnr(fixture_tr
         "parity": "fail",
     }
     found = re.fullmatch(
-        r"differs from the CPU float32 run: PSNR (\d+\.\d) dB < 25\.0 dB, max abs error (\d+)", report["reason"]
+        r"parity with CPU float32: differs from the CPU float32 run: PSNR (\d+\.\d) dB < 25\.0 dB, "
+        r"max abs error (\d+)",
+        report["reason"],
     )
     assert found, report["reason"]
     # +0.5 on a [-1, 1] range is about 64 of 255 where not clipped: far below the 25 dB bar.
