@@ -425,6 +425,21 @@ def test_revert_never_writes_through_a_symlinked_folder_named_in_the_manifest(fi
     assert (outside / "mod.py").read_text() == "# not ours\n"
 
 
+def test_revert_never_replaces_a_managed_file_that_became_a_symlink(fixture_tree):
+    """A managed file replaced by a link (here to a file of the tree that apply does not manage):
+    revert --force refuses it and leaves both the link and what it points at as they are."""
+    assert cli("apply", str(fixture_tree)).returncode == 0
+    (fixture_tree / "notes.txt").write_text("mine\n")
+    script = fixture_tree / "predict.py"
+    script.unlink()
+    script.symlink_to("notes.txt")
+    result = cli("revert", str(fixture_tree), "--force")
+    assert result.returncode == 7
+    assert "predict.py" in result.stderr and "symbolic link" in result.stderr
+    assert script.is_symlink() and os.readlink(script) == "notes.txt"
+    assert (fixture_tree / "notes.txt").read_text() == "mine\n"
+
+
 def test_a_file_nested_deeper_than_the_recursion_limit_is_reported_and_left_alone(fixture_tree):
     # Generated code (sympy ships such tables) can nest deeper than libcst's recursive walk allows.
     deep = fixture_tree / "latentsync" / "models" / "generated.py"
