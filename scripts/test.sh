@@ -8,10 +8,20 @@ VENV="${LSYNC_PORT_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 
-# The pinned CPU build first: a bare `torch` (or an open range such as the verify extra's) could
-# otherwise pull a multi-GB CUDA build. An environment that already has torch keeps it.
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
+# The pinned torch first, the one the suite's expectations are for (the MPS simulator's tables,
+# its counts): a bare `torch` (or an open range such as the verify extra's) could otherwise pull a
+# multi-GB CUDA build. An environment with another torch gets the pin. CI sets
+# LSYNC_PORT_TORCH_INDEX to PyTorch's CPU index; without it pip uses its own configuration.
+TORCH_PIN="2.13.0"
+installed_torch() { "$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null || true; }
+if [ "$(installed_torch)" != "$TORCH_PIN" ]; then
+  "${PIP[@]}" ${LSYNC_PORT_TORCH_INDEX:+--index-url "$LSYNC_PORT_TORCH_INDEX"} "torch==$TORCH_PIN"
+fi
 "${PIP[@]}" -e ".[test,verify]"
+if [ "$(installed_torch)" != "$TORCH_PIN" ]; then
+  echo "scripts/test.sh: torch $TORCH_PIN is needed, found '$(installed_torch)'" >&2
+  exit 1
+fi
 
 "$VENV/bin/ruff" check src tests scripts
 # pytest exits 5 when it collects no test; set -e turns that into a failure, as it should.

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.util
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -1007,19 +1011,68 @@ def test_probe_is_standalone_and_old_python_compatible():
 def test_probe_here_reports_honestly(monkeypatch):
     for name in ("LATENTSYNC_DEVICE", "LATENTSYNC_DTYPE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     facts, error = run_probe(sys.executable, HELPER)
     assert error is None
+    # Every fact that this process can check for itself is this machine's.
+    torch = pytest.importorskip("torch", reason="the probe's torch facts are checked with the verify extra")
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg comes with the verify extra")
+    assert facts["ffmpeg"]["path"] == shutil.which("ffmpeg")
+    assert facts["ffmpeg"]["imageio_ffmpeg"] == imageio_ffmpeg.get_ffmpeg_exe()
+    assert facts["python"]["executable"] == sys.executable
+    assert facts["python"]["version"] == list(sys.version_info[:3])
+    assert facts["python"]["implementation"] == platform.python_implementation()
+    assert facts["markers"]["python_version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert facts["markers"]["sys_platform"] == sys.platform
+    assert (facts["platform"]["system"], facts["platform"]["machine"]) == (platform.system(), platform.machine())
+    assert facts["torch"]["ok"] is True and facts["torch"]["version"] == torch.__version__
+    assert facts["torch"]["cuda_build"] == torch.version.cuda
+    assert facts["torch"]["mps_built"] is torch.backends.mps.is_built()
+    assert facts["torch"]["mps_available"] is torch.backends.mps.is_available()
+    assert facts["torch"]["cuda_available"] is torch.cuda.is_available()
+    assert facts["distributions"]["installed"]["torch"] == metadata.version("torch")
+    assert facts["decord"]["ok"] is (importlib.util.find_spec("decord") is not None)
+    assert facts["env"]["PYTORCH_ENABLE_MPS_FALLBACK"] == "1" and facts["env"]["LATENTSYNC_DEVICE"] is None
+    if sys.platform == "darwin":
+        memsize = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, check=True)
+        assert facts["memory"]["total"] == int(memsize.stdout)
+    else:
+        assert facts["memory"]["total"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    expected_device = "mps" if torch.backends.mps.is_available() else "cuda" if torch.cuda.is_available() else "cpu"
+    assert facts["helper"]["device"] == expected_device
     if sys.platform == "linux":
         assert facts["platform"]["system"] == "Linux"
-        assert facts["platform"]["mac_ver"] is None
-        assert facts["torch"]["mps_available"] is False
-        assert facts["helper"]["device"] in ("cpu", "cuda")
-    assert facts["python"]["executable"]
-    assert facts["python"]["version"][:2] == list(sys.version_info[:2])
-    assert facts["markers"]["python_version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
-    assert facts["memory"]["total"] > 0
-    assert "torch" in facts["distributions"]["installed"]
+        assert facts["platform"]["mac_ver"] is None and facts["platform"]["chip"] is None
+        assert facts["torch"]["mps_available"] is False and facts["torch"]["mps_built"] is False
+    elif sys.platform == "darwin":
+        assert facts["platform"]["system"] == "Darwin"
+        assert facts["platform"]["mac_ver"] == platform.mac_ver()[0]
+        assert facts["platform"]["rosetta"] is False  # CI's macOS runners are Apple Silicon, natively
+        chip = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+        assert facts["platform"]["chip"] == chip.stdout.strip() and chip.stdout.startswith("Apple")
+        assert facts["torch"]["mps_built"] is True  # PyPI's macOS arm64 wheels have MPS
+        assert facts["torch"]["cuda_available"] is False
     json.dumps(facts)
+
+
+def _path_without_ffmpeg() -> str:
+    return os.pathsep.join(
+        folder for folder in os.environ.get("PATH", "").split(os.pathsep) if not shutil.which("ffmpeg", path=folder)
+    )
+
+
+@pytest.mark.parametrize("ffmpeg_on_path", [True, False], ids=["an-ffmpeg-on-PATH", "no-ffmpeg-on-PATH"])
+def test_probe_finds_ffmpeg_exactly_where_path_has_one(tmp_path, monkeypatch, ffmpeg_on_path):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    fake = folder / "ffmpeg"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    path = _path_without_ffmpeg()
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{path}" if ffmpeg_on_path else path)
+    facts, error = run_probe(sys.executable, None)
+    assert error is None
+    assert facts["ffmpeg"]["path"] == (str(fake) if ffmpeg_on_path else None)
 
 
 def test_probe_runs_as_a_plain_script_and_survives_a_bad_helper(tmp_path):
@@ -1049,18 +1102,48 @@ def test_doctor_import_stays_light():
 # The command
 
 
-def test_cli_here_says_not_a_mac(monkeypatch):
+@pytest.mark.parametrize("ffmpeg_on_path", [True, False], ids=["an-ffmpeg-on-PATH", "no-ffmpeg-on-PATH"])
+def test_cli_here_without_a_tree(tmp_path, monkeypatch, ffmpeg_on_path):
+    """This interpreter, which scripts/test.sh set up (torch, eva-decord and imageio-ffmpeg from the
+    verify extra); the one input varied is whether an `ffmpeg` is on PATH."""
+    torch = pytest.importorskip("torch", reason="doctor here is checked with the verify extra installed")
     for name in ("LATENTSYNC_DEVICE", "LATENTSYNC_DTYPE"):
         monkeypatch.delenv(name, raising=False)
+    # No MPS memory cap: a Mac runner's small Metal budget is a warning then, never a blocker.
+    monkeypatch.setenv("PYTORCH_MPS_HIGH_WATERMARK_RATIO", "0.0")
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "ffmpeg").write_text("#!/bin/sh\nexit 0\n")
+    (folder / "ffmpeg").chmod(0o755)
+    path = _path_without_ffmpeg()
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{path}" if ffmpeg_on_path else path)
     result = runner.invoke(app, ["doctor", "--json"])
     report = json.loads(result.output)
     by_name = {c["name"]: c for c in report["checks"]}
-    assert result.exit_code == (10 if report["summary"]["blocker"] else 0)
+    blockers = {name for name, c in by_name.items() if c["status"] == BLOCKER}
     assert report["python"] == sys.executable
+    # LatentSync runs `ffmpeg` by name: without one on PATH (imageio-ffmpeg's is not), a blocker.
+    assert by_name["ffmpeg"]["status"] == (OK if ffmpeg_on_path else BLOCKER)
     if sys.platform == "linux":
-        assert "not a Mac" in by_name["platform"]["detail"]
-        assert "MPS not available" in by_name["mps"]["detail"]
-        assert "picks device cpu" in by_name["device"]["detail"] or "device cuda" in by_name["device"]["detail"]
+        assert "not a Mac" in by_name["platform"]["detail"] and by_name["platform"]["status"] == OK
+        assert "MPS not available" in by_name["mps"]["detail"] and by_name["mps"]["status"] == OK
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        assert f"picks device {device}" in by_name["device"]["detail"]
+        assert blockers == (set() if ffmpeg_on_path else {"ffmpeg"})
+        assert result.exit_code == (0 if ffmpeg_on_path else 10)
+    elif sys.platform == "darwin":
+        assert f"macOS {platform.mac_ver()[0]}" in by_name["platform"]["detail"]
+        assert by_name["platform"]["status"] == OK  # an Apple Silicon runner on a current macOS
+        mps = torch.backends.mps.is_available()
+        if mps:
+            assert "MPS built and available" in by_name["mps"]["detail"] and by_name["mps"]["status"] == OK
+            assert "picks device mps" in by_name["device"]["detail"]
+        else:  # hosted runners may be virtual machines without Metal: then doctor must say so
+            assert by_name["mps"]["status"] == BLOCKER and "MPS is built but not available" in by_name["mps"]["detail"]
+            assert "picks device cpu" in by_name["device"]["detail"]
+        assert blockers == (set() if mps else {"mps"}) | (set() if ffmpeg_on_path else {"ffmpeg"})
+        assert result.exit_code == (0 if mps and ffmpeg_on_path else 10)
 
 
 def test_cli_table_and_exit_code_on_the_fixture(fixture_tree, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -80,6 +81,9 @@ def test_dry_run_writes_nothing(fixture_tree, pack):
 
 
 def test_revert_restores_every_byte(fixture_tree, pack):
+    # Modes are part of tree_hashes: an executable script and a read-only file among the rewritten.
+    (fixture_tree / "scripts/inference.py").chmod(0o755)
+    (fixture_tree / "latentsync/models/unet.py").chmod(0o444)
     pristine = tree_hashes(fixture_tree)
     apply(fixture_tree, pack)
     assert tree_hashes(fixture_tree) != pristine
@@ -162,23 +166,38 @@ def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
     assert "torch.cuda.is_bf16_supported()" in new_text[plan.residue[0].line - 1]
 
 
-def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tree, pack, monkeypatch):
+def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tree, pack, monkeypatch, tmp_path):
     pristine = tree_hashes(fixture_tree)
+    # What a direct port of the pristine tree writes, on a separate copy.
+    direct = tmp_path / "direct"
+    shutil.copytree(fixture_tree, direct)
+    apply(direct, pack)
     # An "older version" ported only the interpolate sites and wrote a different helper.
     old = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32", "torch-cuda-calls"])
     monkeypatch.setattr(engine, "__version__", "0.0.1")
     engine.commit(old)
     monkeypatch.undo()
     assert json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())["tool_version"] == "0.0.1"
-    fresh = tmp_copy = engine.make_plan(fixture_tree, pack)
+    assert without_state(tree_hashes(fixture_tree)) != without_state(tree_hashes(direct))
+    fresh = engine.make_plan(fixture_tree, pack)
     engine.commit(fresh)
     manifest = json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())
     assert manifest["tool_version"] != "0.0.1"
     assert "scripts/inference.py" in manifest["files"]
-    # The result equals a direct port of the pristine tree ...
-    assert tmp_copy.drift == []
+    # The result equals a direct port of the pristine tree: the same bytes, the same report ...
+    assert without_state(tree_hashes(fixture_tree)) == without_state(tree_hashes(direct))
+    assert fresh.drift == []
+    direct_files = json.loads((direct / ".lsync-port/manifest.json").read_text())["files"]
+    assert {p: (e["original"], e["rules"]) for p, e in manifest["files"].items()} == {
+        p: (e["original"], e["rules"]) for p, e in direct_files.items()
+    }
+    # ... and it still reverts to the pristine bytes, not to the older version's port.
     engine.revert(fixture_tree)
     assert tree_hashes(fixture_tree) == pristine
+
+
+def without_state(hashes: dict[str, str]) -> dict[str, str]:
+    return {rel: digest for rel, digest in hashes.items() if not rel.startswith(".lsync-port/")}
 
 
 def test_upgrade_restores_files_no_rule_changes_any_more(fixture_tree, pack):

@@ -347,9 +347,10 @@ def test_numpy_bfloat16_and_the_svd_fallback(snippets):
     assert numpy["level"] == "error" and "can't convert mps:0 device type tensor to numpy" in numpy["message"]
     (bf16,) = findings_at(snippets, "bfloat16")
     assert (bf16["level"], bf16["dtype"]) == ("warning", "bfloat16") and "macOS 14" in bf16["message"]
-    if TORCH_2_13:
-        (svd,) = findings_at(snippets, "svd")  # MPS's own boxed CPU fallback: runs, slowly
-        assert svd["level"] == "warning" and "linalg_svd" in svd["message"]
+    if not TORCH_2_13:  # after the checks above: they hold on any torch
+        pytest.skip(f"the boxed svd fallback is checked against torch 2.13.0, this is {torch.__version__}")
+    (svd,) = findings_at(snippets, "svd")  # MPS's own boxed CPU fallback: runs, slowly
+    assert svd["level"] == "warning" and "linalg_svd" in svd["message"]
 
 
 # ----------------------------------------------------------------------------------------------

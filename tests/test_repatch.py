@@ -108,7 +108,17 @@ def test_verify_runs_on_the_checked_out_release(tmp_path, upstream):
     code, report, _ = run(tmp_path, patches, "--release", "fixture")
     steps = report["rows"][0]["steps"]
     assert steps["verify-cpu"]["status"] == "pass", steps["verify-cpu"]["detail"]
-    assert code == (0 if report["passed"] else 1)
+    # The known release, ported by its own rules, passes every step, so the script exits 0.
+    assert {name: step["status"] for name, step in steps.items()} == {
+        "checkout": "pass",
+        "apply": "pass",
+        "reapply": "pass",
+        "scan": "pass",
+        "compile": "pass",
+        "verify-cpu": "pass",
+        "verify-mps-sim": "pass",
+    }
+    assert code == 0 and report["passed"] is True
 
 
 def test_list_gives_the_ci_matrix():

@@ -26,9 +26,10 @@ BOM = b"\xef\xbb\xbf"
 ENV = {k: v for k, v in os.environ.items() if k != "LSYNC_PORT_DEBUG"} | {"COLUMNS": "400", "NO_COLOR": "1"}
 
 
-def cli(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(*args: object, timeout: float = 60, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """`lsync-port ARGS` as its own process; `prefix` runs it under a command (see obeys_permission_bits)."""
     result = subprocess.run(
-        [sys.executable, "-m", "latentsync_mps.cli", *map(str, args)],
+        [*prefix, sys.executable, "-m", "latentsync_mps.cli", *map(str, args)],
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -55,49 +56,68 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def dry_run_writes_nothing(tree: Path, expected_code: int = Exit.OK) -> subprocess.CompletedProcess[str]:
+def dry_run_writes_nothing(
+    tree: Path, expected_code: int = Exit.OK, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     before = snapshot(tree)
     had_state = (tree / STATE_DIR).exists()
-    result = cli("apply", tree, "--dry-run")
+    result = cli("apply", tree, "--dry-run", prefix=prefix)
     assert result.returncode == expected_code, result.stdout + result.stderr
     assert snapshot(tree) == before
     assert (tree / STATE_DIR).exists() == had_state
     return result
 
 
-def apply_json(tree: Path, expected_code: int = Exit.OK) -> dict:
-    result = cli("apply", tree, "--json")
+def apply_json(tree: Path, expected_code: int = Exit.OK, prefix: tuple[str, ...] = ()) -> dict:
+    result = cli("apply", tree, "--json", prefix=prefix)
     assert result.returncode == expected_code, result.stdout + result.stderr
     return json.loads(result.stdout)
 
 
-def revert_exactly(tree: Path, pristine: dict[str, str]) -> None:
-    result = cli("revert", tree)
+def revert_exactly(tree: Path, pristine: dict[str, str], prefix: tuple[str, ...] = ()) -> None:
+    result = cli("revert", tree, prefix=prefix)
     assert result.returncode == Exit.OK, result.stdout + result.stderr
     assert tree_hashes(tree) == pristine
     assert not (tree / STATE_DIR).exists()
 
 
-def _permission_bits_ignored() -> bool:
-    """True for root (or anything with CAP_DAC_OVERRIDE): it may write into a read-only folder."""
-    if os.geteuid() != 0:
-        return False
+# Root ignores permission bits (CAP_DAC_OVERRIDE), and CI runs as root. The cases that need the
+# bits to mean something run lsync-port under setpriv with that capability (and its read-only
+# twin) dropped from the bounding set: for root, a child then obeys the bits like anyone else.
+DROP_DAC_OVERRIDE = (
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--",
+)
+
+
+def _bits_obeyed(prefix: tuple[str, ...]) -> bool:
+    """Does a child started under `prefix` get EACCES writing into a 0555 folder?"""
     with tempfile.TemporaryDirectory() as folder:
         locked = Path(folder) / "locked"
         locked.mkdir(mode=0o555)
+        code = "import sys\ntry:\n    open(sys.argv[1], 'wb')\nexcept PermissionError:\n    sys.exit(13)\n"
         try:
-            (locked / "probe").write_bytes(b"")
-        except PermissionError:
-            return False  # root without CAP_DAC_OVERRIDE obeys the bits like anyone else
+            done = subprocess.run([*prefix, sys.executable, "-c", code, str(locked / "probe")], capture_output=True)
+        except OSError:  # no setpriv here
+            return False
         finally:
             locked.chmod(0o755)
-        return True
+        return done.returncode == 13
 
 
-needs_permission_bits = pytest.mark.skipif(
-    _permission_bits_ignored(),
-    reason="running as root (os.geteuid() == 0): root ignores permission bits, so a read-only folder is writable",
-)
+@pytest.fixture(scope="session")
+def obeys_permission_bits() -> tuple[str, ...]:
+    """The command prefix under which lsync-port obeys permission bits: none for an ordinary
+    user; setpriv for root. Skipped (a failure under LSYNC_PORT_REQUIRE_EXTRAS) when neither works."""
+    for prefix in ((), DROP_DAC_OVERRIDE):
+        if _bits_obeyed(prefix):
+            return prefix
+    pytest.skip(
+        f"running as uid {os.geteuid()} with CAP_DAC_OVERRIDE, which could not be dropped "
+        "(no setpriv, or no CAP_SETPCAP): permission bits mean nothing here"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -293,32 +313,36 @@ def test_an_executable_script_keeps_its_mode(fixture_tree):
     assert mode(script) == 0o755
 
 
-def test_a_read_only_file_is_replaced_atomically_and_keeps_its_mode(fixture_tree, patched):
+def test_a_read_only_file_is_replaced_atomically_and_keeps_its_mode(fixture_tree, patched, obeys_permission_bits):
     # The engine never opens the file itself for writing: it writes a temp file in the (writable)
-    # folder and renames it over the file, so a 0444 file is ported for root and non-root alike.
+    # folder and renames it over the file, so a 0444 file is ported although it cannot be opened
+    # for writing (lsync-port runs where the bits are obeyed, for root too).
     unet = fixture_tree / "latentsync/models/unet.py"
     unet.chmod(0o444)
     pristine = tree_hashes(fixture_tree)
+    as_user = obeys_permission_bits
     try:
-        dry_run_writes_nothing(fixture_tree)
-        apply_json(fixture_tree)
-        assert content(fixture_tree) == patched
-        assert patched["latentsync/models/unet.py"] != pristine["latentsync/models/unet.py"], "it was rewritten"
+        dry_run_writes_nothing(fixture_tree, prefix=as_user)
+        apply_json(fixture_tree, prefix=as_user)
+        # Patched bytes, and the file's own mode (the reference was ported at 0644).
+        rel = "latentsync/models/unet.py"
+        assert content(fixture_tree) == patched | {rel: patched[rel].replace("0o644 ", "0o444 ", 1)}
+        assert patched[rel].split()[1] != pristine[rel].split()[1], "it was rewritten"
         assert mode(unet) == 0o444
-        revert_exactly(fixture_tree, pristine)
+        revert_exactly(fixture_tree, pristine, prefix=as_user)
         assert mode(unet) == 0o444
     finally:
         unet.chmod(0o644)
 
 
-@needs_permission_bits
-def test_a_read_only_folder_stops_apply_cleanly_and_revert_recovers(fixture_tree, patched):
+def test_a_read_only_folder_stops_apply_cleanly_and_revert_recovers(fixture_tree, patched, obeys_permission_bits):
     models = fixture_tree / "latentsync/models"
     pristine = tree_hashes(fixture_tree)
+    as_user = obeys_permission_bits
     models.chmod(0o555)
     try:
-        dry_run_writes_nothing(fixture_tree)
-        result = cli("apply", fixture_tree)
+        dry_run_writes_nothing(fixture_tree, prefix=as_user)
+        result = cli("apply", fixture_tree, prefix=as_user)
         assert result.returncode == Exit.USAGE
         assert "permission denied" in result.stderr
         assert "latentsync/models/" in result.stderr
@@ -330,7 +354,7 @@ def test_a_read_only_folder_stops_apply_cleanly_and_revert_recovers(fixture_tree
         assert now["latentsync/models/unet.py"] == pristine["latentsync/models/unet.py"]
         assert now["latentsync/models/resnet.py"] == pristine["latentsync/models/resnet.py"]
         assert not list(fixture_tree.rglob("*.lsync-tmp"))
-        status = cli("status", fixture_tree, "--json")
+        status = cli("status", fixture_tree, "--json", prefix=as_user)
         assert status.returncode == Exit.OK
         assert json.loads(status.stdout)["summary"].startswith("partially patched")
     finally:
@@ -399,6 +423,21 @@ def test_revert_never_writes_through_a_symlinked_folder_named_in_the_manifest(fi
     assert result.returncode == 7
     assert "outpkg/mod.py" in result.stderr and "symbolic link" in result.stderr
     assert (outside / "mod.py").read_text() == "# not ours\n"
+
+
+def test_revert_never_replaces_a_managed_file_that_became_a_symlink(fixture_tree):
+    """A managed file replaced by a link (here to a file of the tree that apply does not manage):
+    revert --force refuses it and leaves both the link and what it points at as they are."""
+    assert cli("apply", str(fixture_tree)).returncode == 0
+    (fixture_tree / "notes.txt").write_text("mine\n")
+    script = fixture_tree / "predict.py"
+    script.unlink()
+    script.symlink_to("notes.txt")
+    result = cli("revert", str(fixture_tree), "--force")
+    assert result.returncode == 7
+    assert "predict.py" in result.stderr and "symbolic link" in result.stderr
+    assert script.is_symlink() and os.readlink(script) == "notes.txt"
+    assert (fixture_tree / "notes.txt").read_text() == "mine\n"
 
 
 def test_a_file_nested_deeper_than_the_recursion_limit_is_reported_and_left_alone(fixture_tree):

@@ -106,7 +106,7 @@ DEFECTS = {
         "    reader = VideoReader(video_path)",
         "    reader = VideoReader(video_path + '.missing')",
         "decode",
-        "",
+        "input.mp4.missing",  # the tree's own error, naming the file it could not open
     ),
 }
 
@@ -114,6 +114,7 @@ DEFECTS = {
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_a_broken_port_fails_for_the_right_reason(ported, defect):
     path, old, new, check, words = DEFECTS[defect]
+    assert words, "a reason's words must say something"
     edit(ported, path, old, new)
     code, report = verify(ported, "--device", "cpu")
     assert code == 11

@@ -1,0 +1,58 @@
+"""verify's parity check (`--device mps-sim`): the simulated MPS run against the CPU float32 run.
+
+A port whose output drifts only on the (simulated) MPS device passes every other check; the
+parity check alone must fail it, and say by how much (the PSNR) in its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from latentsync_mps import engine
+from latentsync_mps.cli import app
+
+pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
+pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
+pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml (verify extra)")
+
+PIPELINE = "latentsync/pipelines/lipsync_pipeline.py"
+PASTE_BACK = "        return decoded * masks + pixel_values * (1 - masks)"
+# A quarter of the value range added to every pixel, on MPS only: the CPU reference run is exact.
+DRIFT_ON_MPS = PASTE_BACK + ' + 0.5 * (decoded.device.type == "mps")'
+
+
+def test_an_output_that_drifts_on_mps_only_fails_parity_with_its_psnr(fixture_tree, pack):
+    engine.commit(engine.make_plan(fixture_tree, pack))
+    path = fixture_tree / PIPELINE
+    text = path.read_text()
+    assert text.count(PASTE_BACK) == 1
+    path.write_text(text.replace(PASTE_BACK, DRIFT_ON_MPS))
+
+    result = CliRunner().invoke(app, ["verify", str(fixture_tree), "--json", "--device", "mps-sim"])
+    report = json.loads(result.output)
+    assert result.exit_code == 11 and report["passed"] is False
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    # Everything before parity passes: the drift is visible only against the CPU run.
+    assert statuses == {
+        "device": "pass",
+        "import": "pass",
+        "weights": "pass",
+        "decode": "pass",
+        "audio": "pass",
+        "unet": "pass",
+        "pipeline": "pass",
+        "output": "pass",
+        "parity": "fail",
+    }
+    found = re.fullmatch(
+        r"parity with CPU float32: differs from the CPU float32 run: PSNR (\d+\.\d) dB < 25\.0 dB, "
+        r"max abs error (\d+)",
+        report["reason"],
+    )
+    assert found, report["reason"]
+    # +0.5 on a [-1, 1] range is about 64 of 255 where not clipped: far below the 25 dB bar.
+    assert 5.0 < float(found[1]) < 20.0 and int(found[2]) >= 32
