@@ -385,6 +385,8 @@ class PythonFinder(cst.CSTVisitor):
         callee = node.func.attr.value if isinstance(node.func, cst.Attribute) else getattr(node.func, "value", "")
         if callee in _TEXT_CALLEES or str(callee).endswith(("Error", "Exception", "Warning")):
             return
+        if callee == "cuda":
+            return  # `.cuda("cuda:1")`: one finding, cuda-method, for the call and its device
         is_move = callee == "to" or "torch.device" in names
         for index, arg in enumerate(node.args):
             if arg.keyword is not None and arg.keyword.value in _DEVICE_KEYWORDS:
