@@ -16,6 +16,9 @@ Kinds (see KINDS for the one-line meaning of each):
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import sys
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -29,6 +32,11 @@ from .rules.cuda_type_check import cuda_type_comparison
 from .rules.device_literal import cuda_fstring, cuda_literal
 from .rules.names import ImportedNameProvider
 from .rules.requirements import RequirementLine
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -71,55 +79,49 @@ KINDS = {
     "sdist-only": "a requirement that builds from source on a Mac",
 }
 
-# What each torch.cuda call does on a Mac, and its backend-neutral replacement.
-_OFF_GPU = "returns False on a Mac, so the code takes its CPU path and never uses the Apple GPU"
-_RAISES = "raises on a Mac ('Torch not compiled with CUDA enabled')"
-_NOTHING = "does nothing on a Mac (frees or seeds no MPS state)"
-CUDA_CALLS = {
-    "torch.cuda.is_available": (_OFF_GPU, "_lsync_port.is_available() or _lsync_port.device()"),
-    "torch.cuda.empty_cache": (_NOTHING, "_lsync_port.empty_cache()"),
-    "torch.cuda.manual_seed": (_NOTHING, "_lsync_port.manual_seed(seed)"),
-    "torch.cuda.manual_seed_all": (_NOTHING, "_lsync_port.manual_seed(seed)"),
-    "torch.cuda.synchronize": (_RAISES, "_lsync_port.synchronize()"),
-    "torch.cuda.amp.autocast": ("autocasts nothing on a Mac (CUDA-only autocast)", "_lsync_port.autocast(...)"),
-    "torch.cuda.get_device_capability": (_RAISES, "_lsync_port.fp16_supported()"),
-    "torch.cuda.set_per_process_memory_fraction": (_RAISES, "_lsync_port.set_memory_fraction(f)"),
-    "torch.cuda.get_device_properties": (_RAISES, "_lsync_port.device_properties(index)"),
-    "torch.cuda.current_device": (_RAISES + "; torch.mps has no current_device", "_lsync_port.current_device()"),
-    "torch.cuda.device_count": ("returns 0 on a Mac", "_lsync_port.device_count()"),
-    "torch.cuda.set_device": (_RAISES, "_lsync_port.set_device(index)"),
-    "torch.cuda.memory_allocated": (
-        "returns 0 on a Mac",
-        "_lsync_port.memory_allocated() (torch.mps.current_allocated_memory)",
-    ),
-    "torch.cuda.memory_reserved": (
-        "returns 0 on a Mac",
-        "_lsync_port.memory_reserved() (torch.mps.driver_allocated_memory)",
-    ),
-    "torch.cuda.mem_get_info": (_RAISES, "_lsync_port.mem_get_info() (free, total) from torch.mps"),
-    "torch.cuda.is_bf16_supported": (_OFF_GPU, "_lsync_port.is_bf16_supported() (macOS 14+ on mps)"),
-}
-_CUDA_TYPE = (
-    "is a CUDA tensor type: building one, or `.type()` to it, raises on a Mac ('Torch not compiled with CUDA enabled')",
-    "torch.tensor(..., dtype=..., device=_lsync_port.device()) or `.to(_lsync_port.device(), dtype)`",
-)
-_CUDA_ERROR_TYPE = (
-    "catches CUDA's error only: on a Mac MPS raises RuntimeError (torch.OutOfMemoryError in newer torch)",
-    "catch torch.OutOfMemoryError or RuntimeError as well",
-)
-_NVTX = (
-    "marks ranges for NVIDIA's profiler: without CUDA it raises or does nothing",
-    "guard it: `if _lsync_port.device_type() == 'cuda':`",
-)
-_BACKEND_SETTING = (
-    "a CUDA backend setting: on a Mac it does nothing, or reads CUDA's state, not the Apple GPU's",
-    'use it only `if _lsync_port.device_type() == "cuda":`',
-)
+# What each name of torch's CUDA namespaces does on a Mac, and the fix: data, in
+# patches/torch-cuda.toml (loaded when a finder first reports one).
+CUDA_TIES_FILE = "torch-cuda.toml"
 _CUDA_FLAG_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.")
-_UNKNOWN_CUDA_CALL = (
-    "needs CUDA; on a Mac it raises or does nothing",
-    "no MPS counterpart known: guard it with `if _lsync_port.device_type() == 'cuda':`",
-)
+
+
+@dataclass(frozen=True)
+class CudaTie:
+    kind: str
+    severity: str
+    why: str
+    fix: str
+
+
+@functools.cache
+def _cuda_ties() -> tuple[dict[str, CudaTie], list[tuple[tuple[str, ...], CudaTie]], CudaTie]:
+    """(per name, per shape, default) from torch-cuda.toml: the rule packs' own, else the bundled one."""
+    from .resources import bundled_patches_dir, patches_dir
+
+    path = patches_dir() / CUDA_TIES_FILE
+    if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
+        path = bundled_patches_dir() / CUDA_TIES_FILE
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    default = _tie(data["default"], None)
+    shapes = [(tuple(entry["match"]), _tie(entry, default)) for entry in data.get("shape", [])]
+    apis = {name: _tie(entry, default) for name, entry in data.get("api", {}).items()}
+    return apis, shapes, default
+
+
+def _tie(entry: dict, default: CudaTie | None) -> CudaTie:
+    base = default or CudaTie("torch-cuda", "error", "", "")
+    return CudaTie(entry.get("kind", base.kind), entry.get("severity", base.severity), entry["why"], entry["fix"])
+
+
+def cuda_tie(name: str) -> CudaTie:
+    """What to say about a name under torch.cuda / torch.backends.cuda / .cudnn."""
+    apis, shapes, default = _cuda_ties()
+    if name in apis:
+        return apis[name]
+    for patterns, tie in shapes:
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            return tie
+    return default
 
 
 def _cuda_api(name: str) -> bool:
@@ -239,7 +241,8 @@ class PythonFinder(cst.CSTVisitor):
         if names & set(_SDPA_PINS):
             self._mark(node.func)
             if not self._sdpa_pin(node) and not any(self._guards):
-                self._add(node, "cuda-flag", "warning", *_BACKEND_SETTING)
+                tie = cuda_tie("torch.backends.cuda.sdp_kernel")  # a backend switch, pinned to nothing
+                self._add(node, tie.kind, tie.severity, f"an attention-backend switch {tie.why}", tie.fix)
             return
         if self._cuda_reference(node, node.func, names):
             return
@@ -344,22 +347,8 @@ class PythonFinder(cst.CSTVisitor):
         self._mark(name_node)
         if any(self._guards):
             return True  # only runs on CUDA
-        if name.startswith(_CUDA_FLAG_PREFIXES):
-            self._add(report, "cuda-flag", "warning", f"{name}: {_BACKEND_SETTING[0]}", _BACKEND_SETTING[1])
-            return True
-        last = name.rpartition(".")[2]
-        severity = "error"
-        if name in CUDA_CALLS:
-            why, fix = CUDA_CALLS[name]
-        elif last.endswith("Tensor") and last[:1].isupper():
-            why, fix = _CUDA_TYPE
-        elif last.endswith("Error"):
-            why, fix, severity = *_CUDA_ERROR_TYPE, "warning"
-        elif name.startswith("torch.cuda.nvtx"):
-            why, fix, severity = *_NVTX, "warning"
-        else:
-            why, fix = _UNKNOWN_CUDA_CALL
-        self._add(report, "torch-cuda", severity, f"{name} {why}", fix)
+        tie = cuda_tie(name)
+        self._add(report, tie.kind, tie.severity, f"{name} {tie.why}", tie.fix)
         return True
 
     def visit_Name(self, node: cst.Name) -> None:
@@ -397,7 +386,8 @@ class PythonFinder(cst.CSTVisitor):
             if cuda_literal(value) is not None or cuda_fstring(value):
                 self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
             elif isinstance(value, cst.SimpleString) and str(value.evaluated_value).startswith("torch.cuda."):
-                self._add(value, "torch-cuda", "error", f"{value.evaluated_value} {_CUDA_TYPE[0]}", _CUDA_TYPE[1])
+                tie = cuda_tie(str(value.evaluated_value))
+                self._add(value, tie.kind, "error", f"{value.evaluated_value} {tie.why}", tie.fix)
 
     def _interpolate(self, node: cst.Call) -> None:
         position = next((i for i, a in enumerate(node.args) if a.keyword is None or a.keyword.value == "input"), None)
