@@ -20,6 +20,7 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
+from latentsync_mps.findings import PythonFinder
 from latentsync_mps.rewrite import run_pass
 from latentsync_mps.rules.base import FileContext, PythonRuleKind
 
@@ -84,7 +85,7 @@ def test_every_rule_over_real_files(kinds):
         checked += 1
         ctx = FileContext(path.name, "latentsync._lsync_port")
         try:
-            first = run_pass(data, kinds, ctx, find=True)
+            first = run_pass(data, kinds, ctx, [PythonFinder(ctx.path)])
         except RecursionError:
             # Generated code nested deeper than Python's recursion limit: the engine reports such a
             # file and leaves it untouched (tests/test_safety.py checks that), which is the property.
@@ -102,7 +103,7 @@ def test_every_rule_over_real_files(kinds):
         except SyntaxError as error:
             failures.append(f"{path}: the rewritten file does not compile: {error}")
             continue
-        second = run_pass(first.code, kinds, ctx, find=False)
+        second = run_pass(first.code, kinds, ctx)
         if second.changes or second.code != first.code:
             failures.append(f"{path}: a second pass changed it again: {[c.rule_id for c in second.changes]}")
     assert not failures, "\n".join(failures[:20])

@@ -154,7 +154,9 @@ def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
     path = fixture_tree / "scripts/inference.py"
     path.write_text(
         path.read_text().replace(
-            "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7", "torch.cuda.is_bf16_supported()"
+            # is_initialized has no MPS counterpart (is_bf16_supported, used here before, now has one)
+            "torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7",
+            "torch.cuda.is_initialized()",
         )
     )
     plan = engine.make_plan(fixture_tree, pack)
@@ -163,7 +165,7 @@ def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
     assert [(f.path, f.kind) for f in plan.residue] == [("scripts/inference.py", "torch-cuda")]
     # Its line is the line in the file as apply writes it (one import line added above).
     new_text = next(f.new for f in plan.files if f.path == "scripts/inference.py").decode().splitlines()
-    assert "torch.cuda.is_bf16_supported()" in new_text[plan.residue[0].line - 1]
+    assert "torch.cuda.is_initialized()" in new_text[plan.residue[0].line - 1]
 
 
 def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tree, pack, monkeypatch, tmp_path):

@@ -137,6 +137,7 @@ PYTHON_CASES = [
         'import torch\nif _lsync_port.device_type() == "cuda":\n    torch.backends.cuda.matmul.allow_tf32 = True',
     ),
     ("float64", "warning", "x = x.double()", "x = x.float()"),
+    ("pin-memory", "warning", "batch = batch.pin_memory()", "batch = batch.contiguous()"),
     ("float64", "warning", "import torch\nx = torch.zeros(3, dtype=torch.float64)", "import torch\nx = torch.zeros(3)"),
     (
         "float64",

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,14 +32,16 @@ class Exit(IntEnum):
     RULES = 9  # a rule file under patches/ is invalid
     DOCTOR_BLOCKER = 10  # doctor found a blocker
     VERIFY_FAILED = 11  # verify: the port does not run on that device (the report says why)
+    LOCKED = 12  # another apply or revert holds the tree's lock (.lsync-port/lock)
 
 
 EXIT_CODES_HELP = """
-Exit codes: 0 ok · 2 bad path, option, profile or rule id · 3 not a recognised upstream tree ·
+Exit codes: 0 ok · 2 bad path, option, profile or rule id, or a tree that cannot be written
+(full disk, permission, read-only; nothing changed) · 3 not a recognised upstream tree ·
 4 tree not patched (revert) · 5 applied, but some files could not be processed ·
 6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
 8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker · 11 verify failed ·
-1 internal error (a bug: please report it).
+12 another apply or revert is running on the tree · 1 internal error (a bug: please report it).
 """
 
 app = typer.Typer(
@@ -97,6 +100,24 @@ def _engine_call(function, *args, **kwargs):
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None
 
 
+@contextmanager
+def _locked(tree: Path, command: str):
+    """The tree's lock for one apply or revert; says so when it took over a dead process's lock."""
+    from . import engine
+    from .manifest import describe_holder
+
+    lock = _engine_call(engine.lock_tree, tree, command)
+    try:
+        if lock.stale:
+            errors.print(
+                f"[yellow]note:[/] took over the lock of a run that had died ({describe_holder(lock.stale)})",
+                highlight=False,
+            )
+        yield lock
+    finally:
+        lock.release()
+
+
 @app.command()
 def apply(
     tree: TreeArg,
@@ -119,9 +140,13 @@ def apply(
     from . import engine, report
 
     rule_ids = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
-    plan = _engine_call(engine.make_plan, tree, _pack(), profile, rule_ids)
-    if not dry_run:
-        _engine_call(engine.commit, plan)
+    pack = _pack()
+    if dry_run:
+        plan = _engine_call(engine.make_plan, tree, pack, profile, rule_ids)
+    else:
+        with _locked(tree, "apply"):  # from reading the manifest to writing it: one process at a time
+            plan = _engine_call(engine.make_plan, tree, pack, profile, rule_ids)
+            _engine_call(engine.commit, plan)
     if json_out:
         print(json.dumps(report.plan_to_json(plan, written=not dry_run and bool(plan.writes)), indent=2))
     else:
@@ -199,7 +224,8 @@ def revert(
     """Restore every file apply changed, byte for byte, and remove what it added."""
     from . import engine
 
-    result = _engine_call(engine.revert, tree, force)
+    with _locked(tree, "revert"):
+        result = _engine_call(engine.revert, tree, force)
     for path in result.restored:
         console.print(f"restored {path}")
     for path in result.removed:

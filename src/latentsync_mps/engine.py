@@ -6,21 +6,35 @@ parsed with libcst and written back atomically (see manifest.py).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import multiprocessing
 import os
 import re
 import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import libcst as cst
 
 from . import __version__
-from .findings import PY_NEEDLES, REQ_NEEDLES, Finding, find_in_python, find_in_requirements
-from .manifest import STATE_DIR, Entry, Manifest, ManifestError, State, atomic_remove, atomic_write, sha256
+from .findings import PY_NEEDLES, REQ_NEEDLES, Finding, PythonFinder, find_in_python, find_in_requirements
+from .manifest import (
+    STATE_DIR,
+    Entry,
+    Manifest,
+    ManifestError,
+    State,
+    TreeLock,
+    TreeLocked,
+    atomic_remove,
+    install,
+    sha256,
+    stage,
+)
 from .resources import runtime_helper_source
 from .rewrite import run_pass
 from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
@@ -39,6 +53,56 @@ class TreeError(Exception):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+EXIT_LOCKED = 12  # cli.Exit.LOCKED
+LOCK_WAIT_ENV = "LSYNC_PORT_LOCK_WAIT"  # seconds a second apply/revert waits for the lock (default 5)
+
+# What a failed write means, in words, and what the user can do about it.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("no space left on the device", "free some space and run it again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space and run it again"),
+    errno.EACCES: ("permission denied", "make the tree writable for this user and run it again"),
+    errno.EPERM: ("permission denied", "make the tree writable for this user and run it again"),
+    errno.EROFS: (
+        "read-only file system",
+        "copy the tree somewhere writable (or remount it read-write) and run it again",
+    ),
+}
+
+
+class WriteFailed(TreeError):
+    """The file system refused a write. `changed` tells whether any file of the tree had changed."""
+
+    def __init__(self, error: OSError, command: str, changed: bool) -> None:
+        what, todo = _WRITE_FAILURES.get(error.errno or 0, (error.strerror or str(error), "fix that and run it again"))
+        where = f"{error.filename}: " if error.filename else ""
+        if changed:
+            outcome = (
+                "some files are patched, the rest are untouched (none half-written); "
+                f"`lsync-port {command}` again finishes the job once you {todo.removesuffix(' and run it again')}"
+            )
+        else:
+            outcome = f"nothing was changed; {todo}"
+        super().__init__(f"{command}: {where}{what}. {outcome[0].upper()}{outcome[1:]}.", 2)
+        self.error, self.changed = error, changed
+
+
+def lock_tree(tree: Path, command: str) -> TreeLock:
+    """Take the tree's lock (`.lsync-port/lock`) for `command`; the caller releases it."""
+    tree = check_tree(tree)
+    lock = TreeLock(tree, f"lsync-port {command} {tree}", float(os.environ.get(LOCK_WAIT_ENV, "5")))
+    try:
+        lock.acquire()
+    except TreeLocked as busy:
+        raise TreeError(
+            f"{tree} is being changed by another lsync-port ({busy}); wait until it ends and run this again "
+            f"(if that process hangs, stop it: its lock goes with it)",
+            EXIT_LOCKED,
+        ) from None
+    except OSError as error:
+        raise WriteFailed(error, command, changed=False) from None
+    return lock
 
 
 @dataclass
@@ -210,7 +274,8 @@ def transform_file(
         if not active and not (find_residue and any(n in data for n in PY_NEEDLES)):
             return data, [], []
         _check_nesting(data)
-        result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx, find=find_residue)
+        finders = [PythonFinder(relpath)] if find_residue else []
+        result = run_pass(data, [k for k in active if isinstance(k, PythonRuleKind)], ctx, finders)
         return result.code, result.changes, result.residue
     changes: list[Change] = []
     new = data
@@ -245,13 +310,42 @@ def _transform_job(job: tuple[str, bytes, bool]) -> tuple[str, bytes, list[Chang
     return rel, new, changes, residue, None
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker must not outlive the apply that started it (a SIGKILLed
+    parent cannot shut its pool down). Linux: the kernel sends SIGKILL when the parent dies
+    (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread notices the parent is gone."""
+    import ctypes
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # it died before the prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lsync-port-parent-watch", daemon=True).start()
+
+
 def _transform_all(jobs: list[tuple[str, bytes, bool]], kinds: list[RuleKind], profile: Profile):
     """Every file's pass, on all cores for a large tree (fork only: elsewhere one process)."""
     _JOBS.update(kinds=kinds, profile=profile)
     workers = min(os.cpu_count() or 1, 8)
     if len(jobs) < PARALLEL_MIN_FILES or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [_transform_job(job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         return list(pool.map(_transform_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
 
 
@@ -261,7 +355,7 @@ def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple
     if isinstance(kind, RequirementsRuleKind):
         return rewrite_requirements(text, [kind], ctx)
     assert isinstance(kind, PythonRuleKind)
-    result = run_pass(text, [kind], ctx, find=False)
+    result = run_pass(text, [kind], ctx)
     return result.code.decode("utf-8"), result.changes
 
 
@@ -381,12 +475,21 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
 
 
 def _digest(rules: list[Rule], files: dict[str, bytes | None]) -> str:
-    """One hash of the tool version, the rules (all their fields) and every candidate file."""
-    digest = hashlib.sha256(f"{__version__}\n{[repr(rule) for rule in rules]}".encode())
+    """One hash of the tool version, the rules (all their fields) and every candidate file.
+
+    A rule's `source` is hashed as `<profile folder>/<file>`, not as the absolute path it was
+    loaded from: the same rules installed elsewhere (another venv, a wheel) give the same digest."""
+    stable = [repr(replace(rule, source=_pack_relative(rule.source))) for rule in rules]
+    digest = hashlib.sha256(f"{__version__}\n{stable}".encode())
     for rel in sorted(files):
         data = files[rel]
         digest.update(f"\n{rel}\0{'-' if data is None else sha256(data)}".encode())
     return digest.hexdigest()
+
+
+def _pack_relative(source: str) -> str:
+    path = Path(source)
+    return f"{path.parent.name}/{path.name}"
 
 
 def _unchanged_plan(plan: Plan, result: dict, digest: str) -> Plan:
@@ -525,26 +628,65 @@ def commit(plan: Plan) -> None:
         )
     ):
         return  # the tree already is what this plan describes
-    # While files are being written, the manifest knows both the old and the new entries.
+    # Everything that can fail for want of space or permission happens first, while the tree
+    # is untouched: the new bytes staged in temp files beside their targets, the backups, and
+    # the manifest, which knows both the old and the new entries while files are being swapped.
     manifest = Manifest(__version__, plan.profile.name, release, rule_ids, "applying", old | final, result)
-    state.write(manifest)
-    for f in plan.files:
-        if f.pristine is not None:
-            state.save_backup(f.path, f.pristine)
-    for f in plan.writes:
-        target = plan.tree / f.path
-        if f.path in restored and f.pristine is None:
-            atomic_remove(target)
-        else:
-            atomic_write(target, f.new, f.mode)
-    for rel in restored:
-        state.backup_path(rel).unlink(missing_ok=True)
-    manifest.files, manifest.state = final, "applied"
-    if final:
+    had_manifest = state.exists()
+    staged: dict[str, Path] = {}
+    new_backups: list[Path] = []
+    try:
+        for f in plan.writes:
+            if not (f.path in restored and f.pristine is None):
+                staged[f.path] = stage(plan.tree / f.path, f.new, f.mode)
+        for f in plan.files:
+            if f.pristine is not None:
+                if not state.backup_path(f.path).exists():
+                    new_backups.append(state.backup_path(f.path))
+                state.save_backup(f.path, f.pristine)
         state.write(manifest)
-    else:
-        state.remove()
+    except OSError as error:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        _drop_backups(state, new_backups, had_manifest)
+        raise WriteFailed(error, "apply", changed=False) from None
+    changed = False
+    try:
+        for f in plan.writes:  # renames and unlinks: no new space needed
+            target = plan.tree / f.path
+            if f.path in staged:
+                install(staged.pop(f.path), target)
+            else:
+                atomic_remove(target)
+            changed = True
+        for rel in restored:
+            state.backup_path(rel).unlink(missing_ok=True)
+        manifest.files, manifest.state = final, "applied"
+        if final:
+            state.write(manifest)
+        else:
+            state.remove()
+    except OSError as error:  # the "applying" manifest lets apply finish it or revert undo it
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise WriteFailed(error, "apply", changed=changed) from None
     clean_temp_files(plan.tree, [*final, *old])
+
+
+def _drop_backups(state: State, created: list[Path], had_manifest: bool) -> None:
+    """Undo the backups a failed commit saved, so that the state folder is as it was."""
+    if not had_manifest:
+        state.remove()
+        return
+    for path in created:
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == state.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: older backups live there
 
 
 def clean_temp_files(tree: Path, relpaths: list[str]) -> None:
@@ -619,6 +761,7 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
         raise TreeError(f"{tree_status.tree} is not patched by lsync-port (no {STATE_DIR}/{'manifest.json'})", 4)
     state = State(tree_status.tree)
     result = RevertResult([], [], [])
+    writes: list[tuple[Path, bytes, int | None]] = []
     for file in tree_status.files:
         entry = manifest.files[file.path]
         target = tree_status.tree / file.path
@@ -634,7 +777,6 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
             result.refused.append(FileProblem(file.path, f"{unsafe}; not written"))
             continue
         if entry.original is None:
-            atomic_remove(target)
             result.removed.append(file.path)
             continue
         try:
@@ -642,12 +784,30 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
         except ManifestError as error:
             result.refused.append(FileProblem(file.path, str(error)))
             continue
-        mode = target.stat().st_mode & 0o7777 if target.exists() else None
-        atomic_write(target, data, mode)
+        writes.append((target, data, target.stat().st_mode & 0o7777 if target.exists() else None))
         result.restored.append(file.path)
-    if not result.refused:
-        clean_temp_files(tree_status.tree, list(manifest.files))
-        state.remove()
+    # As in commit: stage every original first, so a full or read-only disk changes nothing.
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data, mode in writes:
+            staged.append((stage(target, data, mode), target))
+    except OSError as error:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise WriteFailed(error, "revert", changed=False) from None
+    changed = False
+    try:
+        for tmp, target in staged:
+            install(tmp, target)
+            changed = True
+        for rel in result.removed:
+            atomic_remove(tree_status.tree / rel)
+            changed = True
+        if not result.refused:
+            clean_temp_files(tree_status.tree, list(manifest.files))
+            state.remove()
+    except OSError as error:  # the manifest is still there: revert again finishes
+        raise WriteFailed(error, "revert", changed=changed) from None
     return result
 
 

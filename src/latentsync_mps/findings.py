@@ -16,6 +16,9 @@ Kinds (see KINDS for the one-line meaning of each):
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import sys
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -23,11 +26,17 @@ import libcst.matchers as m
 from libcst.metadata import PositionProvider
 from packaging.utils import canonicalize_name
 
-from .rules.base import expression_shape
+from .rewrite import run_pass
+from .rules.base import FileContext, expression_shape
 from .rules.cuda_type_check import cuda_type_comparison
 from .rules.device_literal import cuda_fstring, cuda_literal
 from .rules.names import ImportedNameProvider
 from .rules.requirements import RequirementLine
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ KINDS = {
     "cuda-only-check": "a device check that raises for everything but CUDA",
     "cuda-branch": "a tensor treated as on the GPU only when on CUDA",
     "cuda-flag": "a CUDA backend flag set for every device",
+    "pin-memory": "page-locked host memory, which only CUDA transfers use",
     "float64": "float64 that may reach the device",
     "mps-attention": "attention whose score matrix is one buffer on MPS",
     "mps-vae": "a whole batch through the VAE at once on MPS",
@@ -69,35 +79,89 @@ KINDS = {
     "sdist-only": "a requirement that builds from source on a Mac",
 }
 
-# What each torch.cuda call does on a Mac, and its backend-neutral replacement.
-_OFF_GPU = "returns False on a Mac, so the code takes its CPU path and never uses the Apple GPU"
-_RAISES = "raises on a Mac ('Torch not compiled with CUDA enabled')"
-_NOTHING = "does nothing on a Mac (frees or seeds no MPS state)"
-CUDA_CALLS = {
-    "torch.cuda.is_available": (_OFF_GPU, "_lsync_port.is_available() or _lsync_port.device()"),
-    "torch.cuda.empty_cache": (_NOTHING, "_lsync_port.empty_cache()"),
-    "torch.cuda.manual_seed": (_NOTHING, "_lsync_port.manual_seed(seed)"),
-    "torch.cuda.manual_seed_all": (_NOTHING, "_lsync_port.manual_seed(seed)"),
-    "torch.cuda.synchronize": (_RAISES, "_lsync_port.synchronize()"),
-    "torch.cuda.amp.autocast": ("autocasts nothing on a Mac (CUDA-only autocast)", "_lsync_port.autocast(...)"),
-    "torch.cuda.get_device_capability": (_RAISES, "_lsync_port.fp16_supported()"),
-    "torch.cuda.set_per_process_memory_fraction": (_RAISES, "_lsync_port.set_memory_fraction(f)"),
-    "torch.cuda.get_device_properties": (_RAISES, "_lsync_port.device_properties(index)"),
-    "torch.cuda.current_device": (_RAISES + "; torch.mps has no current_device", "_lsync_port.current_device()"),
-    "torch.cuda.device_count": ("returns 0 on a Mac", "_lsync_port.device_count()"),
-    "torch.cuda.set_device": (_RAISES, "_lsync_port.set_device(index)"),
-}
-_UNKNOWN_CUDA_CALL = (
-    "needs CUDA; on a Mac it raises or does nothing",
-    "no MPS counterpart known: guard it with `if _lsync_port.device_type() == 'cuda':`",
-)
-# Backend flags and tools with no MPS counterpart: not calls into CUDA (cuda-flag covers the flags).
-_NOT_CALLS = ("torch.backends.cuda.", "torch.backends.cudnn.", "torch.cuda.nvtx")
+# What each name of torch's CUDA namespaces does on a Mac, and the fix: data, in
+# patches/torch-cuda.toml (loaded when a finder first reports one).
+CUDA_TIES_FILE = "torch-cuda.toml"
+_CUDA_FLAG_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.")
+
+
+@dataclass(frozen=True)
+class CudaTie:
+    kind: str
+    severity: str
+    why: str
+    fix: str
+
+
+@functools.cache
+def _cuda_ties() -> tuple[dict[str, CudaTie], list[tuple[tuple[str, ...], CudaTie]], CudaTie]:
+    """(per name, per shape, default) from torch-cuda.toml: the rule packs' own, else the bundled one."""
+    from .resources import bundled_patches_dir, patches_dir
+
+    path = patches_dir() / CUDA_TIES_FILE
+    if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
+        path = bundled_patches_dir() / CUDA_TIES_FILE
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    default = _tie(data["default"], None)
+    shapes = [(tuple(entry["match"]), _tie(entry, default)) for entry in data.get("shape", [])]
+    apis = {name: _tie(entry, default) for name, entry in data.get("api", {}).items()}
+    return apis, shapes, default
+
+
+def _tie(entry: dict, default: CudaTie | None) -> CudaTie:
+    base = default or CudaTie("torch-cuda", "error", "", "")
+    return CudaTie(entry.get("kind", base.kind), entry.get("severity", base.severity), entry["why"], entry["fix"])
+
+
+def cuda_tie(name: str) -> CudaTie:
+    """What to say about a name under torch.cuda / torch.backends.cuda / .cudnn."""
+    apis, shapes, default = _cuda_ties()
+    if name in apis:
+        return apis[name]
+    for patterns, tie in shapes:
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            return tie
+    return default
+
+
+def _cuda_api(name: str) -> bool:
+    """A name in torch's CUDA namespaces: torch.cuda (and below), torch.backends.cuda, .cudnn."""
+    return name == "torch.cuda" or name.startswith(("torch.cuda.", *_CUDA_FLAG_PREFIXES))
+
+
 _SDPA_PINS = ("torch.nn.attention.sdpa_kernel", "torch.backends.cuda.sdp_kernel")
 _CUDA_KERNELS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "enable_flash", "enable_mem_efficient")
-_CUDA_FLAG_PREFIXES = ("torch.backends.cuda.", "torch.backends.cudnn.")
 _CUDA_GUARD = expression_shape('_lsync_port.device_type() == "cuda"')
 _DTYPE_NAMES = frozenset({"dtype", "torch_dtype", "weight_dtype"})
+_DEVICE_KEYWORDS = ("device", "map_location", "device_type")
+# Callees whose string arguments are text, not a device: messages, and string tests of a device.
+_TEXT_CALLEES = frozenset(
+    {
+        "print",
+        "debug",
+        "info",
+        "warning",
+        "warn",
+        "error",
+        "exception",
+        "critical",
+        "log",
+        "write",
+        "echo",
+        "format",
+        "startswith",
+        "endswith",
+        "replace",
+        "split",
+        "rsplit",
+        "partition",
+        "join",
+        "find",
+        "index",
+        "count",
+        "strip",
+    }
+)
 _FP16 = frozenset({"torch.float16", "torch.half"})
 _INTERPOLATE = "torch.nn.functional.interpolate"
 _SDPA = "torch.nn.functional.scaled_dot_product_attention"
@@ -139,6 +203,7 @@ PY_NEEDLES = (
     b"cpu",
     b"vae",
     b"from_numpy",
+    b"pin_memory",
 )
 REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu", b"av", b"insightface")
 
@@ -153,6 +218,8 @@ class PythonFinder(cst.CSTVisitor):
         self._empty = cst.Module(body=[])
         self._guards: list[bool] = []  # per enclosing `if`: is its test the CUDA-only guard?
         self._choices: list[bool] = []  # per enclosing `a if test else b`: does the test ask for mps?
+        self._imports = 0  # inside an import statement: names there are bindings, not uses
+        self._seen: set[int] = set()  # Name/Attribute nodes already inside a reported reference
 
     def _add(self, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str) -> None:
         position = self.get_metadata(PositionProvider, node)
@@ -170,14 +237,15 @@ class PythonFinder(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         names = self._qualified(node.func)
+        self._string_arguments(node, names)
         if names & set(_SDPA_PINS):
-            self._sdpa_pin(node)
+            self._mark(node.func)
+            if not self._sdpa_pin(node) and not any(self._guards):
+                tie = cuda_tie("torch.backends.cuda.sdp_kernel")  # a backend switch, pinned to nothing
+                self._add(node, tie.kind, tie.severity, f"an attention-backend switch {tie.why}", tie.fix)
             return
-        for name in names:
-            if name.startswith("torch.cuda.") and not name.startswith(_NOT_CALLS):
-                why, fix = CUDA_CALLS.get(name, _UNKNOWN_CUDA_CALL)
-                self._add(node, "torch-cuda", "error", f"{name} {why}", fix)
-                return
+        if self._cuda_reference(node, node.func, names):
+            return
         if _INTERPOLATE in names:
             self._interpolate(node)
         elif _SDPA in names:
@@ -188,8 +256,22 @@ class PythonFinder(cst.CSTVisitor):
                 "on MPS the whole score matrix is one Metal buffer; at 512x512 it can pass the 2**32-byte limit",
                 "_lsync_port.scaled_dot_product_attention(...): in chunks on mps (rule mps-attention-chunks)",
             )
-        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")), args=[])):
-            self._add(node, "cuda-method", "error", ".cuda() moves to an NVIDIA GPU only", ".to(_lsync_port.device())")
+        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):  # with any arguments
+            self._add(
+                node,
+                "cuda-method",
+                "error",
+                ".cuda() moves to an NVIDIA GPU only",
+                '.to(_lsync_port.device()) (a literal index stays the preferred CUDA device: device("cuda:N"))',
+            )
+        elif m.matches(node.func, m.Attribute(attr=m.Name("pin_memory"))):
+            self._add(
+                node,
+                "pin-memory",
+                "warning",
+                "pins host memory for CUDA copies: without CUDA it raises (no accelerator) or is ignored on mps",
+                'call it only `if _lsync_port.device_type() == "cuda":`',
+            )
         elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("double")), args=[])):
             self._add(node, "float64", "warning", _FLOAT64_WHY, ".float() (float32) for tensors that reach the device")
         elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("half")), args=[])):
@@ -228,7 +310,7 @@ class PythonFinder(cst.CSTVisitor):
                     "_lsync_port.vae_encode/vae_decode(vae, ...): a few frames at a time on mps (rule mps-vae-chunks)",
                 )
 
-    def _sdpa_pin(self, node: cst.Call) -> None:
+    def _sdpa_pin(self, node: cst.Call) -> bool:
         code = self._code(node)
         pinned = any(k in code for k in _CUDA_KERNELS) and "MATH" not in code
         if "enable_math=False" in code.replace(" ", ""):
@@ -241,6 +323,71 @@ class PythonFinder(cst.CSTVisitor):
                 "attention pinned to a CUDA-only kernel: on mps and cpu it fails with 'No available kernel'",
                 "_lsync_port.sdpa_kernel(...) keeps the pin on CUDA and drops it elsewhere",
             )
+        return pinned
+
+    # -- references to torch.cuda and the CUDA backends ---------------------------------------
+
+    def _mark(self, node: cst.BaseExpression) -> None:
+        """`node` and the names inside its attribute chain are part of one reported reference."""
+        while True:
+            self._seen.add(id(node))
+            if not isinstance(node, cst.Attribute):
+                return
+            node = node.value
+
+    def _cuda_reference(self, report: cst.CSTNode, name_node: cst.BaseExpression, names: set[str]) -> bool:
+        """Report any use of a name under torch.cuda or torch.backends.cuda/cudnn: every public
+        function, type and module there, called or not (complete by construction: the names are
+        matched by prefix, so a torch release that adds one is covered)."""
+        if self._imports or id(name_node) in self._seen:
+            return False
+        name = next((n for n in sorted(names) if _cuda_api(n)), None)
+        if name is None:
+            return False
+        self._mark(name_node)
+        if any(self._guards):
+            return True  # only runs on CUDA
+        tie = cuda_tie(name)
+        self._add(report, tie.kind, tie.severity, f"{name} {tie.why}", tie.fix)
+        return True
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._cuda_reference(node, node, self._qualified(node))
+
+    def visit_Import(self, node: cst.Import) -> None:
+        self._imports += 1
+
+    def leave_Import(self, original_node: cst.Import) -> None:
+        self._imports -= 1
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        self._imports += 1
+
+    def leave_ImportFrom(self, original_node: cst.ImportFrom) -> None:
+        self._imports -= 1
+
+    def _string_arguments(self, node: cst.Call, names: set[str]) -> None:
+        """A "cuda" device string, or the name of a CUDA tensor type, in any argument of a call
+        (`torch.autocast("cuda")`, `set_default_device("cuda")`, `Encoder(256, "cuda:0")`),
+        except messages and string tests. Keyword device positions and the first argument of
+        .to()/torch.device() are checked where they are rewritten (visit_Arg, leave_Call)."""
+        callee = node.func.attr.value if isinstance(node.func, cst.Attribute) else getattr(node.func, "value", "")
+        if callee in _TEXT_CALLEES or str(callee).endswith(("Error", "Exception", "Warning")):
+            return
+        if callee == "cuda":
+            return  # `.cuda("cuda:1")`: one finding, cuda-method, for the call and its device
+        is_move = callee == "to" or "torch.device" in names
+        for index, arg in enumerate(node.args):
+            if arg.keyword is not None and arg.keyword.value in _DEVICE_KEYWORDS:
+                continue
+            if index == 0 and is_move and arg.keyword is None:
+                continue
+            value = arg.value
+            if cuda_literal(value) is not None or cuda_fstring(value):
+                self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
+            elif isinstance(value, cst.SimpleString) and str(value.evaluated_value).startswith("torch.cuda."):
+                tie = cuda_tie(str(value.evaluated_value))
+                self._add(value, tie.kind, "error", f"{value.evaluated_value} {tie.why}", tie.fix)
 
     def _interpolate(self, node: cst.Call) -> None:
         position = next((i for i, a in enumerate(node.args) if a.keyword is None or a.keyword.value == "input"), None)
@@ -291,7 +438,18 @@ class PythonFinder(cst.CSTVisitor):
         self._choices.pop()
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._seen.add(id(node.attr))  # `x.empty_cache`: an attribute name, not an imported one
         names = self._qualified(node)
+        if self._cuda_reference(node, node, names):
+            return
+        if node.attr.value == "is_cuda" and not any(self._guards):
+            self._add(
+                node,
+                "cuda-branch",
+                "error",
+                ".is_cuda is False for MPS tensors: the GPU branch is skipped on a Mac",
+                'x.device.type != "cpu" (on the GPU, whichever it is)',
+            )
         if names & {"torch.float64", "torch.double"} and not any(self._choices):  # `x if is_mps else float64`
             self._add(node, "float64", "warning", _FLOAT64_WHY, "torch.float32 where the tensor reaches the device")
 
@@ -299,8 +457,16 @@ class PythonFinder(cst.CSTVisitor):
         if node.keyword is None:
             return
         name = node.keyword.value
-        if name in ("device", "map_location", "device_type"):
+        if name in _DEVICE_KEYWORDS:
             self._literal(node.value)
+        elif name == "pin_memory" and m.matches(node.value, m.Name("True")):
+            self._add(
+                node,
+                "pin-memory",
+                "warning",
+                "pinned host memory serves CUDA copies only: on a Mac torch ignores it with a warning",
+                'pin_memory=_lsync_port.device_type() == "cuda"',
+            )
         elif name in _DTYPE_NAMES:
             self._fp16(node.value)
         elif name == "fp16" and m.matches(node.value, m.Name("True")):
@@ -334,9 +500,10 @@ class PythonFinder(cst.CSTVisitor):
         self._flag(node, node.target)
 
     def _flag(self, statement: cst.CSTNode, target: cst.BaseExpression) -> None:
-        if any(self._guards):
+        if not any(name.startswith(_CUDA_FLAG_PREFIXES) for name in self._qualified(target)):
             return
-        if any(name.startswith(_CUDA_FLAG_PREFIXES) for name in self._qualified(target)):
+        self._mark(target)  # reported here as a flag, not again as a reference
+        if not any(self._guards):
             self._add(
                 statement,
                 "cuda-flag",
@@ -479,10 +646,7 @@ def find_in_python(path: str, data: bytes) -> list[Finding]:
     """The finders alone over one file: the same single pass apply runs, with no rules."""
     if not any(needle in data for needle in PY_NEEDLES):
         return []
-    from .rewrite import run_pass  # rewrite imports this module: import it when first needed
-    from .rules.base import FileContext
-
-    return sorted(run_pass(data, [], FileContext(path, "")).residue, key=lambda f: f.line)
+    return sorted(run_pass(data, [], FileContext(path, ""), [PythonFinder(path)]).residue, key=lambda f: f.line)
 
 
 def find_in_requirements(path: str, text: str) -> list[Finding]:

@@ -2,6 +2,7 @@
 
     <tree>/.lsync-port/manifest.json       tool version, profile, release, rules, one entry per file
     <tree>/.lsync-port/originals/<path>    the pristine bytes of every file that apply changed
+    <tree>/.lsync-port/lock                who runs apply or revert on the tree now (TreeLock)
 
 Every write is atomic (temp file, fsync, rename, fsync of the folder), and the manifest is written
 *before* any file of the tree changes, so a process killed at any instant leaves each file either
@@ -13,13 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_DIR = ".lsync-port"
 MANIFEST = "manifest.json"
 ORIGINALS = "originals"
+LOCK = "lock"
 FORMAT = 1
 
 
@@ -136,27 +141,45 @@ class State:
         if self.root.exists():
             for stray in self.root.glob("*.lsync-tmp"):  # a manifest write that was killed
                 stray.unlink()
-            self.root.rmdir()
+            if not (self.root / LOCK).exists():  # else the lock's release removes the folder
+                self.root.rmdir()
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` so that a reader (or a crash) sees the old or the new file, never half."""
+    install(stage(path, data, mode), path)
+
+
+def stage(path: Path, data: bytes, mode: int | None = None) -> Path:
+    """The first half of atomic_write: `data` in a synced temp file beside `path`, which is not
+    touched yet. Everything that can run out of space or permission happens here."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:  # keep the mode of the file being replaced; a new file gets the usual 0644
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".lsync-tmp", dir=path.parent)
-    except PermissionError as error:  # name the file that could not be written, not the temp file
-        raise PermissionError(error.errno, f"cannot write in {path.parent}", str(path)) from None
+    except OSError as error:  # name the file that could not be written, not the temp file
+        raise type(error)(error.errno, f"cannot write in {path.parent}", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise type(error)(error.errno, error.strerror, str(path)) from None
+        raise
+    return Path(tmp)
+
+
+def install(tmp: Path, path: Path) -> None:
+    """The second half of atomic_write: the staged temp file takes the place of `path`."""
+    try:
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
@@ -177,3 +200,115 @@ def _fsync_dir(folder: Path) -> None:
         pass  # some file systems cannot fsync a folder; the rename is still atomic
     finally:
         os.close(fd)
+
+
+class TreeLocked(Exception):
+    """Another process holds the tree's lock. `holder` is what it wrote there (may be {})."""
+
+    def __init__(self, lock: Path, holder: dict) -> None:
+        self.lock, self.holder = lock, holder
+        super().__init__(describe_holder(holder))
+
+
+def describe_holder(holder: dict) -> str:
+    since = holder.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if isinstance(since, int | float) else "?"
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `{holder.get('command', '?')}`, since {when}"
+
+
+class TreeLock:
+    """`<tree>/.lsync-port/lock`: one apply or revert at a time on a tree, as git's index.lock.
+
+    The lock is an advisory `flock` on that file, which the kernel drops when its holder dies
+    however it dies (SIGKILL included): a lock file left by a dead process is therefore stale by
+    construction, and the next run takes it over (`stale` then says whose it was). The file
+    holds the holder's pid, host, command and start time, for the message a waiting process
+    gives. A second process waits up to `wait` seconds, then raises TreeLocked. POSIX only: on
+    a system without fcntl no lock is taken.
+    """
+
+    def __init__(self, tree: Path, command: str, wait: float = 5.0) -> None:
+        self.root = tree / STATE_DIR
+        self.path = self.root / LOCK
+        self.command = command
+        self.wait = wait
+        self.stale: dict | None = None  # the holder of a lock file taken over from a dead process
+        self._fd: int | None = None
+
+    def __enter__(self) -> TreeLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        deadline = time.monotonic() + self.wait
+        while True:
+            self.root.mkdir(exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the holder removed the folder as it let go: try again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise TreeLocked(self.path, holder) from None
+                time.sleep(0.05)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder we waited for unlinks the file before it lets go: a lock on that old
+            # file is no lock on the path. Only a lock on the file the path names now counts.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            mine = os.fstat(fd)
+            if (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+                os.close(fd)
+                continue
+            previous = _read_holder(fd)
+            if previous:  # written by a process that died without letting go (killed)
+                self.stale = previous
+            holder = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": self.command,
+                "since": int(time.time()),
+                "python": sys.executable,
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+            self._fd = fd
+            return
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink while still holding it, so that no one can lock this file as the path's lock.
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        try:
+            self.root.rmdir()  # only when empty: a reverted tree has no state folder left
+        except OSError:
+            pass
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        data = os.pread(fd, 4096, 0)
+        holder = json.loads(data.decode("utf-8")) if data else {}
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}

@@ -29,6 +29,11 @@ def patches_dir() -> Path:
     return _first_existing(_PACKAGE / "patches", _REPO / "patches")
 
 
+def bundled_patches_dir() -> Path:
+    """The rule packs shipped with lsync-port, whatever $LSYNC_PORT_PATCHES says."""
+    return _first_existing(_PACKAGE / "patches", _REPO / "patches")
+
+
 def example_tree() -> Path:
     """The LatentSync-shaped example that `lsync-port demo` ports (written from scratch)."""
     return _first_existing(_PACKAGE / "examples" / "latentsync", _REPO / "tests" / "fixtures" / "latentsync")

@@ -4,6 +4,9 @@ The file is parsed once and its metadata (positions, qualified names) resolved o
 traversal then offers each node to every rule, lowest `order` first, and to the finders, which
 look at the *original* nodes. A finding that a rewrite covered is converted; what is left is
 residue. Imports the rewrites need are added at the end (libcst's AddImportsVisitor).
+
+The finders are passed in (any visitor with a `found` list of findings that carry a `span`), so
+this module does not depend on findings.py, which calls it for `scan`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import libcst as cst
 import libcst.matchers as m
@@ -19,15 +22,21 @@ from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import MetadataWrapper
 
-from .findings import Finding, PythonFinder
-from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
+from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, Span, span_within
+
+
+class Spanned(Protocol):
+    """What the pass needs of a finding: where it is (a frozen dataclass, renumbered by `replace`)."""
+
+    span: Span
+    line: int
 
 
 @dataclass
 class PassResult:
     code: bytes
     changes: list[Change]
-    residue: list[Finding]  # findings of the original that no rewrite covered
+    residue: list  # findings of the original that no rewrite covered
 
 
 class _CombinedPass(cst.CSTTransformer):
@@ -90,13 +99,15 @@ def _handler(visitor: cst.CSTVisitor | cst.CSTTransformer, generic: str, specifi
     return getattr(visitor, specific, None)
 
 
-def run_pass(data: bytes | str, kinds: Sequence[PythonRuleKind], file: FileContext, find: bool = True) -> PassResult:
-    """Rewrite `data` with `kinds` (already filtered to this file) and find what stays CUDA-only."""
+def run_pass(
+    data: bytes | str, kinds: Sequence[PythonRuleKind], file: FileContext, finders: Sequence[cst.CSTVisitor] = ()
+) -> PassResult:
+    """Rewrite `data` with `kinds` (already filtered to this file) and let `finders` (visitors
+    that collect findings in `.found`, such as findings.PythonFinder) find what stays CUDA-only."""
     module = cst.parse_module(data)
     context = CodemodContext(filename=file.path)
     log: list[Rewrite] = []
     commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.order)]
-    finders = [PythonFinder(file.path)] if find else []
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
     metadata = wrapper.resolve_many(dependencies)
@@ -146,7 +157,7 @@ def _surviving(log: list[Rewrite]) -> list[Rewrite]:
     ]
 
 
-def _renumber(findings: list[Finding], old: str, new: str) -> list[Finding]:
+def _renumber(findings: list, old: str, new: str) -> list:
     """Findings carry lines of the original; the report is about the rewritten file."""
     if not findings:
         return findings
@@ -158,7 +169,7 @@ def _renumber(findings: list[Finding], old: str, new: str) -> list[Finding]:
     return [replace(f, line=shift.get(f.line, f.line)) for f in findings]
 
 
-def _covered(finding: Finding, rewrites: list[Rewrite]) -> bool:
+def _covered(finding: Spanned, rewrites: list[Rewrite]) -> bool:
     return any(
         finding.span == r.span or (r.discards is not None and span_within(finding.span, r.discards)) for r in rewrites
     )

@@ -2,8 +2,10 @@
 
 Device positions: the keywords named in `keywords` (default `device=` and `map_location=`), the
 first argument of `.to(...)` and of `torch.device(...)`, a parameter default or an assignment whose
-name is in `keywords`, and the positional arguments listed in `positional`. A bare `.cuda()`
-becomes `.to(_lsync_port.device())`. An f-string such as `f"cuda:{gpu_id}"` is kept as the
+name is in `keywords`, and the positional arguments listed in `positional`. `.cuda()` becomes
+`.to(_lsync_port.device())`; `.cuda(1)`, `.cuda(device="cuda:1", non_blocking=True)` keep the
+index as the preferred CUDA device and the keywords `.to()` also takes (a non-literal device is
+left for the finders to report). An f-string such as `f"cuda:{gpu_id}"` is kept as the
 preferred device for CUDA users: `_lsync_port.device(f"cuda:{gpu_id}")`. Everything else that
 merely *mentions* cuda (docstrings, log messages, `device == "cuda"` comparisons) is left
 alone: those are text, not a device choice.
@@ -89,12 +91,17 @@ class DeviceLiteralCommand(RuleCommand):
         return updated_node
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        # `.cuda()` with no argument: the same move, to the run-time device.
-        if m.matches(original_node, m.Call(func=m.Attribute(attr=m.Name("cuda")), args=[])):
+        # `.cuda()`, `.cuda(0)`, `.cuda(device=1, non_blocking=True)`: the same move, to the
+        # run-time device (a literal index stays the preferred CUDA device).
+        move = _cuda_move(updated_node) if m.matches(original_node.func, m.Attribute(attr=m.Name("cuda"))) else None
+        if move is not None:
+            literal, kept = move
             func = updated_node.func
             assert isinstance(func, cst.Attribute)
+            comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")) if kept else cst.MaybeSentinel.DEFAULT
             new = updated_node.with_changes(
-                func=func.with_changes(attr=cst.Name("to")), args=[cst.Arg(self._device_call("cuda"))]
+                func=func.with_changes(attr=cst.Name("to")),
+                args=[cst.Arg(self._device_call(literal), comma=comma), *kept],
             )
             self.record(original_node, new)
             return new
@@ -120,6 +127,28 @@ class DeviceLiteralCommand(RuleCommand):
             if callee == name or name in names:
                 return index
         return None
+
+
+def _cuda_move(call: cst.Call) -> tuple[str, list[cst.Arg]] | None:
+    """For `x.cuda(...)`: the device it names ("cuda", "cuda:N") and the arguments `.to()` keeps
+    (non_blocking, memory_format); None when the device is not a literal (then it is reported)."""
+    literal, kept = "cuda", []
+    for index, arg in enumerate(call.args):
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        if arg.star:
+            return None
+        if (keyword is None and index == 0) or keyword == "device":
+            if isinstance(arg.value, cst.Integer):
+                literal = f"cuda:{arg.value.evaluated_value}"
+            elif cuda_literal(arg.value) is not None:
+                literal = str(cuda_literal(arg.value))
+            elif not m.matches(arg.value, m.Name("None")):
+                return None
+        elif keyword in ("non_blocking", "memory_format"):
+            kept.append(arg)
+        else:
+            return None
+    return literal, kept
 
 
 def _callee_name(func: cst.BaseExpression) -> str | None:

@@ -440,3 +440,51 @@ def _join_encoded(outputs):
         return (joined, *first[1:])
     first.latent_dist = joined
     return first
+
+
+# -- torch.cuda memory and capability queries with an MPS counterpart (engine: cuda-api.toml map) --
+
+
+def memory_allocated(index=None) -> int:
+    """The neutral `torch.cuda.memory_allocated()`: bytes held by tensors on the device in use
+    (torch.mps.current_allocated_memory on mps, 0 on cpu)."""
+    torch, kind = _torch(), device_type()
+    if kind == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.memory_allocated(index))
+    if kind == "mps" and _mps_available():
+        return int(torch.mps.current_allocated_memory())
+    return 0
+
+
+def memory_reserved(index=None) -> int:
+    """The neutral `torch.cuda.memory_reserved()`: bytes the allocator holds (on mps the Metal
+    driver's total, torch.mps.driver_allocated_memory; 0 on cpu)."""
+    torch, kind = _torch(), device_type()
+    if kind == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.memory_reserved(index))
+    if kind == "mps" and _mps_available():
+        return int(torch.mps.driver_allocated_memory())
+    return 0
+
+
+def mem_get_info(index=None) -> tuple[int, int]:
+    """The neutral `torch.cuda.mem_get_info()`: (free, total) bytes. On mps the total is the
+    recommended working set and free what the allocator does not hold of it; (0, 0) on cpu."""
+    torch, kind = _torch(), device_type()
+    if kind == "cuda" and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(index)
+    if kind == "mps" and _mps_available():
+        total = int(torch.mps.recommended_max_memory())
+        return max(0, total - int(torch.mps.driver_allocated_memory())), total
+    return 0, 0
+
+
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """The neutral `torch.cuda.is_bf16_supported()`: CUDA's answer on cuda; on mps bfloat16 needs
+    macOS 14 (torch.backends.mps.is_macos_or_newer(14, 0)); on cpu torch computes bfloat16."""
+    torch, kind = _torch(), device_type()
+    if kind == "cuda" and torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    if kind == "mps" and _mps_available():
+        return bool(torch.backends.mps.is_macos_or_newer(14, 0))
+    return kind == "cpu"
