@@ -335,7 +335,7 @@ def test_a_read_only_file_is_replaced_atomically_and_keeps_its_mode(fixture_tree
         unet.chmod(0o644)
 
 
-def test_a_read_only_folder_stops_apply_cleanly_and_revert_recovers(fixture_tree, patched, obeys_permission_bits):
+def test_a_read_only_folder_stops_apply_before_any_change(fixture_tree, patched, obeys_permission_bits):
     models = fixture_tree / "latentsync/models"
     pristine = tree_hashes(fixture_tree)
     as_user = obeys_permission_bits
@@ -356,9 +356,15 @@ def test_a_read_only_folder_stops_apply_cleanly_and_revert_recovers(fixture_tree
         assert not list(fixture_tree.rglob("*.lsync-tmp"))
         status = cli("status", fixture_tree, "--json", prefix=as_user)
         assert status.returncode == Exit.OK
-        assert json.loads(status.stdout)["summary"].startswith("partially patched")
+        # Every temp file, backup and the manifest is staged before the tree changes, so a folder
+        # that refuses a temp file stops apply before any file was replaced.
+        assert "Nothing was changed" in result.stderr
+        assert now == {rel: digest for rel, digest in pristine.items() if rel in now}
+        assert json.loads(status.stdout)["summary"].startswith("not patched")
     finally:
         models.chmod(0o755)
+    # Nothing to recover: once the folder is writable again, apply and revert work as on any tree.
+    apply_json(fixture_tree)
     revert_exactly(fixture_tree, pristine)
 
 
