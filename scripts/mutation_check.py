@@ -84,14 +84,14 @@ MUTATIONS = [
     Mutation(
         "revert-loses-modes",
         "src/latentsync_mps/engine.py",
-        "        atomic_write(target, data, mode)",
-        "        atomic_write(target, data, 0o644)",
+        "            staged.append((stage(target, data, mode), target))",
+        "            staged.append((stage(target, data, 0o644), target))",
         ("tests/test_engine.py", "-k", "revert_restores_every_byte"),
     ),
     Mutation(
         "permission-error-names-the-temp-file",
         "src/latentsync_mps/manifest.py",
-        '        raise PermissionError(error.errno, f"cannot write in {path.parent}", str(path)) from None',
+        '        raise type(error)(error.errno, f"cannot write in {path.parent}", str(path)) from None',
         "        raise",
         ("tests/test_safety.py", "-k", "read_only_folder"),
     ),
