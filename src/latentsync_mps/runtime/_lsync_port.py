@@ -133,16 +133,17 @@ def _choose_dtype(dev: str | None = None) -> tuple[object, str]:
     return torch.float32, f"{kind}"
 
 
-_ANNOUNCED = False
+# Kept on `sys`, not here: the ComfyUI wrapper imports this file as two modules (relatively from
+# nodes.py, absolutely from the vendored tree), and the line is printed once per process.
+_ANNOUNCED_FLAG = "_lsync_port_announced"
 
 
 def announce() -> None:
     """Print once per process, to stderr, what the port chose and why: device, dtype, chunking and
     the MPS fallback variable. Called by the first `device()` or `dtype()`."""
-    global _ANNOUNCED
-    if _ANNOUNCED:
+    if getattr(sys, _ANNOUNCED_FLAG, False):
         return
-    _ANNOUNCED = True
+    setattr(sys, _ANNOUNCED_FLAG, True)
     dev, dev_why = _choose_device()
     kind = device_type(dev)
     dtype_value, dtype_why = _choose_dtype(dev)
@@ -563,8 +564,9 @@ def _join_encoded(outputs):
 
 # ---------------------------------------------------------------------------------------------
 # Ops the torch a release pins for the Mac has no MPS kernel for (1.0: 2.1.2, 1.5: 2.4.1,
-# 1.6/main: 2.5.1): aten::upsample_nearest3d, aten::_upsample_bicubic2d_aa,
-# aten::_upsample_bilinear2d_aa and aten::_linalg_det. Without PYTORCH_ENABLE_MPS_FALLBACK=1 set
+# 1.6/main: 2.5.1), read from each release's native_functions.yaml: aten::upsample_nearest3d and
+# aten::_upsample_bicubic2d_aa (MPS kernels from torch 2.8), aten::_upsample_bilinear2d_aa and
+# aten::_linalg_det (from 2.7). Without PYTORCH_ENABLE_MPS_FALLBACK=1 set
 # before torch loads (ComfyUI loads it before any node), each raises NotImplementedError. On mps
 # the helpers below compute them with ops MPS has in every release; elsewhere they are the plain call.
 
@@ -590,8 +592,8 @@ def interpolate(
       frames folded into the batch: the same pixels, and no aten::upsample_nearest3d, which MPS
       lacks before torch 2.8;
     - antialiased bilinear/bicubic resizing of 4-D input is two matrix products with the
-      resampling weights (see `_aa_weights`), as aten::_upsample_*2d_aa have no MPS kernel in
-      the torch releases pin."""
+      resampling weights (see `_aa_weights`): aten::_upsample_bilinear2d_aa has no MPS kernel
+      before torch 2.7, aten::_upsample_bicubic2d_aa none before 2.8."""
     functional = _torch().nn.functional
     options = {"align_corners": align_corners, "recompute_scale_factor": recompute_scale_factor, "antialias": antialias}
     if not _on_mps(input):
@@ -688,7 +690,7 @@ def resize(img, size, interpolation=None, max_size=None, antialias=True):
 
 def det(input):  # noqa: A002
     """`torch.det`; on mps a 2x2 determinant in closed form on the device (AlignRestore's rotation
-    check), a larger one on the CPU: aten::_linalg_det has no MPS kernel before torch 2.6."""
+    check), a larger one on the CPU: aten::_linalg_det has no MPS kernel before torch 2.7."""
     torch = _torch()
     if not _on_mps(input):
         return torch.det(input)
