@@ -508,7 +508,7 @@ def vae_item_bytes(vae, batch, decoding: bool) -> int:
     block_out_channels[k] channels, and their neighbour's width arrives there too: the coarser
     block's upsampler output when decoding (256 channels at full resolution for
     (128, 256, 512, 512), twice the first block's width), the finer block's downsampler input when
-    encoding. The mid-block attention's score matrix (one head, at the coarsest level) counts too.
+    encoding (padded by one). The mid-block attention's score matrix (one head, at the coarsest level) counts too.
     Sizes are in float32 at least: MPS keeps some intermediates (scores, norms) in float32."""
     channels = list(getattr(getattr(vae, "config", None), "block_out_channels", None) or [128, 256, 512, 512])
     levels = len(channels)
@@ -519,7 +519,8 @@ def vae_item_bytes(vae, batch, decoding: bool) -> int:
         neighbour = (
             channels[k + 1] if decoding and k + 1 < levels else channels[k - 1] if not decoding and k else width_k
         )
-        pixels = (height >> k) * (width >> k)
+        pad = 0 if decoding else 1  # the encoder's downsamplers pad their input by one row and column
+        pixels = ((height >> k) + pad) * ((width >> k) + pad)
         widest = max(widest, max(width_k, neighbour) * pixels)
     tokens = (height >> (levels - 1)) * (width >> (levels - 1))
     return max(widest, tokens * tokens) * max(batch.element_size(), 4)
