@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the runtime helper is exercised with the verify extra (torch) installed")
 
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
 from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
 
 F = torch.nn.functional
@@ -178,7 +180,9 @@ def test_vae_chunks_equal_one_call(monkeypatch, vae):
         whole = vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(1))
         decoded = vae.decode(whole).sample
         monkeypatch.setenv(helper.CHUNKING_ENV, "force")
-        monkeypatch.setenv(helper.CHUNK_BYTES_ENV, str(2 * 8 * 16 * 16 * 4))  # two images per piece
+        # Two items per piece: encode's and decode's widest activation are the same size here.
+        assert helper.vae_item_bytes(vae, images, False) == helper.vae_item_bytes(vae, torch.zeros(1, 4, 8, 8), True)
+        monkeypatch.setenv(helper.CHUNK_BYTES_ENV, str(2 * helper.vae_item_bytes(vae, images, False)))
         vae.calls.clear()
         pieces = helper.vae_encode(vae, images).latent_dist.sample(torch.Generator().manual_seed(1))
         assert vae.calls == [2, 2, 2]
@@ -221,3 +225,48 @@ def test_vae_output_that_cannot_be_joined_falls_back_to_one_call(monkeypatch):
     monkeypatch.setenv(helper.CHUNK_BYTES_ENV, "1")
     out = helper.vae_decode(odd, torch.randn(3, 4, 2, 2))
     assert odd.calls == [1, 1, 1, 3] and out["image"].shape[0] == 3
+
+
+class LargestTensor(TorchDispatchMode):
+    """The largest tensor any aten op produces, in bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in torch.utils._pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self.largest = max(self.largest, tensor.numel() * tensor.element_size())
+        return out
+
+
+def test_every_vae_piece_stays_under_the_budget(monkeypatch):
+    """A real diffusers AutoencoderKL with LatentSync's VAE shape (4 levels, widths doubling), small:
+    the decoder's widest full-resolution activation is the second width (the upsampler output of
+    the coarser block), so sizing by the first width made pieces twice the budget."""
+    diffusers = pytest.importorskip("diffusers", reason="the verify extra brings diffusers")
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(8, 16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=8,
+        latent_channels=4,
+    ).eval()
+    latents = torch.randn(4, 4, 2, 2)  # 16x16 images
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    monkeypatch.setenv(helper.CHUNKING_ENV, "force")
+    for call, batch, decoding in ((helper.vae_decode, latents, True), (helper.vae_encode, images, False)):
+        one_item = LargestTensor()
+        with torch.no_grad(), one_item:
+            call(vae, batch[:1])
+        budget = 2 * one_item.largest  # room for two items per piece
+        monkeypatch.setenv(helper.CHUNK_BYTES_ENV, str(budget))
+        assert helper.vae_item_bytes(vae, batch, decoding) >= one_item.largest  # never an underestimate
+        measured = LargestTensor()
+        with torch.no_grad(), measured:
+            call(vae, batch)
+        assert measured.largest <= budget, (decoding, measured.largest, budget)
+        assert measured.largest > budget // 2  # and not needlessly small: two items did run together

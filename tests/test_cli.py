@@ -52,7 +52,7 @@ def test_apply_json_report(fixture_tree):
     assert report["profile"] == "latentsync" and report["release"] == "1.6"
     assert report["written"] is True
     assert report["drift"] == [] and report["residue"] == []
-    assert report["matches"]["interpolate-float32"] == 3
+    assert report["matches"]["interpolate-float32"] == 4  # 2 in Upsample3D, the mask, the face resize
     assert {"path", "line", "rule_id", "before", "after"} <= set(report["changes"][0])
     again = json.loads(run("apply", str(fixture_tree), "--json").output)
     assert again["written"] is False

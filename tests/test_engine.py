@@ -33,7 +33,7 @@ def test_apply_ports_every_call_site_of_the_fixture(fixture_tree, pack):
     inference = (fixture_tree / "scripts/inference.py").read_text()
     assert '"cuda"' not in inference and "_lsync_port.fp16_supported()" in inference
     resnet = (fixture_tree / "latentsync/models/resnet.py").read_text()
-    assert resnet.count("F.interpolate(hidden_states.to(torch.float32)") == 2
+    assert resnet.count("_lsync_port.interpolate(hidden_states") == 2
     detector = (fixture_tree / "latentsync/utils/face_detector.py").read_text()
     assert "CUDAExecutionProvider" not in detector.split("def cuda_to_int")[0]
     requirements = (fixture_tree / "requirements.txt").read_text()

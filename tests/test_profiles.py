@@ -209,7 +209,40 @@ def test_release_specific_rewrites(outcomes):
 
     assert "return _lsync_port.onnx_ctx_id(cuda_str)" in new("1.6", "latentsync/utils/face_detector.py")
     assert "not _lsync_port.runs_face_detection(device)" in new("1.6", "latentsync/utils/image_processor.py")
-    assert "dtype=_lsync_port.restore_dtype()" in new("1.6", "latentsync/utils/affine_transform.py")
+    restore = new("1.6", "latentsync/utils/affine_transform.py")
+    assert 'device="cpu", dtype=None):' in restore and "dtype = _lsync_port.restore_dtype(device)" in restore
+    assert "_lsync_port.det(" in restore and "torch.det(" not in restore
+
+
+# Issue 11 part 5 and issue 12: what every release's port must carry (each fails on the port before them).
+NEW_REWRITES = {
+    "latentsync/pipelines/lipsync_pipeline.py": (
+        "weight_dtype: Optional[torch.dtype] = None",
+        "weight_dtype = _lsync_port.dtype()",
+        "device=_lsync_port.face_device(device)",
+        "_lsync_port.release_chunk_memory(decoded_latents)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", TREES)
+def test_every_release_decides_dtype_and_face_device_when_called(outcomes, name):
+    files = {f.path: f.new.decode("utf-8") for f in outcomes[name].plan.files}
+    pipeline = files["latentsync/pipelines/lipsync_pipeline.py"]
+    for text in NEW_REWRITES["latentsync/pipelines/lipsync_pipeline.py"]:
+        if text.startswith("weight_dtype:") and name in ("1.6", "main"):
+            text = text.replace("Optional[torch.dtype]", "torch.dtype")
+        assert text in pipeline, (name, text)
+    assert pipeline.count("_lsync_port.dtype()") == 1, "decided in the body only, never in a signature"
+    assert "_lsync_port.interpolate(" in pipeline and "torch.nn.functional.interpolate(" not in pipeline
+    assert ("_lsync_port.resize(" in pipeline) == (name not in ("1.6", "main"))  # the 1.6 fixture uses F.interpolate
+    if name != "1.0":
+        assert "dtype = _lsync_port.dtype()" in files["scripts/inference.py"]
+    resnet = files["latentsync/models/resnet.py"]
+    assert resnet.count("_lsync_port.interpolate(") == 2 and "F.interpolate(" not in resnet
+    if name in ("1.6", "main", "wrapper"):
+        detector = files["latentsync/utils/face_detector.py"]
+        assert "def __init__(self, device=None):" in detector and "device = _lsync_port.device()" in detector
 
 
 def test_wrapper_keeps_crlf_and_imports_the_helper_relatively_in_nodes(outcomes):

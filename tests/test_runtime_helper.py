@@ -16,6 +16,7 @@ from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
 def clean_env(monkeypatch):
     monkeypatch.delenv(helper.DEVICE_ENV, raising=False)
     monkeypatch.delenv(helper.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(sys, helper._ANNOUNCED_FLAG, True, raising=False)  # the start-up line: its own tests
 
 
 def fake_backends(monkeypatch, mps=False, cuda=False, capability=(8, 0)):
@@ -43,9 +44,16 @@ def test_device_environment_override(monkeypatch):
     assert helper.device() == "mps"
 
 
+def fake_mps_memory(monkeypatch, gib):
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: int(gib * 2**30), raising=False)
+
+
 def test_dtype_policy(monkeypatch):
     fake_backends(monkeypatch, mps=True)
+    fake_mps_memory(monkeypatch, 10.7)  # a 16 GB Mac's recommended working set
     assert helper.dtype() == torch.float16
+    fake_mps_memory(monkeypatch, 48.0)  # a 64 GB Mac: float32 fits (twice upstream's 18 GB fp16 minimum)
+    assert helper.dtype() == torch.float32 and not helper.fp16_supported()
     assert helper.dtype("cpu") == torch.float32
     fake_backends(monkeypatch, cuda=True, capability=(8, 6))
     assert helper.dtype() == torch.float16 and helper.fp16_supported()
@@ -53,15 +61,106 @@ def test_dtype_policy(monkeypatch):
     assert helper.dtype() == torch.float32 and not helper.fp16_supported()  # upstream's own gate
 
 
-def test_dtype_environment_override(monkeypatch):
+@pytest.mark.parametrize("value", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("machine", ["mps-small", "mps-large", "cuda", "cpu"])
+def test_dtype_environment_override_wins_everywhere(monkeypatch, value, machine):
+    fake_backends(monkeypatch, mps=machine.startswith("mps"), cuda=machine == "cuda", capability=(7, 0))
+    fake_mps_memory(monkeypatch, 10.7 if machine == "mps-small" else 64)
+    monkeypatch.setenv(helper.DTYPE_ENV, value)
+    assert helper.dtype() == getattr(torch, value)
+    assert helper.fp16_supported() == (value == "float16")
+
+
+def test_dtype_environment_aliases(monkeypatch):
     fake_backends(monkeypatch, mps=True)
     monkeypatch.setenv(helper.DTYPE_ENV, "fp32")
     assert helper.dtype() == torch.float32
-    monkeypatch.setenv(helper.DTYPE_ENV, "bf16")
+    monkeypatch.setenv(helper.DTYPE_ENV, "BF16")
     assert helper.dtype() == torch.bfloat16
-    monkeypatch.setenv(helper.DTYPE_ENV, "float8")
-    with pytest.raises(ValueError, match="LATENTSYNC_DTYPE='float8' is not one of bfloat16, float16, float32"):
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "LATENTSYNC_DTYPE",
+            "float8",
+            "LATENTSYNC_DTYPE='float8' is not a dtype: use one of float16, bfloat16, float32",
+        ),
+        (
+            "LATENTSYNC_DEVICE",
+            "gpu",
+            "LATENTSYNC_DEVICE='gpu' is not a device: use one of auto, mps, cuda, cuda:N, cpu",
+        ),
+        ("LATENTSYNC_DEVICE", "cuda:x", "LATENTSYNC_DEVICE='cuda:x' is not a device"),
+        ("LATENTSYNC_DEVICE", "mps:0", "LATENTSYNC_DEVICE='mps:0' is not a device"),
+    ],
+)
+def test_invalid_settings_are_one_clear_error(monkeypatch, variable, value, message):
+    fake_backends(monkeypatch)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(helper.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         helper.dtype()
+    assert issubclass(helper.ConfigError, ValueError)  # ComfyUI shows a ValueError as the node's error
+    if variable == helper.DEVICE_ENV:
+        with pytest.raises(helper.ConfigError, match="is not a device"):
+            helper.device()
+
+
+def test_config_error_left_uncaught_prints_one_line(capsys):
+    helper._excepthook(helper.ConfigError, helper.ConfigError("LATENTSYNC_DTYPE='x' is not a dtype"), None)
+    assert capsys.readouterr().err == "error: LATENTSYNC_DTYPE='x' is not a dtype\n"
+    seen = []
+    helper._excepthook(KeyError, KeyError("k"), None, previous=lambda *a: seen.append(a[0]))
+    assert seen == [KeyError]  # anything else goes to the previous hook
+
+
+def test_the_choice_is_printed_once_per_process(monkeypatch, capsys):
+    fake_backends(monkeypatch, mps=True)
+    fake_mps_memory(monkeypatch, 10.7)
+    monkeypatch.delattr(sys, helper._ANNOUNCED_FLAG, raising=False)
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    helper.device()
+    helper.dtype()
+    helper.device()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith(
+        "lsync-port: device mps (auto: Apple GPU); dtype float16 (mps, recommended working set 10.7 GiB"
+    )
+    assert "attention/VAE chunking on, 1024 MiB pieces" in line and "PYTORCH_ENABLE_MPS_FALLBACK=1" in line
+
+
+def test_the_start_up_line_says_why_on_cpu(monkeypatch, capsys):
+    fake_backends(monkeypatch)
+    monkeypatch.delattr(sys, helper._ANNOUNCED_FLAG, raising=False)
+    monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK", raising=False)
+    monkeypatch.setenv(helper.DTYPE_ENV, "bfloat16")
+    monkeypatch.setenv(helper.CHUNKING_ENV, "0")
+    helper.dtype()
+    assert capsys.readouterr().err == (
+        "lsync-port: device cpu (auto: no GPU); dtype bfloat16 (LATENTSYNC_DTYPE=bfloat16); "
+        "attention/VAE chunking off (LATENTSYNC_MPS_CHUNKING=0); PYTORCH_ENABLE_MPS_FALLBACK unset\n"
+    )
+
+
+def test_face_device_is_the_pipelines_own():
+    assert helper.face_device(torch.device("cpu")) == "cpu"
+    assert helper.face_device(torch.device("mps", 0)) == "mps"
+    assert helper.face_device(torch.device("cuda", 1)) == "cuda:1"
+    assert helper.face_device("cuda") == "cuda"
+
+
+def test_chunk_memory_is_released_on_mps_only(monkeypatch):
+    fake_backends(monkeypatch, mps=True)
+    calls = []
+    monkeypatch.setattr(torch.mps, "empty_cache", lambda: calls.append("mps"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("cuda"))
+    kept = torch.ones(2)
+    assert helper.release_chunk_memory(kept) is kept and calls == []  # a CPU tensor: nothing to free
+    monkeypatch.setattr(helper, "_on_mps", lambda tensor: True)
+    assert helper.release_chunk_memory(kept) is kept and calls == ["mps"]
 
 
 def test_onnx_providers_are_filtered_by_what_onnxruntime_offers(monkeypatch):

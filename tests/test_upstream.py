@@ -97,3 +97,28 @@ def test_real_upstream_verify_cpu_with_synthetic_weights(upstream_copy):
     report = json.loads(result.output)
     assert result.exit_code == 0, report["reason"]
     assert report["passed"] and report["weights"] == "synthetic"
+
+
+@pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)
+def test_real_upstream_runs_on_its_own_torch_and_decides_when_called(upstream_copy):
+    """Issue 11 part 5 and issue 12 on a real checkout (the fixture tests run the same rewrites):
+    the ops the pinned Mac torch lacks go through the helper, and dtype and device defaults are
+    decided when called."""
+    upstream_copy, _ = upstream_copy
+    assert runner.invoke(app, ["apply", str(upstream_copy)]).exit_code == 0
+    pipeline = (upstream_copy / "latentsync/pipelines/lipsync_pipeline.py").read_text()
+    assert "weight_dtype = _lsync_port.dtype()" in pipeline and "= torch.float16" not in pipeline
+    assert "ImageProcessor(" in pipeline and "device=_lsync_port.face_device(device)" in pipeline
+    assert "synced_video_frames.append(_lsync_port.release_chunk_memory(decoded_latents))" in pipeline
+    assert "_lsync_port.resize(" in pipeline and "torchvision.transforms.functional.resize(" not in pipeline
+    resnet = (upstream_copy / "latentsync/models/resnet.py").read_text()
+    assert resnet.count("_lsync_port.interpolate(") == 2 and "F.interpolate(" not in resnet
+    inference = (upstream_copy / "scripts/inference.py").read_text()
+    assert "torch.float16 if is_fp16_supported else torch.float32" not in inference
+    affine = upstream_copy / "latentsync/utils/affine_transform.py"
+    if "kornia" in affine.read_text():  # 1.6 and later: AlignRestore on the device
+        text = affine.read_text()
+        assert "_lsync_port.det(" in text and "torch.det(" not in text
+        assert "dtype = _lsync_port.restore_dtype(device)" in text
+        detector = (upstream_copy / "latentsync/utils/face_detector.py").read_text()
+        assert "def __init__(self, device=None):" in detector

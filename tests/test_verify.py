@@ -82,7 +82,7 @@ def test_mps_on_a_machine_without_it_says_so(ported):
 DEFECTS = {
     "leftover-cuda-literal": (
         "latentsync/pipelines/lipsync_pipeline.py",
-        "device=_lsync_port.device()",
+        "device=_lsync_port.face_device(device)",
         'device="cuda"',
         "pipeline",
         "CUDA",

@@ -2,6 +2,7 @@
 
 from . import (
     call_argument,
+    call_time_default,
     cuda_call,
     cuda_type_check,
     device_literal,
@@ -22,6 +23,7 @@ __all__ = [
     "RuleError",
     "RuleKind",
     "call_argument",
+    "call_time_default",
     "cuda_call",
     "cuda_type_check",
     "device_literal",

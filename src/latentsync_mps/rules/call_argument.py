@@ -3,7 +3,9 @@
 For arguments whose value is CUDA-only, such as ONNX Runtime's
 `providers=["CUDAExecutionProvider"]` or InsightFace's `ctx_id=cuda_to_int(device)`, which
 raises for any device other than cuda. The callee is named either by qualified name
-(`call = "insightface.app.FaceAnalysis"`, import aliases followed) or by method name
+(`call = "insightface.app.FaceAnalysis"`, import aliases followed; a name without dots, such
+as `call = "ImageProcessor"`, also matches a bare call of that name, which a relative import
+leaves unresolved) or by method name
 (`method = "prepare"`, for calls on objects whose type the code does not show).
 
 Options:
@@ -74,6 +76,8 @@ class CallArgumentCommand(RuleCommand):
         if kind.method is not None:
             return isinstance(call.func, cst.Attribute) and call.func.attr.value == kind.method
         names = {q.name for q in self.get_metadata(ImportedNameProvider, call.func, set())}
+        if "." not in kind.call and isinstance(call.func, cst.Name) and call.func.value == kind.call:
+            return True
         return kind.call in names
 
 

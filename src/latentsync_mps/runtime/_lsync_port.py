@@ -1,27 +1,37 @@
 """Device policy for a LatentSync tree ported by lsync-port.
 
 Written into the tree by `lsync-port apply` and removed by `lsync-port revert`; rewritten code
-calls it instead of naming "cuda". The device is chosen when the code runs, not when it is
-ported, so one ported tree runs on Apple Silicon (mps), NVIDIA (cuda) and plain CPUs alike.
+calls it instead of naming "cuda". Everything is decided when the code runs, never when a module
+is imported, so one ported tree runs on Apple Silicon (mps), NVIDIA (cuda) and plain CPUs alike,
+and environment variables set late (by ComfyUI, a notebook) still count.
 
 Environment:
-  LATENTSYNC_DEVICE  mps | cuda | cuda:N | cpu    overrides the automatic choice (mps > cuda > cpu)
-  LATENTSYNC_DTYPE   float16 | bfloat16 | float32  overrides the dtype policy
+  LATENTSYNC_DEVICE  auto | mps | cuda | cuda:N | cpu  overrides the automatic choice (mps > cuda > cpu)
+  LATENTSYNC_DTYPE   float16 | bfloat16 | float32      overrides the dtype policy (see `dtype`)
   LATENTSYNC_MPS_CHUNKING  1 (default) | 0 | force  attention and VAE in chunks on mps; 0 turns it
                                                    off, force chunks on every device (for tests)
   LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES  bytes one chunk may use (default 1 GiB; Metal's limit
                                         for one buffer is 2**32 bytes)
+
+The first decision prints one line to stderr saying what was chosen and why.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 
 DEVICE_ENV = "LATENTSYNC_DEVICE"
 DTYPE_ENV = "LATENTSYNC_DTYPE"
 CHUNKING_ENV = "LATENTSYNC_MPS_CHUNKING"
 CHUNK_BYTES_ENV = "LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES"
+FALLBACK_ENV = "PYTORCH_ENABLE_MPS_FALLBACK"
 DEFAULT_CHUNK_BYTES = 1 << 30  # well under Metal's 2**32-byte limit for one buffer
+# float32 on mps needs about twice float16's memory. Upstream publishes 18 GB of VRAM as the
+# minimum for 1.6 and main (512 px, float16, CUDA; 8 GB for 1.5 at 256 px): float32 is the
+# default only where the Mac's recommended working set holds twice that.
+FLOAT32_MIN_WORKING_SET = 36 * 2**30
 
 _DTYPE_NAMES = {
     "float16": "float16",
@@ -33,6 +43,26 @@ _DTYPE_NAMES = {
     "fp32": "float32",
     "float": "float32",
 }
+VALID_DEVICES = "auto, mps, cuda, cuda:N, cpu"
+VALID_DTYPES = "float16, bfloat16, float32"
+
+
+class ConfigError(ValueError):
+    """A LATENTSYNC_* variable holds a value the port does not know. Left uncaught, it ends the
+    program with its one-line message and no traceback (see `_excepthook`)."""
+
+
+def _excepthook(kind, value, traceback, previous=None):
+    if isinstance(value, ConfigError):
+        print(f"error: {value}", file=sys.stderr)
+        return
+    (previous or sys.__excepthook__)(kind, value, traceback)
+
+
+if not getattr(sys.excepthook, "lsync_port", False):  # once per process, even if imported twice
+    _hook = functools.partial(_excepthook, previous=sys.excepthook)
+    _hook.lsync_port = True  # type: ignore[attr-defined]
+    sys.excepthook = _hook
 
 
 def _torch():
@@ -47,21 +77,101 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def _device_setting() -> str | None:
+    """$LATENTSYNC_DEVICE, checked; None when unset or "auto"."""
+    raw = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if not raw or raw == "auto":
+        return None
+    kind, colon, index = raw.partition(":")
+    if (kind in ("mps", "cpu") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
+        return raw
+    raise ConfigError(f"{DEVICE_ENV}={raw!r} is not a device: use one of {VALID_DEVICES} (or leave it unset)")
+
+
+def _dtype_setting() -> str | None:
+    """$LATENTSYNC_DTYPE as a torch dtype name, checked; None when unset."""
+    raw = os.environ.get(DTYPE_ENV, "").strip().lower()
+    if not raw:
+        return None
+    if raw not in _DTYPE_NAMES:
+        raise ConfigError(f"{DTYPE_ENV}={raw!r} is not a dtype: use one of {VALID_DTYPES} (or leave it unset)")
+    return _DTYPE_NAMES[raw]
+
+
+def _choose_device(preferred: str | None = None) -> tuple[str, str]:
+    """(device, why)."""
+    chosen = _device_setting()
+    if chosen:
+        return chosen, f"{DEVICE_ENV}={chosen}"
+    if _mps_available():
+        return "mps", "auto: Apple GPU"
+    if _torch().cuda.is_available():
+        return (preferred if preferred and preferred.startswith("cuda") else "cuda"), "auto: NVIDIA GPU"
+    return "cpu", "auto: no GPU"
+
+
+def _choose_dtype(dev: str | None = None) -> tuple[object, str]:
+    """(dtype, why): $LATENTSYNC_DTYPE; else on mps float32 where the recommended working set
+    holds it (FLOAT32_MIN_WORKING_SET), else float16; on CUDA upstream's own gate (float16 on
+    compute capability 8 or more); float32 elsewhere."""
+    torch = _torch()
+    name = _dtype_setting()
+    if name:
+        return getattr(torch, name), f"{DTYPE_ENV}={name}"
+    kind = device_type(dev)
+    if kind == "mps":
+        working_set = total_memory("mps")
+        gib = f"{working_set / 2**30:.1f} GiB"
+        if working_set >= FLOAT32_MIN_WORKING_SET:
+            return torch.float32, f"mps, recommended working set {gib} holds float32"
+        return (
+            torch.float16,
+            f"mps, recommended working set {gib} is under the {FLOAT32_MIN_WORKING_SET >> 30} GiB float32 needs",
+        )
+    if kind == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7:
+        return torch.float16, "CUDA compute capability 8+ (upstream's gate)"
+    return torch.float32, f"{kind}"
+
+
+# Kept on `sys`, not here: the ComfyUI wrapper imports this file as two modules (relatively from
+# nodes.py, absolutely from the vendored tree), and the line is printed once per process.
+_ANNOUNCED_FLAG = "_lsync_port_announced"
+
+
+def announce() -> None:
+    """Print once per process, to stderr, what the port chose and why: device, dtype, chunking and
+    the MPS fallback variable. Called by the first `device()` or `dtype()`."""
+    if getattr(sys, _ANNOUNCED_FLAG, False):
+        return
+    setattr(sys, _ANNOUNCED_FLAG, True)
+    dev, dev_why = _choose_device()
+    kind = device_type(dev)
+    dtype_value, dtype_why = _choose_dtype(dev)
+    mode = os.environ.get(CHUNKING_ENV, "1").strip().lower() or "1"
+    if mode in ("0", "false", "no", "off"):
+        chunks = f"off ({CHUNKING_ENV}={mode})"
+    elif mode == "force" or kind == "mps":
+        chunks = f"on, {chunk_bytes() / 2**20:.0f} MiB pieces"
+    else:
+        chunks = f"off (only on mps; {CHUNKING_ENV}=force forces it)"
+    fallback = os.environ.get(FALLBACK_ENV)
+    fallback_text = f"{FALLBACK_ENV}={fallback}" if fallback is not None else f"{FALLBACK_ENV} unset"
+    print(
+        f"lsync-port: device {dev} ({dev_why}); dtype {str(dtype_value).replace('torch.', '')} ({dtype_why}); "
+        f"attention/VAE chunking {chunks}; {fallback_text}",
+        file=sys.stderr,
+    )
+
+
 def device(preferred: str | None = None) -> str:
     """The device to run on: $LATENTSYNC_DEVICE, else mps, else cuda (or `preferred` "cuda:N"), else cpu."""
-    chosen = os.environ.get(DEVICE_ENV, "").strip().lower()
-    if chosen and chosen != "auto":
-        return chosen
-    if _mps_available():
-        return "mps"
-    if _torch().cuda.is_available():
-        return preferred if preferred and preferred.startswith("cuda") else "cuda"
-    return "cpu"
+    announce()
+    return _choose_device(preferred)[0]
 
 
 def device_type(dev: str | None = None) -> str:
-    """ "mps", "cuda" or "cpu" for a device string (default: `device()`)."""
-    return str(dev or device()).split(":", 1)[0]
+    """ "mps", "cuda" or "cpu" for a device string or torch.device (default: the chosen device)."""
+    return str(dev or _choose_device()[0]).split(":", 1)[0]
 
 
 def is_available() -> bool:
@@ -70,25 +180,21 @@ def is_available() -> bool:
 
 
 def dtype(dev: str | None = None):
-    """The compute dtype: $LATENTSYNC_DTYPE, else float16 on mps and on CUDA GPUs of compute
-    capability 8 or more (upstream's own gate), else float32."""
-    torch = _torch()
-    name = os.environ.get(DTYPE_ENV, "").strip().lower()
-    if name:
-        if name not in _DTYPE_NAMES:
-            raise ValueError(f"{DTYPE_ENV}={name!r} is not one of {', '.join(sorted(set(_DTYPE_NAMES.values())))}")
-        return getattr(torch, _DTYPE_NAMES[name])
-    kind = device_type(dev)
-    if kind == "mps":
-        return torch.float16
-    if kind == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7:
-        return torch.float16
-    return torch.float32
+    """The compute dtype (see `_choose_dtype`): $LATENTSYNC_DTYPE wins everywhere."""
+    announce()
+    return _choose_dtype(dev)[0]
 
 
 def fp16_supported(dev: str | None = None) -> bool:
     """The neutral form of upstream's `torch.cuda.is_available() and capability > 7` gate."""
     return dtype(dev) == _torch().float16
+
+
+def face_device(pipeline_device) -> str:
+    """The device for face detection and the face warp: the pipeline's own execution device (a
+    pipeline moved to the cpu keeps its face work there), as a string ("mps", "cuda:1", "cpu")."""
+    dev = _torch().device(pipeline_device)
+    return dev.type if dev.type in ("mps", "cpu") else str(dev)
 
 
 def empty_cache() -> None:
@@ -164,9 +270,9 @@ def set_memory_fraction(fraction: float, index: int = 0) -> None:
         torch.mps.set_per_process_memory_fraction(fraction)
 
 
-def total_memory() -> int:
+def total_memory(kind: str | None = None) -> int:
     """Bytes the device may use: CUDA's total memory, MPS's recommended maximum, 0 on cpu."""
-    torch, kind = _torch(), device_type()
+    torch, kind = _torch(), kind or device_type()
     if kind == "cuda" and torch.cuda.is_available():
         return int(torch.cuda.get_device_properties(0).total_memory)
     if kind == "mps" and _mps_available():
@@ -388,28 +494,43 @@ def vae_encode(vae, sample, *args, **kwargs):
     """`vae.encode(sample, ...)`, a few images at a time on mps (see `chunk_bytes()`); the
     latent distributions are joined again, so `.latent_dist.sample(generator)` draws the same
     noise as one call would."""
-    return _vae_chunks(vae.encode, vae, sample, 1, args, kwargs, _join_encoded)
+    return _vae_chunks(vae.encode, vae, sample, False, args, kwargs, _join_encoded)
 
 
 def vae_decode(vae, latents, *args, **kwargs):
     """`vae.decode(latents, ...)`, a few latents at a time on mps (see `chunk_bytes()`)."""
-    return _vae_chunks(vae.decode, vae, latents, _vae_scale(vae), args, kwargs, _join_decoded)
+    return _vae_chunks(vae.decode, vae, latents, True, args, kwargs, _join_decoded)
 
 
-def _vae_scale(vae) -> int:
-    channels = getattr(getattr(vae, "config", None), "block_out_channels", None)
-    return 2 ** (len(channels) - 1) if channels else 8
+def vae_item_bytes(vae, batch, decoding: bool) -> int:
+    """Bytes of the widest single activation that one image (encode) or latent (decode) of
+    `batch` produces in the VAE. At level k (resolution 1/2**k) the blocks carry
+    block_out_channels[k] channels, and their neighbour's width arrives there too: the coarser
+    block's upsampler output when decoding (256 channels at full resolution for
+    (128, 256, 512, 512), twice the first block's width), the finer block's downsampler input when
+    encoding (padded by one). The mid-block attention's score matrix (one head, at the coarsest level) counts too.
+    Sizes are in float32 at least: MPS keeps some intermediates (scores, norms) in float32."""
+    channels = list(getattr(getattr(vae, "config", None), "block_out_channels", None) or [128, 256, 512, 512])
+    levels = len(channels)
+    scale = 2 ** (levels - 1) if decoding else 1
+    height, width = batch.shape[-2] * scale, batch.shape[-1] * scale
+    widest = 0
+    for k, width_k in enumerate(channels):
+        neighbour = (
+            channels[k + 1] if decoding and k + 1 < levels else channels[k - 1] if not decoding and k else width_k
+        )
+        pad = 0 if decoding else 1  # the encoder's downsamplers pad their input by one row and column
+        pixels = ((height >> k) + pad) * ((width >> k) + pad)
+        widest = max(widest, max(width_k, neighbour) * pixels)
+    tokens = (height >> (levels - 1)) * (width >> (levels - 1))
+    return max(widest, tokens * tokens) * max(batch.element_size(), 4)
 
 
-def _vae_chunks(call, vae, batch, scale, args, kwargs, join):
-    """Run `call` on pieces of `batch` (first dimension) that each stay under the budget."""
+def _vae_chunks(call, vae, batch, decoding, args, kwargs, join):
+    """Run `call` on pieces of `batch` (first dimension) whose widest activation stays under the budget."""
     if batch.dim() < 3 or batch.shape[0] < 2 or not chunking_enabled(batch):
         return call(batch, *args, **kwargs)
-    channels = getattr(getattr(vae, "config", None), "block_out_channels", None) or [128]
-    height, width = batch.shape[-2] * scale, batch.shape[-1] * scale
-    tokens = height * width // 64  # the mid-block attention runs at 1/8 resolution
-    per_item = max(channels[0] * height * width, tokens * tokens) * max(batch.element_size(), 4)
-    step = max(1, chunk_bytes() // per_item)
+    step = max(1, chunk_bytes() // vae_item_bytes(vae, batch, decoding))
     if step >= batch.shape[0]:
         return call(batch, *args, **kwargs)
     outputs = [call(piece, *args, **kwargs) for piece in batch.split(step)]
@@ -488,3 +609,148 @@ def is_bf16_supported(including_emulation: bool = True) -> bool:
     if kind == "mps" and _mps_available():
         return bool(torch.backends.mps.is_macos_or_newer(14, 0))
     return kind == "cpu"
+
+# ---------------------------------------------------------------------------------------------
+# Ops the torch a release pins for the Mac has no MPS kernel for (1.0: 2.1.2, 1.5: 2.4.1,
+# 1.6/main: 2.5.1), read from each release's native_functions.yaml: aten::upsample_nearest3d and
+# aten::_upsample_bicubic2d_aa (MPS kernels from torch 2.8), aten::_upsample_bilinear2d_aa and
+# aten::_linalg_det (from 2.7). Without PYTORCH_ENABLE_MPS_FALLBACK=1 set
+# before torch loads (ComfyUI loads it before any node), each raises NotImplementedError. On mps
+# the helpers below compute them with ops MPS has in every release; elsewhere they are the plain call.
+
+
+def _on_mps(tensor) -> bool:
+    return getattr(getattr(tensor, "device", None), "type", None) == "mps"
+
+
+def interpolate(
+    input,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+):  # noqa: A002
+    """`F.interpolate`, with three MPS-only changes (elsewhere it is the plain call):
+
+    - nearest upsampling runs in float32 and is cast back: float16 nearest on MPS gave black masks
+      (LatentSync issue 48);
+    - 3-D nearest that keeps the frame count (Upsample3D's scale (1, 2, 2)) is 2-D nearest over the
+      frames folded into the batch: the same pixels, and no aten::upsample_nearest3d, which MPS
+      lacks before torch 2.8;
+    - antialiased bilinear/bicubic resizing of 4-D input is two matrix products with the
+      resampling weights (see `_aa_weights`): aten::_upsample_bilinear2d_aa has no MPS kernel
+      before torch 2.7, aten::_upsample_bicubic2d_aa none before 2.8."""
+    functional = _torch().nn.functional
+    options = {"align_corners": align_corners, "recompute_scale_factor": recompute_scale_factor, "antialias": antialias}
+    if not _on_mps(input):
+        return functional.interpolate(input, size, scale_factor, mode, **options)
+    if mode == "nearest":
+        upcast = input.to(_torch().float32)
+        if input.dim() == 5:
+            folded = _nearest_over_frames(upcast, size, scale_factor, recompute_scale_factor)
+            if folded is not None:
+                return folded.to(input.dtype)
+        return functional.interpolate(upcast, size, scale_factor, mode, **options).to(input.dtype)
+    if antialias and mode in ("bilinear", "bicubic") and input.dim() == 4 and not align_corners:
+        return antialiased_resize(input, _output_size(input, size, scale_factor), mode)
+    return functional.interpolate(input, size, scale_factor, mode, **options)
+
+
+def _output_size(input, size, scale_factor) -> tuple[int, int]:  # noqa: A002
+    """The (height, width) F.interpolate produces for 4-D input (floor of size x scale)."""
+    if size is not None:
+        return tuple(size) if not isinstance(size, int) else (size, size)
+    scales = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
+    height, width = input.shape[-2:]
+    return int(height * float(scales[0])), int(width * float(scales[1]))
+
+
+def _nearest_over_frames(input, size, scale_factor, recompute_scale_factor):  # noqa: A002
+    """3-D nearest of (B, C, F, H, W) that keeps F, as 2-D nearest of (B*F, C, H, W); None when
+    the frame axis would be resampled."""
+    functional = _torch().nn.functional
+    batch, channels, frames, height, width = input.shape
+    if size is not None:
+        size = (size,) * 3 if isinstance(size, int) else tuple(size)
+        if len(size) != 3 or size[0] != frames:
+            return None
+        spatial = {"size": size[1:]}
+    else:
+        scales = (scale_factor,) * 3 if not isinstance(scale_factor, (tuple, list)) else tuple(scale_factor)
+        if len(scales) != 3 or float(scales[0]) != 1.0:
+            return None
+        spatial = {
+            "scale_factor": tuple(float(s) for s in scales[1:]),
+            "recompute_scale_factor": recompute_scale_factor,
+        }
+    frames_first = input.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
+    out = functional.interpolate(frames_first, mode="nearest", **spatial)
+    return out.reshape(batch, frames, channels, *out.shape[-2:]).permute(0, 2, 1, 3, 4)
+
+
+@functools.lru_cache(maxsize=64)
+def _aa_weights(length_in: int, length_out: int, mode: str):
+    """The (length_out, length_in) matrix of antialiased resampling along one axis. Resizing is
+    linear and separable, so PyTorch's own CPU kernel applied to an identity matrix gives exactly
+    its weights (a resize that keeps the other axis is the identity there)."""
+    torch = _torch()
+    eye = torch.eye(length_in, dtype=torch.float32)[None, None]
+    rows = torch.nn.functional.interpolate(
+        eye, size=(length_out, length_in), mode=mode, align_corners=False, antialias=True
+    )
+    return rows[0, 0].contiguous()
+
+
+def antialiased_resize(image, size, mode="bicubic"):
+    """F.interpolate(image, size, mode=mode, antialias=True) for 4-D (or 3-D) input, as
+    height_weights @ image @ width_weights.T in float32 on the image's own device: matrix
+    products, which MPS runs in every torch release."""
+    torch = _torch()
+    squeeze = image.dim() == 3
+    batch = image[None] if squeeze else image
+    height_out, width_out = (int(s) for s in size)
+    rows = _aa_weights(batch.shape[-2], height_out, mode).to(batch.device)
+    cols = _aa_weights(batch.shape[-1], width_out, mode).to(batch.device)
+    out = torch.matmul(torch.matmul(rows, batch.to(torch.float32)), cols.T).to(image.dtype)
+    return out[0] if squeeze else out
+
+
+def resize(img, size, interpolation=None, max_size=None, antialias=True):
+    """`torchvision.transforms.functional.resize`; on mps, an antialiased bilinear/bicubic resize of
+    a float tensor to an explicit (height, width) goes through `antialiased_resize` (stays on the
+    GPU), any other form of it on mps through the CPU. Elsewhere it is the plain call."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tvf
+
+    interpolation = InterpolationMode.BILINEAR if interpolation is None else interpolation
+    if not _on_mps(img) or not antialias:
+        return tvf.resize(img, size, interpolation=interpolation, max_size=max_size, antialias=antialias)
+    mode = getattr(interpolation, "value", interpolation)
+    explicit = isinstance(size, (list, tuple)) and len(size) == 2 and max_size is None
+    if explicit and mode in ("bilinear", "bicubic") and img.is_floating_point() and img.dim() in (3, 4):
+        return antialiased_resize(img, size, mode)
+    return tvf.resize(img.cpu(), size, interpolation=interpolation, max_size=max_size, antialias=antialias).to(
+        img.device
+    )
+
+
+def det(input):  # noqa: A002
+    """`torch.det`; on mps a 2x2 determinant in closed form on the device (AlignRestore's rotation
+    check), a larger one on the CPU: aten::_linalg_det has no MPS kernel before torch 2.7."""
+    torch = _torch()
+    if not _on_mps(input):
+        return torch.det(input)
+    if input.shape[-2:] == (2, 2):
+        return input[..., 0, 0] * input[..., 1, 1] - input[..., 0, 1] * input[..., 1, 0]
+    return torch.det(input.cpu()).to(input.device)
+
+
+def release_chunk_memory(result):
+    """Return `result` after handing MPS's cached, unused blocks back (the fork does this after every
+    16-frame chunk: the cache otherwise keeps the last chunk's workspace as the next one grows its
+    own). On cuda and cpu it does nothing; upstream's own empty_cache calls stay where they are."""
+    if _on_mps(result):
+        _torch().mps.empty_cache()
+    return result
