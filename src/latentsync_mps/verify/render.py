@@ -58,7 +58,8 @@ def render_report(console: Console, report: VerifyReport) -> None:
         render_findings(console, report)
     if report.weights == "synthetic":
         console.print(
-            "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of InsightFace; "
+            "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of the face detector "
+            "(InsightFace; face_alignment and mediapipe for 1.0 and 1.5); "
             "this proves the code path runs, not the output quality.[/]"
         )
     if report.passed:
