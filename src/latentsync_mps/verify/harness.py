@@ -512,8 +512,13 @@ def check_audio(spec, state):
     if not torch.isfinite(stacked).all():
         raise CheckFailed("audio features contain NaN or inf")
     state["audio_chunks"] = stacked
-    # LatentSync follows the audio: the output has one frame per audio chunk (the video loops).
-    state["expected_frames"] = len(chunks)
+    if state["whole_chunks"]:
+        # 1.0, 1.5: whole chunks of num_frames, as long as both video and audio last.
+        num_frames = config["data"]["num_frames"]
+        state["expected_frames"] = min(spec["frames"], len(chunks)) // num_frames * num_frames
+    else:
+        # 1.6 and later follow the audio: one frame per audio chunk (the video loops).
+        state["expected_frames"] = len(chunks)
     return f"{len(chunks)} chunks of shape {tuple(stacked.shape[1:])}"
 
 
@@ -653,6 +658,11 @@ def load_config(spec, state):
     config = OmegaConf.to_container(OmegaConf.load(Path(spec["tree"]) / spec["config"]), resolve=True)
     state["config"] = config
     state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
+    # Before InsightFace (1.0, 1.5) the pipeline runs whole chunks of num_frames and drops the rest:
+    # the clip must hold one chunk at least, or nothing is generated.
+    state["whole_chunks"] = not (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists()
+    if state["whole_chunks"]:
+        spec["frames"] = max(spec["frames"], int(config["data"]["num_frames"]))
 
 
 # The VAE LatentSync's inference script loads (from the Hugging Face cache, or checkpoints/vae).
