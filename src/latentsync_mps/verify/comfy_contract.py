@@ -80,9 +80,13 @@ def node_class(package: types.ModuleType, name: str, function: str, inputs: dict
     cls = mappings[name]
     expected = f"{name}: FUNCTION = {function!r}, RETURN_TYPES = {returns}, INPUT_TYPES() requiring {inputs}"
     if getattr(cls, "FUNCTION", None) != function or not callable(getattr(cls, function, None)):
-        raise ContractError(f"{where}: unknown node signature, FUNCTION is {getattr(cls, 'FUNCTION', None)!r}; expected {expected}")
+        raise ContractError(
+            f"{where}: unknown node signature, FUNCTION is {getattr(cls, 'FUNCTION', None)!r}; expected {expected}"
+        )
     if tuple(getattr(cls, "RETURN_TYPES", ())) != returns:
-        raise ContractError(f"{where}: {name}.RETURN_TYPES is {getattr(cls, 'RETURN_TYPES', None)}; expected {expected}")
+        raise ContractError(
+            f"{where}: {name}.RETURN_TYPES is {getattr(cls, 'RETURN_TYPES', None)}; expected {expected}"
+        )
     try:
         required = cls.INPUT_TYPES()["required"]
     except Exception as error:
@@ -98,7 +102,8 @@ def run_node(cls, **inputs) -> tuple:
     """What ComfyUI's executor does for one node: an instance, then its FUNCTION with the inputs."""
     outputs = getattr(cls(), cls.FUNCTION)(**inputs)
     if not isinstance(outputs, tuple) or len(outputs) != len(cls.RETURN_TYPES):
-        raise ContractError(f"{cls.__name__}.{cls.FUNCTION} returned {type(outputs).__name__}, not a tuple of {len(cls.RETURN_TYPES)}")
+        kind = type(outputs).__name__
+        raise ContractError(f"{cls.__name__}.{cls.FUNCTION} returned {kind}, not a tuple of {len(cls.RETURN_TYPES)}")
     return outputs
 
 

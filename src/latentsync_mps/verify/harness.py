@@ -775,7 +775,8 @@ def main(spec_path: str) -> int:
         emit(event="end", check="config", status="fail", seconds=0, detail=f"cannot read {spec['config']}", data={})
         return 1
     ok = True
-    for name, function in CHECKS:
+    checks = CHECKS + (_comfy_checks() if spec.get("comfy") else [])
+    for name, function in checks:
         if not ok:
             break
         ok = run_check(name, function, spec, state)
@@ -793,6 +794,14 @@ def _load_sibling(filename: str, name: str):
     sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
     return module
+
+
+def _comfy_checks():
+    """A ComfyUI node package: its nodes, called as a workflow calls them (comfy_node.py)."""
+    contract = _load_sibling("comfy_contract.py", "lsync_port_comfy_contract")
+    nodes = _load_sibling("comfy_node.py", "lsync_port_comfy_node")
+    nodes.bind(sys.modules[__name__], contract)
+    return nodes.CHECKS
 
 
 def _install_simulator(spec):

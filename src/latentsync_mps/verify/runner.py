@@ -42,11 +42,14 @@ CHECK_TITLES = {
     "output": "output sanity",
     "parity": "parity with CPU float32",
     "config": "tree config",
+    "node-adjust": "ComfyUI VideoLengthAdjuster.adjust",
+    "node": "ComfyUI LatentSyncNode.inference",
 }
 CONFIG_CANDIDATES = (
     "configs/unet/stage2.yaml",
     "configs/unet/second_stage.yaml",
     "configs/unet/unet_latent_16_diffusion.yaml",
+    "configs/unet/stage2_512.yaml",
 )
 
 
@@ -85,6 +88,13 @@ class VerifyReport:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def is_node_package(tree: Path, profile: str) -> bool:
+    init = tree / "__init__.py"
+    return profile == "comfyui-latentsyncwrapper" or (
+        init.is_file() and "NODE_CLASS_MAPPINGS" in init.read_text(errors="replace")
+    )
 
 
 def find_config(tree: Path) -> str | None:
@@ -133,6 +143,8 @@ def run_verify(
             "events": str(events),
             "cache": str(_cache_dir()),
             "min_psnr": min_psnr,
+            # A ComfyUI node package: its nodes run too, as a workflow runs them.
+            "comfy": is_node_package(tree, profile.name),
         }
         if not frames:
             spec["frames"] = 8
