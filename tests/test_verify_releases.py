@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
@@ -48,6 +50,12 @@ def test_landmark_releases_pass(tmp_path, pack, fixture, device):
     assert weights["data"]["stand_ins"]["face_alignment"] == "stand-in module"
     output = next(c for c in report["checks"] if c["name"] == "output")
     assert output["data"]["mouth_mean"] > 8
+    preview = Path(report["preview"])  # --json gives the contact sheet's path, beside the report
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.parent == Path(report["report_file"]).parent
+    from PIL import Image
+
+    with Image.open(preview) as sheet:  # four rows of frames: input, output, both mouths
+        assert sheet.width > 4 * 128 and sheet.height > 2 * 128 + 2 * 64
 
 
 def test_unported_landmark_release_fails_where_cuda_is_hard_coded(tmp_path):
@@ -155,3 +163,15 @@ def test_install_keeps_a_real_mediapipe_and_replaces_only_its_models(monkeypatch
     assert said["mediapipe"] == "mediapipe 9.9, its FaceMesh stood in"
     assert sys.modules["face_alignment"].LSYNC_PORT_STANDIN
     monkeypatch.delitem(sys.modules, "face_alignment")
+
+
+def test_plain_output_off_a_terminal_has_no_escape_codes(tmp_path, pack):
+    """Piped (CI logs, files): finished checks as plain lines, no spinner, no colour codes."""
+    tree = ported_copy(tmp_path, pack, "latentsync-1.5")
+    command = [sys.executable, "-m", "latentsync_mps.cli", "verify", str(tree), "--device", "cpu"]
+    result = subprocess.run(command + ["--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "\x1b[" not in text and "\r" not in text
+    assert "✓ denoising run, end to end (" in text and f"preview: {tmp_path / 'out' / 'preview.png'}" in text
+    assert (tmp_path / "out" / "report.json").exists()

@@ -244,6 +244,14 @@ def verify(
         str | None,
         typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for report.json and preview.png, a contact sheet of input and output frames and "
+            "mouths (default: a folder per tree and device under the system's temp folder).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run smoke inference with TREE's own code on a device and say plainly whether it works.
@@ -271,7 +279,7 @@ def verify(
     pack = _pack()
     with render.progress(console, enabled=not json_out) as on_event:
         report = _engine_call(
-            run_verify, tree, pack, device, weights, steps, frames, timeout, python, on_event=on_event
+            run_verify, tree, pack, device, weights, steps, frames, timeout, python, on_event=on_event, out_dir=out
         )
     if json_out:
         print(json.dumps(report.to_json(), indent=2))

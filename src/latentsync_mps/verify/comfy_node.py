@@ -161,7 +161,14 @@ def _package(spec, state):
         guards = Guards(Path(spec["work"]) / "home")
         guards.install()
         state["comfy_guards"] = guards
-        state["comfy_module"] = CONTRACT.load_node_package(package, root)
+        try:
+            state["comfy_module"] = CONTRACT.load_node_package(package, root)
+        except CONTRACT.ContractError as error:
+            raise H.CheckFailed(str(error)) from error
+        except ImportError as error:  # what nodes.py imports that the interpreter lacks: one line
+            if error.name and error.name.split(".")[0] in ("latentsync", "scripts", package.name):
+                raise
+            raise H.CheckFailed(H.missing_dependency(error, Path(spec["tree"]))) from error
     return state["comfy_module"], state["comfy_package"] / "nodes.py"
 
 

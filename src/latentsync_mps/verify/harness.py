@@ -578,7 +578,8 @@ def run_pipeline(spec, state, device, dtype, out_path):
         "video_mask_path": str(out_path).replace(".mp4", "_mask.mp4"),
         "num_frames": config["data"]["num_frames"],
         "num_inference_steps": spec["steps"],
-        "guidance_scale": 1.5,
+        # The tree's own (1.0 runs at 1.0: its pipeline has no guidance step).
+        "guidance_scale": float((config.get("run") or {}).get("guidance_scale", 1.5)),
         "weight_dtype": dtype,
         "width": state["resolution"],
         "height": state["resolution"],
@@ -621,6 +622,22 @@ def check_output(spec, state):
     if problems:
         raise CheckFailed("; ".join(problems))
     return f"{len(frames)} frames at {fps:g} fps, finite, mouth region mean {mouth_mean:.1f}/255", data
+
+
+def check_preview(spec, state):
+    """A contact sheet a person can look at: input and output frames, and the mouths."""
+    if not spec.get("preview"):
+        raise SkipCheck("no preview path given")
+    inputs, _ = read_video_frames(state["clip"])
+    outputs = state["output_frames"]
+    device = "mps-sim" if spec.get("simulate") else spec["device"]
+    dtype = str(state["dtype"]).replace("torch.", "")
+    release = spec.get("release") or "?"
+    title = f"LatentSync {release} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
+    sheet = _load_sibling("preview.py", "lsync_port_preview")
+    mouth = face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
+    path = sheet.contact_sheet(Path(spec["preview"]), inputs, outputs, mouth, title)
+    return f"contact sheet {path}", {"path": str(path)}
 
 
 def check_parity(spec, state):
@@ -716,6 +733,7 @@ CHECKS = [
     ("unet", check_unet),
     ("pipeline", check_pipeline),
     ("output", check_output),
+    ("preview", check_preview),
     ("parity", check_parity),
 ]
 

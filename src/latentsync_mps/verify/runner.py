@@ -40,6 +40,7 @@ CHECK_TITLES = {
     "unet": "UNet forward",
     "pipeline": "denoising run, end to end",
     "output": "output sanity",
+    "preview": "preview image",
     "parity": "parity with CPU float32",
     "config": "tree config",
     "node-adjust": "ComfyUI VideoLengthAdjuster.adjust",
@@ -81,6 +82,9 @@ class VerifyReport:
     # --device mps-sim: the simulator's findings (grouped by call site when shown) and its counters.
     findings: list[dict] = field(default_factory=list)
     simulator: dict = field(default_factory=dict)
+    # Written beside each other in the output folder: this report as JSON, and the contact sheet.
+    report_file: str | None = None
+    preview: str | None = None
 
     @property
     def errors(self) -> list[dict]:
@@ -115,9 +119,12 @@ def run_verify(
     python: str | None = None,
     min_psnr: float = 25.0,
     on_event: Callable[[dict], None] | None = None,
+    out_dir: Path | None = None,
 ) -> VerifyReport:
     tree = check_tree(tree)
-    profile, _ = detect(tree, pack)
+    profile, release = detect(tree, pack)
+    out = Path(out_dir) if out_dir else default_out_dir(tree, device)
+    (out / "preview.png").unlink(missing_ok=True)  # never show the picture of an earlier run
     simulate = device == "mps-sim"
     config = find_config(tree)
     python = python or sys.executable
@@ -145,6 +152,8 @@ def run_verify(
             "min_psnr": min_psnr,
             # A ComfyUI node package: its nodes run too, as a workflow runs them.
             "comfy": is_node_package(tree, profile.name),
+            "release": release.name if release else None,
+            "preview": str(out / "preview.png"),
         }
         if not frames:
             spec["frames"] = 8
@@ -166,7 +175,21 @@ def run_verify(
     report = _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
     if simulate:
         _judge_findings(report, simulated)
+    preview = out / "preview.png"
+    drawn = results.get("preview") is not None and results["preview"].status == "pass"
+    report.preview = str(preview) if drawn and preview.exists() else None
+    report.report_file = str(out / "report.json")
+    out.mkdir(parents=True, exist_ok=True)
+    Path(report.report_file).write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+def default_out_dir(tree: Path, device: str) -> Path:
+    """Outside the tree (verify writes nothing into it): one folder per tree and device."""
+    import hashlib
+
+    digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / "lsync-port-verify" / f"{tree.name}-{digest}" / device
 
 
 def _judge_findings(report: VerifyReport, simulated: dict) -> None:
