@@ -151,12 +151,11 @@ def test_install_keeps_a_real_mediapipe_and_replaces_only_its_models(monkeypatch
     landmarks, marks = _load_landmarks()
     real = types.ModuleType("mediapipe")
     real.__version__ = "9.9"
-    solutions = types.ModuleType("mediapipe.solutions")
+    solutions = types.ModuleType("mediapipe.python.solutions")  # mediapipe's layout: an attribute
     solutions.face_mesh = types.SimpleNamespace(FaceMesh=object)
     solutions.face_detection = types.SimpleNamespace(FaceDetection=object)
     real.solutions = solutions
     monkeypatch.setitem(sys.modules, "mediapipe", real)
-    monkeypatch.setitem(sys.modules, "mediapipe.solutions", solutions)
     monkeypatch.delitem(sys.modules, "face_alignment", raising=False)
     said = landmarks.install(marks)
     assert sys.modules["mediapipe"] is real and solutions.face_mesh.FaceMesh is not object

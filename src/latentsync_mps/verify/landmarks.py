@@ -212,7 +212,8 @@ def install(marks: Marks) -> dict:
     sys.modules["face_alignment"] = face_alignment_module(marks)
     try:
         real = importlib.import_module("mediapipe")
-        solutions = importlib.import_module("mediapipe.solutions")
+        solutions = real.solutions  # an attribute (mediapipe.python.solutions), not a submodule
+        solutions.face_mesh, solutions.face_detection  # noqa: B018 (both are what the trees use)
     except Exception:  # not installed, or a broken install (protobuf versions): stand in for it all
         mediapipe_module(marks)
         return {"face_alignment": "stand-in module", "mediapipe": "stand-in module"}
