@@ -781,7 +781,8 @@ def main(spec_path: str) -> int:
                 detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
-    if spec["weights"] == "synthetic":
+    if spec["weights"] == "synthetic" and not (Path(tree) / "latentsync/utils/face_detector.py").exists():
+        # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
         state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
     if spec["device"] == "auto":
         spec["device"] = _auto_device()
