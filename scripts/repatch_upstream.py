@@ -11,6 +11,8 @@ $GITHUB_STEP_SUMMARY when set). Exit 1 when any step fails.
     scripts/repatch_upstream.py --source https://github.com/bytedance/LatentSync=/path/to/clone
     scripts/repatch_upstream.py --release 1.6 --release main --skip-verify
     scripts/repatch_upstream.py --python /path/to/venv-with-latentsync-deps/bin/python
+    scripts/repatch_upstream.py --python /venv/bin/python --python 1.0=/venv-1.0/bin/python   # 1.0: diffusers 0.11
+    scripts/repatch_upstream.py ... --doc docs/upstream-report.md --readme README.md   # the tables, measured
 
 A source is a git URL or a local git folder (a clone or a bare mirror); by default each release's
 own repository URL is cloned (needs network). `--source URL=PATH` maps a repository to a local one.
@@ -134,7 +136,9 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         failures += [f"{p.path}: {p.reason}" for p in plan.problems]
         status = "fail" if failures else "pass"
         return Step(
-            status, detail=f"release detected: {detected}; " + ("; ".join(failures[:5]) or "clean"), counts=counts
+            status,
+            detail=f"release detected: {detected}; " + ("; ".join(failures[:5]) or "clean"),
+            counts=counts,
         )
 
     def do_reapply() -> Step:
@@ -160,11 +164,8 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
 
         if device not in DEVICES:
             return Step("skip", detail=f"this lsync-port has no --device {device}")
-        if not (tree / "latentsync" / "utils" / "face_detector.py").exists():
-            # 1.0 and 1.5 detect faces with mediapipe / face_alignment, for which verify has no
-            # synthetic stand-in yet (and 1.0 needs diffusers 0.11): say so instead of failing.
-            return Step("skip", detail="synthetic verify covers the InsightFace releases (1.6 and later)")
-        report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=args.python)
+        python = interpreter_for(target.release, args.python)
+        report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=python)
         return Step("pass" if report.passed else "fail", detail=report.reason or f"{report.seconds:.0f} s")
 
     actions = {
@@ -186,6 +187,18 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
             file=sys.stderr,
         )
     return row
+
+
+def interpreter_for(release: str, pythons: list[str]) -> str | None:
+    """`--python PATH` for every release, `--python RELEASE=PATH` for one (1.0 needs diffusers 0.11)."""
+    chosen = None
+    for entry in pythons:
+        name, sep, path = entry.partition("=")
+        if sep and name == release:
+            return path
+        if not sep:
+            chosen = entry
+    return chosen
 
 
 def targets(pack: RulePack, releases: list[str], include_head: bool) -> list[Target]:
@@ -221,26 +234,90 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines + ([""] + failures if failures else [])) + "\n"
 
 
+SUMMARY_STEPS = {"apply": "apply", "verify-cpu": "verify cpu", "verify-mps-sim": "verify mps-sim"}
+README_START = "<!-- upstream-table:start (written by scripts/repatch_upstream.py --readme) -->"
+README_END = "<!-- upstream-table:end -->"
+
+
+def summary(rows: list[Row]) -> str:
+    """Per release and device: which of apply, verify cpu and verify mps-sim passed (measured)."""
+    marks = {"pass": "pass", "fail": "FAIL", "skip": "not run"}
+    lines = [
+        "| release | commit | " + " | ".join(SUMMARY_STEPS.values()) + " |",
+        "|---|---|" + "---|" * len(SUMMARY_STEPS),
+    ]
+    for row in rows:
+        cells = []
+        for name in SUMMARY_STEPS:
+            step = row.steps.get(name, Step("skip"))
+            cells.append(marks[step.status] + (f" ({step.seconds:.0f} s)" if step.status != "skip" else ""))
+        lines.append(f"| {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, rows: list[Row], args) -> None:
+    """docs/upstream-report.md: the whole page comes from this run, nothing by hand."""
+    import platform
+
+    pythons = ", ".join(args.python) or sys.executable
+    text = (
+        f"# Upstream re-port, {time.strftime('%Y-%m-%d')}\n\n"
+        "Written by `scripts/repatch_upstream.py` (never by hand): every release re-ported from its commit, "
+        f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
+        f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
+        "not a Mac.\n\n## Per release and device\n\n" + summary(rows) + "\n## Every step\n\n" + markdown(rows)
+    )
+    path.write_text(text)
+
+
+def write_readme(path: Path, rows: list[Row]) -> None:
+    """Replace the marked table in README.md with this run's summary."""
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{path}: no {README_START} ... {README_END} block to replace")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    stamp = f"Measured {time.strftime('%Y-%m-%d')} by `scripts/repatch_upstream.py`:\n\n"
+    path.write_text(head + README_START + "\n" + stamp + summary(rows) + README_END + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--source", action="append", default=[], metavar="URL=PATH", help="use a local git folder for a repository"
+        "--source",
+        action="append",
+        default=[],
+        metavar="URL=PATH",
+        help="use a local git folder for a repository",
     )
     parser.add_argument(
-        "--release", action="append", default=[], help="only this release (repeatable); 'head' is the newest commit"
+        "--release",
+        action="append",
+        default=[],
+        help="only this release (repeatable); 'head' is the newest commit",
     )
     parser.add_argument("--no-head", action="store_true", help="skip the newest commit of each repository")
     parser.add_argument("--skip-verify", action="store_true", help="skip the verify steps")
-    parser.add_argument("--python", help="interpreter with the upstream's dependencies, for verify")
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="[RELEASE=]PATH",
+        help="interpreter with the upstream's dependencies, for verify; RELEASE=PATH for one release (repeatable)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="verify time limit per run, seconds")
     parser.add_argument("--patches", type=Path, default=None, help="rule packs (default: the installed ones)")
     parser.add_argument(
-        "--list", action="store_true", help="print the release names as a JSON list (for a CI matrix) and exit"
+        "--list",
+        action="store_true",
+        help="print the release names as a JSON list (for a CI matrix) and exit",
     )
     parser.add_argument("--json", type=Path, default=Path("repatch-report.json"), help="where to write the JSON report")
     parser.add_argument("--markdown", type=Path, default=Path("repatch-report.md"), help="where to write the table")
+    parser.add_argument("--doc", type=Path, help="also write the whole report page (docs/upstream-report.md)")
+    parser.add_argument("--readme", type=Path, help="replace the marked release table in this README")
     args = parser.parse_args(argv)
 
     sources = dict(s.split("=", 1) for s in args.source)
@@ -256,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(report, indent=2))
     table = markdown(rows)
     args.markdown.write_text(table)
+    if args.doc:
+        write_doc(args.doc, rows, args)
+    if args.readme:
+        write_readme(args.readme, rows)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:

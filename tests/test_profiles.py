@@ -269,14 +269,17 @@ def test_ported_wrapper_node_imports_as_a_comfyui_package(tmp_path, pack, monkey
     engine.commit(engine.make_plan(tree, pack))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("LATENTSYNC_DEVICE", "cpu")
+    from latentsync_mps.verify.comfy_contract import folder_paths_module
+
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths_module(tmp_path / "ComfyUI"))
     try:
         package = importlib.import_module("LipSyncNodeFixture")
-        node = package.NODE_CLASS_MAPPINGS["LipSyncNode"]()
+        node_class = package.NODE_CLASS_MAPPINGS["LatentSyncNode"]
         helper = sys.modules["LipSyncNodeFixture.latentsync._lsync_port"]
         assert helper.device() == "cpu"
         import torch
 
-        assert torch.equal(node.to_unit_range(torch.full((2,), 255)), torch.ones(2))
+        assert torch.equal(node_class.process_batch(None, torch.full((2,), 255)), torch.ones(2))
     finally:
         for module in [m for m in sys.modules if m.split(".")[0] == "LipSyncNodeFixture"]:
             del sys.modules[module]

@@ -123,6 +123,40 @@ def test_verify_runs_on_the_checked_out_release(tmp_path, upstream):
     assert code == 0 and report["passed"] is True
 
 
+def test_tables_come_from_the_run_and_each_release_gets_its_interpreter(tmp_path, upstream):
+    """--doc and --readme write the measured tables; --python RELEASE=PATH is used for that release."""
+    _, patches = upstream
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- upstream-table:start (written by scripts/repatch_upstream.py --readme) -->\nold\n"
+        "<!-- upstream-table:end -->\nrest\n"
+    )
+    doc = tmp_path / "upstream-report.md"
+    missing = tmp_path / "no-such-python"
+    code, report, _ = run(
+        tmp_path,
+        patches,
+        "--release",
+        "fixture",
+        "--python",
+        f"fixture={missing}",
+        "--doc",
+        str(doc),
+        "--readme",
+        str(readme),
+    )
+    steps = report["rows"][0]["steps"]
+    assert steps["apply"]["status"] == "pass"
+    assert steps["verify-cpu"]["status"] == "fail" and str(missing) in steps["verify-cpu"]["detail"]
+    assert code == 1
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("<!-- upstream-table:end -->\nrest\n") and "old" not in text
+    assert "| release | commit | apply | verify cpu | verify mps-sim |" in text
+    assert "| fixture | `" in text and "| pass (" in text and "| FAIL (" in text
+    page = doc.read_text()
+    assert page.startswith("# Upstream re-port, ") and "never by hand" in page and "| fixture | `" in page
+
+
 def test_list_gives_the_ci_matrix():
     result = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, check=True)
     names = json.loads(result.stdout)

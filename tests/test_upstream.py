@@ -77,26 +77,47 @@ def test_real_upstream_apply_compile_reapply_revert(upstream_copy):
     assert tree_hashes(upstream_copy) == pristine
 
 
-UPSTREAM_PYTHON = os.environ.get("LSYNC_UPSTREAM_PYTHON")
+# LSYNC_UPSTREAM_PYTHON: an interpreter with the upstream's dependency stack
+# (scripts/upstream-stack.txt), and RELEASE=PATH entries for releases that need their own
+# (1.0: scripts/upstream-stack-1.0.txt), separated like PATH: "1.0=/venv10/bin/python:/venv/bin/python".
+UPSTREAM_PYTHONS = [p for p in os.environ.get("LSYNC_UPSTREAM_PYTHON", "").split(os.pathsep) if p]
 
 
+def python_for(tree: Path) -> str | None:
+    from latentsync_mps.engine import detect
+    from latentsync_mps.resources import patches_dir
+    from latentsync_mps.ruleset import load
+
+    _, release = detect(tree, load(patches_dir()))
+    chosen = None
+    for entry in UPSTREAM_PYTHONS:
+        name, sep, path = entry.partition("=")
+        if sep and release is not None and name == release.name:
+            return path
+        if not sep:
+            chosen = entry
+    return chosen
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps-sim"])
 @pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)
-def test_real_upstream_verify_cpu_with_synthetic_weights(upstream_copy):
-    """LSYNC_UPSTREAM_PYTHON: an interpreter with the upstream's dependency stack
-    (scripts/upstream-stack.txt). Synthetic face landmarks stand in for InsightFace (1.6 and later)."""
+def test_real_upstream_verify_with_synthetic_weights(upstream_copy, device):
+    """Every release, its own interpreter: stand-in landmarks for InsightFace (1.6 and later) or
+    face_alignment and mediapipe (1.0, 1.5)."""
     upstream_copy, _ = upstream_copy
-    if not UPSTREAM_PYTHON:
+    python = python_for(upstream_copy)
+    if not python:
         pytest.skip("set LSYNC_UPSTREAM_PYTHON to an interpreter with the upstream's dependencies")
-    if not (upstream_copy / "latentsync/utils/face_detector.py").exists():
-        pytest.skip("synthetic verify covers the InsightFace releases (1.6 and later)")
     assert runner.invoke(app, ["apply", str(upstream_copy)]).exit_code == 0
     result = runner.invoke(
         app,
-        ["verify", str(upstream_copy), "--device", "cpu", "--python", UPSTREAM_PYTHON, "--json", "--timeout", "300"],
+        ["verify", str(upstream_copy), "--device", device, "--python", python, "--json", "--timeout", "900"],
     )
     report = json.loads(result.output)
     assert result.exit_code == 0, report["reason"]
     assert report["passed"] and report["weights"] == "synthetic"
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses["pipeline"] == statuses["output"] == "pass"
 
 
 @pytest.mark.parametrize("upstream_copy", UPSTREAMS, indirect=True)

@@ -56,6 +56,7 @@ def test_ported_fixture_passes_on_cpu(ported):
         "unet": "pass",
         "pipeline": "pass",
         "output": "pass",
+        "preview": "pass",
         "parity": "skip",
     }
     output = next(c for c in report["checks"] if c["name"] == "output")

@@ -279,6 +279,14 @@ def verify(
             "known release).",
         ),
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for report.json and preview.png, a contact sheet of input and output frames and "
+            "mouths (default: a folder per tree and device under the system's temp folder).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run smoke inference with TREE's own code on a device and say plainly whether it works.
@@ -321,6 +329,7 @@ def verify(
             python,
             on_event=on_event,
             target_torch=target_torch,
+            out_dir=out,
         )
     if json_out:
         print(json.dumps(report.to_json(), indent=2))

@@ -316,6 +316,30 @@ def _file_digest(path: Path) -> bytes:
     return hashlib.sha256(path.read_bytes()).digest() if path.exists() else b""
 
 
+def accepted(function, kwargs: dict) -> dict:
+    """The keyword arguments `function` takes (all of them when it has **kwargs): releases differ
+    (1.0's Audio2Feature has no audio_feat_length, its pipeline call no mask_image_path)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in parameters}
+
+
+def pipeline_arguments(pipeline_class, vae, audio_encoder, unet, scheduler) -> dict:
+    """LipsyncPipeline's constructor by release: 1.0 also takes an audio_processor (None there),
+    1.5 names the UNet `denoising_unet`."""
+    import inspect
+
+    parameters = inspect.signature(pipeline_class.__init__).parameters
+    arguments = {"vae": vae, "audio_encoder": audio_encoder, "scheduler": scheduler}
+    arguments["denoising_unet" if "denoising_unet" in parameters else "unet"] = unet
+    if "audio_processor" in parameters:
+        arguments["audio_processor"] = None
+    return arguments
+
+
 def _plain(value):
     try:
         from omegaconf import OmegaConf
@@ -367,10 +391,67 @@ def check_device(spec, state):
     return f"torch {torch.__version__} on {device}"
 
 
+# Import names whose distribution is called something else.
+DISTRIBUTIONS = {
+    "cv2": "opencv-python-headless",
+    "decord": "eva-decord",
+    "yaml": "pyyaml",
+    "PIL": "pillow",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "imageio_ffmpeg": "imageio-ffmpeg",
+    "face_alignment": "face-alignment",
+    "DeepCache": "DeepCache",
+}
+
+
+def _requirement_for(distribution: str, tree: Path) -> str:
+    """The tree's own pin for a distribution (requirements.txt, marker dropped), else the bare name."""
+    import re
+
+    wanted = re.sub(r"[-_.]+", "-", distribution).lower()
+    requirements = tree / "requirements.txt"
+    lines = requirements.read_text(errors="replace").splitlines() if requirements.exists() else []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        name = re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0]
+        if name and re.sub(r"[-_.]+", "-", name).lower() == wanted:
+            return line.split(";", 1)[0].strip()
+    return distribution
+
+
+def missing_dependency(error: ImportError, tree: Path) -> str:
+    """One line: what the interpreter lacks, who imports it, and the command that installs it."""
+    from importlib import metadata
+
+    module = (error.name or "").split(".")[0]
+    if not module:
+        return f"{type(error).__name__}: {error}"
+    distribution = DISTRIBUTIONS.get(module, module)
+    requirement = _requirement_for(distribution, tree)
+    where = _tree_traceback(error, str(tree))[-1].split(" in ")[0]
+    install = f"{sys.executable} -m pip install '{requirement}'"
+    if isinstance(error, ModuleNotFoundError):
+        return f"{sys.executable} lacks {module} (imported by {where}); install it: {install}"
+    try:
+        version = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        version = "?"
+    return (
+        f"{distribution} {version} in {sys.executable} does not provide what {where} imports ({error}); "
+        f"the tree wants {requirement}: {install}"
+    )
+
+
 def check_imports(spec, state):
     modules = {}
     for name in spec["modules"]:
-        modules[name] = importlib.import_module(name)
+        try:
+            modules[name] = importlib.import_module(name)
+        except ImportError as error:
+            if error.name and error.name.split(".")[0] in ("latentsync", "scripts"):
+                raise  # the tree itself is broken: report its own error
+            raise CheckFailed(missing_dependency(error, Path(spec["tree"]))) from error
     state["modules"] = modules
     try:
         helper = importlib.import_module(spec["runtime_module"])
@@ -416,12 +497,13 @@ def check_audio(spec, state):
     weights = state["weights"]
     audio_module = importlib.import_module("latentsync.whisper.audio2feature")
     config = state["config"]
-    encoder = audio_module.Audio2Feature(
-        model_path=weights["whisper"],
-        device=spec["device"],
-        num_frames=config["data"]["num_frames"],
-        audio_feat_length=list(config["data"].get("audio_feat_length", [2, 2])),
-    )
+    options = {
+        "model_path": weights["whisper"],
+        "device": spec["device"],
+        "num_frames": config["data"]["num_frames"],
+        "audio_feat_length": list(config["data"].get("audio_feat_length", [2, 2])),
+    }
+    encoder = audio_module.Audio2Feature(**accepted(audio_module.Audio2Feature.__init__, options))
     state["audio_encoder"] = encoder
     features = encoder.audio2feat(str(state["audio"]))
     chunks = encoder.feature2chunks(feature_array=features, fps=FPS)
@@ -431,8 +513,13 @@ def check_audio(spec, state):
     if not torch.isfinite(stacked).all():
         raise CheckFailed("audio features contain NaN or inf")
     state["audio_chunks"] = stacked
-    # LatentSync follows the audio: the output has one frame per audio chunk (the video loops).
-    state["expected_frames"] = len(chunks)
+    if state["whole_chunks"]:
+        # 1.0, 1.5: whole chunks of num_frames, as long as both video and audio last.
+        num_frames = config["data"]["num_frames"]
+        state["expected_frames"] = min(spec["frames"], len(chunks)) // num_frames * num_frames
+    else:
+        # 1.6 and later follow the audio: one frame per audio chunk (the video loops).
+        state["expected_frames"] = len(chunks)
     return f"{len(chunks)} chunks of shape {tuple(stacked.shape[1:])}"
 
 
@@ -469,16 +556,15 @@ def build_pipeline(spec, state, device, dtype):
 
     pipeline_module = importlib.import_module("latentsync.pipelines.lipsync_pipeline")
     image_processor = importlib.import_module("latentsync.utils.image_processor")
-    if spec["weights"] == "synthetic":
+    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
         image_processor.FaceDetector = StandInFaceDetector  # see the report: no real face detection
     vae = AutoencoderKL.from_pretrained(state["weights"]["vae"], torch_dtype=dtype)
     vae.config.scaling_factor = 0.18215
     vae.config.shift_factor = 0
     scheduler = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
     unet = state["unet"] if device == spec["device"] else state["unet"].to(device, dtype=dtype)
-    return pipeline_module.LipsyncPipeline(
-        vae=vae, audio_encoder=state["audio_encoder"], unet=unet, scheduler=scheduler
-    ).to(device)
+    pipeline_class = pipeline_module.LipsyncPipeline
+    return pipeline_class(**pipeline_arguments(pipeline_class, vae, state["audio_encoder"], unet, scheduler)).to(device)
 
 
 def run_pipeline(spec, state, device, dtype, out_path):
@@ -486,20 +572,22 @@ def run_pipeline(spec, state, device, dtype, out_path):
     pipeline = build_pipeline(spec, state, device, dtype)
     config = state["config"]
     generator = torch.Generator().manual_seed(spec["seed"])
-    pipeline(
-        video_path=str(state["clip"]),
-        audio_path=str(state["audio"]),
-        video_out_path=str(out_path),
-        video_mask_path=str(out_path).replace(".mp4", "_mask.mp4"),
-        num_frames=config["data"]["num_frames"],
-        num_inference_steps=spec["steps"],
-        guidance_scale=1.5,
-        weight_dtype=dtype,
-        width=state["resolution"],
-        height=state["resolution"],
-        mask_image_path=config["data"].get("mask_image_path", "latentsync/utils/mask.png"),
-        generator=generator,
-    )
+    arguments = {
+        "video_path": str(state["clip"]),
+        "audio_path": str(state["audio"]),
+        "video_out_path": str(out_path),
+        "video_mask_path": str(out_path).replace(".mp4", "_mask.mp4"),
+        "num_frames": config["data"]["num_frames"],
+        "num_inference_steps": spec["steps"],
+        # The tree's own (1.0 runs at 1.0: its pipeline has no guidance step).
+        "guidance_scale": float((config.get("run") or {}).get("guidance_scale", 1.5)),
+        "weight_dtype": dtype,
+        "width": state["resolution"],
+        "height": state["resolution"],
+        "mask_image_path": config["data"].get("mask_image_path", "latentsync/utils/mask.png"),
+        "generator": generator,
+    }
+    pipeline(**accepted(type(pipeline).__call__, arguments))
     if not out_path.exists():
         raise CheckFailed(f"the pipeline finished but wrote no video at {out_path}")
 
@@ -537,6 +625,22 @@ def check_output(spec, state):
     return f"{len(frames)} frames at {fps:g} fps, finite, mouth region mean {mouth_mean:.1f}/255", data
 
 
+def check_preview(spec, state):
+    """A contact sheet a person can look at: input and output frames, and the mouths."""
+    if not spec.get("preview"):
+        raise SkipCheck("no preview path given")
+    inputs, _ = read_video_frames(state["clip"])
+    outputs = state["output_frames"]
+    device = "mps-sim" if spec.get("simulate") else spec["device"]
+    dtype = str(state["dtype"]).replace("torch.", "")
+    release = spec.get("release") or "?"
+    title = f"LatentSync {release} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
+    sheet = _load_sibling("preview.py", "lsync_port_preview")
+    mouth = face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
+    path = sheet.contact_sheet(Path(spec["preview"]), inputs, outputs, mouth, title)
+    return f"contact sheet {path}", {"path": str(path)}
+
+
 def check_parity(spec, state):
     import numpy as np
 
@@ -572,6 +676,11 @@ def load_config(spec, state):
     config = OmegaConf.to_container(OmegaConf.load(Path(spec["tree"]) / spec["config"]), resolve=True)
     state["config"] = config
     state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
+    # Before InsightFace (1.0, 1.5) the pipeline runs whole chunks of num_frames and drops the rest:
+    # the clip must hold one chunk at least, or nothing is generated.
+    state["whole_chunks"] = not (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists()
+    if state["whole_chunks"]:
+        spec["frames"] = max(spec["frames"], int(config["data"]["num_frames"]))
 
 
 # The VAE LatentSync's inference script loads (from the Hugging Face cache, or checkpoints/vae).
@@ -604,7 +713,16 @@ def check_weights(spec, state):
         return f"the tree's checkpoints ({names}, VAE {state['weights']['vae']}); real face detection"
     state["weights"] = synthetic_weights(spec, state["config"])
     how = "reused from the cache" if state["weights"]["cached"] else "made"
-    return f"synthetic tiny checkpoints {how}; face detection: a fixed landmark source stands in for InsightFace"
+    if (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists():
+        stood_in = "InsightFace"
+    else:  # 1.0, 1.5: face_alignment for the crop, mediapipe's mesh for other masks
+        said = state["landmarks"]
+        kind = "stand-in modules" if set(said.values()) == {"stand-in module"} else f"mediapipe: {said['mediapipe']}"
+        stood_in = f"face_alignment and mediapipe ({kind})"
+    return (
+        f"synthetic tiny checkpoints {how}; face detection: a fixed landmark source stands in for {stood_in}",
+        {"stand_ins": state.get("landmarks", {})},
+    )
 
 
 CHECKS = [
@@ -616,6 +734,7 @@ CHECKS = [
     ("unet", check_unet),
     ("pipeline", check_pipeline),
     ("output", check_output),
+    ("preview", check_preview),
     ("parity", check_parity),
 ]
 
@@ -663,6 +782,9 @@ def main(spec_path: str) -> int:
                 detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
+    if spec["weights"] == "synthetic" and not (Path(tree) / "latentsync/utils/face_detector.py").exists():
+        # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
+        state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
     if spec["device"] == "auto":
         spec["device"] = _auto_device()
     os.environ["LATENTSYNC_DEVICE"] = spec["device"]
@@ -673,7 +795,8 @@ def main(spec_path: str) -> int:
         emit(event="end", check="config", status="fail", seconds=0, detail=f"cannot read {spec['config']}", data={})
         return 1
     ok = True
-    for name, function in CHECKS:
+    checks = CHECKS + (_comfy_checks() if spec.get("comfy") else [])
+    for name, function in checks:
         if not ok:
             break
         ok = run_check(name, function, spec, state)
@@ -681,16 +804,29 @@ def main(spec_path: str) -> int:
     return 0 if ok else 1
 
 
-def _install_simulator(spec):
-    """Load mps_sim.py by path (this harness runs under the tree's interpreter, which need not have
-    lsync-port installed) and hook it into torch."""
+def _load_sibling(filename: str, name: str):
+    """A module next to this file, loaded by path: this harness runs under the tree's interpreter,
+    which need not have lsync-port installed."""
     import importlib.util
 
-    path = Path(__file__).with_name("mps_sim.py")
-    module_spec = importlib.util.spec_from_file_location("lsync_port_mps_sim", path)
+    module_spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
+    return module
+
+
+def _comfy_checks():
+    """A ComfyUI node package: its nodes, called as a workflow calls them (comfy_node.py)."""
+    contract = _load_sibling("comfy_contract.py", "lsync_port_comfy_contract")
+    nodes = _load_sibling("comfy_node.py", "lsync_port_comfy_node")
+    nodes.bind(sys.modules[__name__], contract)
+    return nodes.CHECKS
+
+
+def _install_simulator(spec):
+    """Load mps_sim.py and hook it into torch."""
+    module = _load_sibling("mps_sim.py", "lsync_port_mps_sim")
     return module.install(spec["tree"], Path(spec["cache"]).parent / "mps-support", spec.get("mps_table"))
 
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .runner import CHECK_TITLES, VerifyReport
@@ -13,19 +14,29 @@ from .runner import CHECK_TITLES, VerifyReport
 
 @contextlib.contextmanager
 def progress(console: Console, enabled: bool = True) -> Iterator[Callable[[dict], None]]:
-    """A spinner naming the check that runs; each finished check is printed as it ends."""
+    """On a terminal: a live line naming the check that runs and its elapsed time; each finished
+    check is printed as it ends. Elsewhere (a pipe, a CI log) only the finished checks, as plain text."""
     if not enabled:
         yield lambda event: None
         return
-    with console.status("starting the child process…") as status:
+
+    def finished(event: dict) -> None:
+        title = CHECK_TITLES.get(event["check"], event["check"])
+        mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}.get(event["status"], "?")
+        console.print(f"{mark} {title} ({event['seconds']:.1f} s)", highlight=False)
+
+    if not console.is_terminal:
+        yield lambda event: finished(event) if event["event"] == "end" else None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("starting the child process…", total=None)
 
         def on_event(event: dict) -> None:
-            title = CHECK_TITLES.get(event["check"], event["check"])
             if event["event"] == "start":
-                status.update(f"{title}…")
-            else:
-                mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}.get(event["status"], "?")
-                console.print(f"{mark} {title} ({event['seconds']:.1f} s)")
+                bar.reset(task, description=f"{CHECK_TITLES.get(event['check'], event['check'])}…")
+            elif event["event"] == "end":
+                finished(event)
 
         yield on_event
 
@@ -58,9 +69,12 @@ def render_report(console: Console, report: VerifyReport) -> None:
         render_findings(console, report)
     if report.weights == "synthetic":
         console.print(
-            "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of InsightFace; "
+            "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of the face detector "
+            "(InsightFace; face_alignment and mediapipe for 1.0 and 1.5); "
             "this proves the code path runs, not the output quality.[/]"
         )
+    if report.preview:
+        console.print(f"preview: {report.preview} (input and output frames, mouth crops)", highlight=False)
     if report.passed:
         console.print(f"[green bold]PASS[/]: the ported tree runs on {report.device} ({report.seconds:.1f} s).")
     else:

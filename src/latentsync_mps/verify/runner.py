@@ -42,13 +42,17 @@ CHECK_TITLES = {
     "unet": "UNet forward",
     "pipeline": "denoising run, end to end",
     "output": "output sanity",
+    "preview": "preview image",
     "parity": "parity with CPU float32",
     "config": "tree config",
+    "node-adjust": "ComfyUI VideoLengthAdjuster.adjust",
+    "node": "ComfyUI LatentSyncNode.inference",
 }
 CONFIG_CANDIDATES = (
     "configs/unet/stage2.yaml",
     "configs/unet/second_stage.yaml",
     "configs/unet/unet_latent_16_diffusion.yaml",
+    "configs/unet/stage2_512.yaml",
 )
 
 
@@ -83,12 +87,23 @@ class VerifyReport:
     # --device mps-sim: the torch whose MPS kernels the run was judged against, and where that came from.
     target_torch: dict = field(default_factory=dict)
 
+    # Written beside each other in the output folder: this report as JSON, and the contact sheet.
+    report_file: str | None = None
+    preview: str | None = None
+
     @property
     def errors(self) -> list[dict]:
         return [f for f in self.findings if f.get("level") == "error"]
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def is_node_package(tree: Path, profile: str) -> bool:
+    init = tree / "__init__.py"
+    return profile == "comfyui-latentsyncwrapper" or (
+        init.is_file() and "NODE_CLASS_MAPPINGS" in init.read_text(errors="replace")
+    )
 
 
 def find_config(tree: Path) -> str | None:
@@ -110,9 +125,13 @@ def run_verify(
     min_psnr: float = 25.0,
     on_event: Callable[[dict], None] | None = None,
     target_torch: str | None = None,
+
+    out_dir: Path | None = None,
 ) -> VerifyReport:
     tree = check_tree(tree)
-    profile, _ = detect(tree, pack)
+    profile, release = detect(tree, pack)
+    out = Path(out_dir) if out_dir else default_out_dir(tree, device)
+    (out / "preview.png").unlink(missing_ok=True)  # never show the picture of an earlier run
     simulate = device == "mps-sim"
     # Before the child starts: an unknown --target-torch (or pin) is a usage error, not a failed run.
     target = resolve_target(tree, target_torch) if simulate else None
@@ -140,6 +159,10 @@ def run_verify(
             "events": str(events),
             "cache": str(_cache_dir()),
             "min_psnr": min_psnr,
+            # A ComfyUI node package: its nodes run too, as a workflow runs them.
+            "comfy": is_node_package(tree, profile.name),
+            "release": release.name if release else None,
+            "preview": str(out / "preview.png"),
         }
         if not frames:
             spec["frames"] = 8
@@ -165,7 +188,21 @@ def run_verify(
     if simulate:
         report.target_torch = target.to_json()
         _judge_findings(report, simulated)
+    preview = out / "preview.png"
+    drawn = results.get("preview") is not None and results["preview"].status == "pass"
+    report.preview = str(preview) if drawn and preview.exists() else None
+    report.report_file = str(out / "report.json")
+    out.mkdir(parents=True, exist_ok=True)
+    Path(report.report_file).write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+def default_out_dir(tree: Path, device: str) -> Path:
+    """Outside the tree (verify writes nothing into it): one folder per tree and device."""
+    import hashlib
+
+    digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / "lsync-port-verify" / f"{tree.name}-{digest}" / device
 
 
 def _judge_findings(report: VerifyReport, simulated: dict) -> None:
