@@ -31,6 +31,7 @@ class Exit(IntEnum):
     RULES = 9  # a rule file under patches/ is invalid
     DOCTOR_BLOCKER = 10  # doctor found a blocker
     VERIFY_FAILED = 11  # verify: the port does not run on that device (the report says why)
+    FORECAST_FAILED = 12  # forecast: the shape-only run did not finish (the report says where)
 
 
 EXIT_CODES_HELP = """
@@ -38,7 +39,7 @@ Exit codes: 0 ok · 2 bad path, option, profile or rule id · 3 not a recognised
 4 tree not patched (revert) · 5 applied, but some files could not be processed ·
 6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
 8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker · 11 verify failed ·
-1 internal error (a bug: please report it).
+12 forecast failed · 1 internal error (a bug: please report it).
 """
 
 app = typer.Typer(
@@ -279,6 +280,48 @@ def verify(
         render.render_report(console, report)
     if not report.passed:
         raise typer.Exit(int(Exit.VERIFY_FAILED))
+
+
+@app.command()
+def forecast(
+    tree: TreeArg,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, help="Denoising steps run (each step repeats the same shapes).")
+    ] = 2,
+    resolution: Annotated[
+        int | None, typer.Option("--resolution", min=8, help="Frame size (default: the tree's config).")
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds before the child is killed.")] = 600,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forecast the device memory one chunk of inference needs, at the release's real size.
+
+    A shape-only run: the tree's own UNet (with the config its inference.sh uses) and the real VAE
+    are built on PyTorch's meta device, and one chunk of FRAMES frames goes through VAE encode,
+    the denoising loop with classifier-free guidance and VAE decode, with no data, so 2 CPU
+    cores suffice. Every allocation is counted: peak bytes (weights included) and the largest
+    single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
+    mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
+    buffer over 2**32 bytes stops the run: Metal's limit. Exit 12 when the run fails.
+    """
+    from .forecast import run_forecast
+    from .forecast.render import render as render_forecast
+
+    if python is not None and shutil.which(python) is None and not Path(python).is_file():
+        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
+    report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout)
+    if json_out:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        render_forecast(console, report)
+    if not report.ok:
+        raise typer.Exit(int(Exit.FORECAST_FAILED))
 
 
 @app.command("list-rules")
