@@ -64,9 +64,9 @@ def attention_kernels(torch, device: str):
             out = aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[0]
         else:
             bias = None if attn_mask is None else attn_mask.expand(q.shape[:-1] + k.shape[-2:-1])
-            out = aten._scaled_dot_product_efficient_attention(
-                q, k, v, bias, False, dropout_p, is_causal, scale=scale
-            )[0]
+            out = aten._scaled_dot_product_efficient_attention(q, k, v, bias, False, dropout_p, is_causal, scale=scale)[
+                0
+            ]
         return out.reshape(shape)
 
     def mps(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
@@ -197,8 +197,10 @@ def check_configuration(configuration, spec, state):
     weights = meters.module_bytes(unet, vae, whisper)
     with torch.no_grad(), attention_kernels(torch, configuration["device"]), meter:
         run_chunk(spec, state, pipeline, dtype, meter)
-    phases = {name: {k: v + (weights if k == "peak_bytes" else 0) for k, v in record.items()}
-              for name, record in meter.phases.items()}
+    phases = {
+        name: {k: v + (weights if k == "peak_bytes" else 0) for k, v in record.items()}
+        for name, record in meter.phases.items()
+    }
     steps = [phases[name]["peak_bytes"] for name in phases if name.startswith("denoise step")]
     data = {
         "peak_bytes": weights + meter.peak,
@@ -235,8 +237,12 @@ def main(spec_path: str) -> int:
         harness.load_config(spec, state)
     except Exception as error:  # noqa: BLE001 - reported as the config check, in one line
         harness.emit(
-            event="end", check="config", status="fail", seconds=0,
-            detail=f"cannot read {spec['config']}: {type(error).__name__}: {error}", data={},
+            event="end",
+            check="config",
+            status="fail",
+            seconds=0,
+            detail=f"cannot read {spec['config']}: {type(error).__name__}: {error}",
+            data={},
         )
         return 1
     if not harness.run_check("build", check_build, spec, state):
