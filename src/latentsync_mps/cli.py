@@ -429,17 +429,28 @@ def doctor(
             "--resolution", min=1, help="Frame size for the memory estimate (default: the tree's config, else 512)."
         ),
     ] = None,
+    live_forecast: Annotated[
+        bool,
+        typer.Option(
+            "--forecast",
+            help="Run `lsync-port forecast` on TREE (a minute or more) for the memory check, instead of the "
+            "figures shipped for its release.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Pre-flight check of the machine and the Python that will run a port: ok / warning / blocker, with fixes.
 
-    The facts are gathered by a small script run in that interpreter (a child process). Exit 10
-    when any check is a blocker.
+    The facts are gathered by a small script run in that interpreter (a child process). The memory
+    check compares this machine with the memory forecast of the tree's release (shipped with
+    lsync-port; --forecast measures this tree). Exit 10 when any check is a blocker.
     """
     from .doctor import DoctorError, render, run
 
+    if live_forecast and tree is None:
+        raise fail("--forecast needs TREE: it forecasts that tree's memory", Exit.USAGE)
     try:
-        result = run(tree, python, resolution, _pack() if tree is not None else None)
+        result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast)
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:

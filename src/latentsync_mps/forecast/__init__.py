@@ -194,6 +194,7 @@ def run_forecast(
         "guidance_scale": 1.5,  # inference.sh's value: above 1, so classifier-free guidance doubles the batch
         "runtime_module": profile.runtime_module,
         "vae": facts["vae"],
+        "stand_ins": facts.get("child", {}).get("stand_ins", []),
         "whisper": whisper,
         "audio_chunk_shape": audio_chunk_shape(whisper, _int_list(sections["data"].get("audio_feat_length"), [2, 2])),
         "configurations": [
@@ -266,3 +267,39 @@ def _resolution(spec, results) -> int | None:
         return spec["resolution"]
     build = results.get("build")
     return build.data.get("resolution") if build is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipped figures: the forecast measured on each real release (scripts/ship_forecast.py writes
+# patches/forecast-measured.json from `lsync-port forecast --json` reports). doctor reads them
+# because a live forecast takes a minute or more; the runtime dtype policy can use them too.
+
+MEASURED_FILE = "forecast-measured.json"
+
+
+def measured(release: str | None, root: Path | None = None) -> dict | None:
+    """The shipped forecast of a release: {"release", "resolution", "frames", "torch", "commit",
+    "configurations": [{"device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes"}]},
+    or None when the release was not measured."""
+    import json
+
+    path = (root or patches_dir()) / MEASURED_FILE
+    if release is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ForecastError(f"cannot read the shipped forecast {path}: {error}", 9) from None
+    return data.get("releases", {}).get(release)
+
+
+def pick(forecast: dict, device: str, dtype: str, chunking: bool) -> dict | None:
+    """The configuration row of a forecast (shipped or live JSON) for one way of running.
+    bfloat16 has float16's sizes; the CUDA path has no chunking."""
+    dtype = "float16" if dtype == "bfloat16" else dtype
+    for row in forecast.get("configurations", []):
+        if row["device"] != device or row["dtype"] != dtype or row.get("peak_bytes") is None:
+            continue
+        if device == "cuda" or row.get("chunking") == chunking:
+            return row
+    return None

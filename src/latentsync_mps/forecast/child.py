@@ -31,6 +31,7 @@ import inspect
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -86,15 +87,45 @@ def attention_kernels(torch, device: str):
     return AttentionKernels()
 
 
+class MissingModule(types.ModuleType):
+    """Stands in for a package the forecast does not run (face detection): any use of it fails."""
+
+    __path__: list[str] = []
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return MissingModule(f"{self.__name__}.{name}")
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(f"{self.__name__} is not installed (the forecast stood in for it)")
+
+
+def import_tree_module(name: str, stand_ins: list[str], used: set[str]):
+    """Import a module of the tree; a missing package of `stand_ins` (imported by the pipeline
+    module for face detection, which the forecast does not run) is replaced by a MissingModule."""
+    while True:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            missing = error.name or ""
+            if missing.split(".")[0] not in stand_ins or missing in sys.modules:
+                raise
+            sys.modules[missing] = MissingModule(missing)
+            used.add(missing)
+
+
 def check_build(spec, state):
     """Import the tree's model code and build the real-size models on meta, once per dtype later."""
     import torch
 
     state["torch"] = torch
     state["meter_module"] = _load("lsync_port_meter", HERE / "meter.py")
-    state["unet_module"] = importlib.import_module("latentsync.models.unet")
-    state["pipeline_module"] = importlib.import_module("latentsync.pipelines.lipsync_pipeline")
-    state["whisper_module"] = importlib.import_module("latentsync.whisper.whisper.model")
+    stood_in: set[str] = set()
+    stand_ins = spec.get("stand_ins", [])
+    state["unet_module"] = import_tree_module("latentsync.models.unet", stand_ins, stood_in)
+    state["pipeline_module"] = import_tree_module("latentsync.pipelines.lipsync_pipeline", stand_ins, stood_in)
+    state["whisper_module"] = import_tree_module("latentsync.whisper.whisper.model", stand_ins, stood_in)
     try:
         importlib.import_module(spec["runtime_module"])
         state["ported"] = True
@@ -108,8 +139,14 @@ def check_build(spec, state):
     return (
         f"torch {torch.__version__}; UNet from {spec['config']} (block_out_channels "
         f"{list(model.get('block_out_channels', []))}), VAE {spec['vae']['name']}, whisper {whisper['name']}; "
-        f"{'ported' if state['ported'] else 'not ported'}",
-        {"torch": torch.__version__, "ported": state["ported"], "resolution": state["resolution"]},
+        f"{'ported' if state['ported'] else 'not ported'}"
+        + (f"; not installed, stood in for: {', '.join(sorted(stood_in))}" if stood_in else ""),
+        {
+            "torch": torch.__version__,
+            "ported": state["ported"],
+            "resolution": state["resolution"],
+            "stood_in": sorted(stood_in),
+        },
     )
 
 
