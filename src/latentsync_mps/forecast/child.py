@@ -175,7 +175,7 @@ def build_models(spec, state, dtype):
     return state["models"][key]
 
 
-def run_chunk(spec, state, pipeline, dtype, meter):
+def run_chunk(spec, state, pipeline, unet, dtype, meter):
     """One chunk of `frames` frames through the pipeline's own methods, as its __call__ does."""
     torch = state["torch"]
     device = torch.device("meta")
@@ -205,7 +205,7 @@ def run_chunk(spec, state, pipeline, dtype, meter):
             unet_input = torch.cat([latents] * 2) if cfg else latents
             unet_input = scheduler.scale_model_input(unet_input, timestep)
             unet_input = torch.cat([unet_input, mask_latents, masked_latents, reference_latents], dim=1)
-            noise = pipeline.unet(unet_input, timestep, encoder_hidden_states=audio).sample
+            noise = unet(unet_input, timestep, encoder_hidden_states=audio).sample
             if cfg:
                 uncond, audio_noise = noise.chunk(2)
                 noise = uncond + guidance * (audio_noise - uncond)
@@ -226,14 +226,13 @@ def check_configuration(configuration, spec, state):
     os.environ["LATENTSYNC_DTYPE"] = configuration["dtype"]
     dtype = getattr(torch, configuration["dtype"])
     unet, vae, whisper = build_models(spec, state, dtype)
-    pipeline = state["pipeline_module"].LipsyncPipeline(
-        vae=vae, audio_encoder=None, unet=unet, scheduler=state["scheduler"]
-    )
+    # Positional: 1.5 names the UNet `denoising_unet`, later releases `unet`; the order is the same.
+    pipeline = state["pipeline_module"].LipsyncPipeline(vae, None, unet, state["scheduler"])
     meters = state["meter_module"]
     meter = meters.MemoryMeter()
     weights = meters.module_bytes(unet, vae, whisper)
     with torch.no_grad(), attention_kernels(torch, configuration["device"]), meter:
-        run_chunk(spec, state, pipeline, dtype, meter)
+        run_chunk(spec, state, pipeline, unet, dtype, meter)
     phases = {
         name: {k: v + (weights if k == "peak_bytes" else 0) for k, v in record.items()}
         for name, record in meter.phases.items()
