@@ -186,3 +186,23 @@ def test_a_config_the_tree_cannot_read_fails_the_forecast(fixture_tree):
     report = json.loads(output)
     assert code == Exit.FORECAST_FAILED
     assert "cannot read configs/unet/stage2.yaml" in report["reason"]
+
+
+def test_the_meter_counts_live_storages_until_they_die():
+    import torch
+
+    from latentsync_mps.forecast.meter import MemoryMeter
+
+    meter = MemoryMeter()
+    with meter:
+        a = torch.empty(1024, device="meta")  # 4 KiB
+        b = a.view(32, 32)  # a view: no new buffer
+        c = torch.empty(2048, device="meta", dtype=torch.float16)  # 4 KiB
+        assert meter.live == 8192
+        del a, b
+        assert meter.live == 4096  # a's storage died with its last view
+        d = torch.cat([c, c])  # 8 KiB
+        on_cpu = torch.ones(10_000)  # host memory: not counted
+    assert meter.peak == 4096 + 8192
+    assert meter.largest == 8192 and meter.largest_op.startswith("cat") and meter.largest_shape == (4096,)
+    assert d.numel() == 4096 and on_cpu.numel() == 10_000
