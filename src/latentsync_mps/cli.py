@@ -287,7 +287,10 @@ def forecast(
     tree: TreeArg,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
     steps: Annotated[
-        int, typer.Option("--steps", min=1, help="Denoising steps run (each step repeats the same shapes).")
+        int,
+        typer.Option(
+            "--steps", min=1, help="Denoising steps run (from the 2nd on, each repeats the same live set)."
+        ),
     ] = 2,
     resolution: Annotated[
         int | None, typer.Option("--resolution", min=8, help="Frame size (default: the tree's config).")
@@ -308,6 +311,9 @@ def forecast(
     single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
     mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
     buffer over 2**32 bytes stops the run: Metal's limit. Exit 12 when the run fails.
+
+    Example: lsync-port apply ./LatentSync && lsync-port forecast ./LatentSync --python ~/venv/bin/python.
+    The port's chunk budget, LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES, is honoured when set.
     """
     from .forecast import run_forecast
     from .forecast.render import render as render_forecast

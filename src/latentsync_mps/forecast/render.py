@@ -20,28 +20,27 @@ def render(console: Console, report: ForecastReport) -> None:
         f"torch {report.torch or '?'} · {report.seconds:.0f} s",
         highlight=False,
     )
-    table = Table(show_edge=False, title_justify="left")
+    table = Table(show_edge=False, title_justify="left", pad_edge=False)
     for column, justify in (
         ("device", "left"),
         ("dtype", "left"),
-        ("port's chunking", "left"),
-        ("peak GiB", "right"),
-        ("weights GiB", "right"),
-        ("largest buffer GiB", "right"),
+        ("chunk-\ning", "left"),
+        ("peak\nGiB", "right"),
+        ("weights\nGiB", "right"),
+        ("largest\nbuffer GiB", "right"),
         ("largest buffer made by", "left"),
     ):
-        table.add_column(column, justify=justify, overflow="fold")
+        table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "largest buffer made by")
     for row in report.configurations:
-        chunking = "n/a (upstream's)" if row.chunking is None else ("on" if row.chunking else "off")
+        chunking = "-" if row.chunking is None else ("on" if row.chunking else "off")
         if row.status != "pass":
             table.add_row(row.device, row.dtype, chunking, "-", "-", "-", f"[dim]{row.status}: {row.detail}[/]")
             continue
         largest = gib(row.largest_buffer_bytes)
         if row.over_metal_limit:
             largest = f"[red]{largest}[/]"
-        table.add_row(
-            row.device, row.dtype, chunking, gib(row.peak_bytes), gib(row.weights_bytes), largest, row.largest_buffer_op
-        )
+        made_by = row.largest_buffer_op.replace("_scaled_dot_product_attention_math_for_mps", "attention scores")
+        table.add_row(row.device, row.dtype, chunking, gib(row.peak_bytes), gib(row.weights_bytes), largest, made_by)
     console.print(table)
     over = [row for row in report.configurations if row.over_metal_limit]
     if over:
