@@ -127,3 +127,31 @@ def test_the_shipped_figures_are_the_real_release_measured_with_the_port():
     assert forecast["config"] == "configs/unet/stage2_512.yaml"
     chunked, unchunked = pick(forecast, "mps", "float16", True), pick(forecast, "mps", "float16", False)
     assert chunked["largest_buffer_bytes"] < unchunked["largest_buffer_bytes"]
+
+
+def test_doctor_forecast_runs_a_live_forecast_of_the_tree(fixture_tree, monkeypatch):
+    """--forecast: the figures come from `run_forecast` on this tree (faked here: the real one is
+    tests/test_forecast.py's), at doctor's resolution, and the check says they are live."""
+    import latentsync_mps.forecast as forecast_module
+    from latentsync_mps.forecast import Configuration, ForecastReport
+
+    calls = []
+
+    def fake_run_forecast(tree, pack, python=None, resolution=None, **kwargs):
+        calls.append((tree, resolution))
+        rows = [Configuration("mps", "float16", True, "pass", 3 * GIB, GIB // 2, "cat", GIB)]
+        return ForecastReport(
+            str(tree), "1.6", python, "2.14.1", "configs/unet/stage2.yaml", 16, resolution, 2, True, rows, 1.0
+        )
+
+    monkeypatch.setattr(forecast_module, "run_forecast", fake_run_forecast)
+    result = runner.invoke(app, ["doctor", str(fixture_tree), "--json", "--forecast", "--resolution", "320"])
+    report = json.loads(result.output)
+    assert calls == [(fixture_tree.resolve(), 320)]
+    assert report["facts"]["forecast"]["source"] == "live"
+
+
+def test_a_live_forecast_is_named_as_such():
+    facts = mac(20)
+    facts["forecast"]["source"] = "live"
+    expect(checks.check_memory, facts, OK, "live `lsync-port forecast` of this tree")
