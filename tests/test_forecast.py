@@ -61,6 +61,8 @@ def test_json_names_the_tree_and_every_configuration(ported_report):
     assert report["release"] == "1.6" and report["ported"] is True
     assert report["frames"] == 16 and report["resolution"] == 512 and report["torch"]
     assert report["config"] == "configs/unet/stage2.yaml"
+    # Whisper tiny (the fixture's cross_attention_dim 384): 10 feature indices x 5 layer outputs.
+    assert report["audio_features_shape"] == [2, 16, 50, 384]
     got = {(r["device"], r["dtype"], r["chunking"]) for r in report["configurations"]}
     assert got == {
         ("cuda", "float16", None),

@@ -85,6 +85,7 @@ class ForecastReport:
     ported: bool
     configurations: list[Configuration]
     seconds: float
+    audio_features_shape: list[int] = field(default_factory=list)  # (guidance, frames, rows, width)
     reason: str = ""  # why the forecast failed, empty when it ran
     log_tail: list[str] = field(default_factory=list)
 
@@ -130,40 +131,6 @@ def inference_config(tree: Path) -> str:
     )
 
 
-def _read_config(tree: Path, config: str) -> dict:
-    """The config's `data` and `model` sections, read here only to pick the whisper model and the
-    audio shape; the child reads it again with the tree's own omegaconf."""
-    text = (tree / config).read_text(encoding="utf-8", errors="replace")
-    sections: dict[str, dict] = {"data": {}, "model": {}}
-    current = None
-    for line in text.splitlines():
-        if re.match(r"^\w", line):
-            current = line.split(":", 1)[0].strip()
-            continue
-        found = re.match(r"^  (\w+):\s*([^#]*)", line)
-        if current in sections and found and found.group(2).strip():
-            sections[current][found.group(1)] = found.group(2).strip()
-    return sections
-
-
-def whisper_for(facts: dict, cross_attention_dim: int) -> dict:
-    for name, entry in facts["whisper"].items():
-        if entry["cross_attention_dim"] == cross_attention_dim:
-            return {"name": name, "dims": entry["dims"]}
-    known = ", ".join(f"{n} ({e['cross_attention_dim']})" for n, e in facts["whisper"].items())
-    raise ForecastError(f"no whisper model with cross_attention_dim {cross_attention_dim} (known: {known})", 2)
-
-
-def audio_chunk_shape(whisper: dict, feat_length: list[int]) -> list[int]:
-    dims = whisper["dims"]
-    return [2 * (feat_length[0] + feat_length[1] + 1) * (dims["n_audio_layer"] + 1), dims["n_audio_state"]]
-
-
-def _int_list(value: str, default: list[int]) -> list[int]:
-    numbers = re.findall(r"\d+", value or "")
-    return [int(n) for n in numbers] or default
-
-
 def run_forecast(
     tree: Path,
     pack: RulePack,
@@ -180,9 +147,6 @@ def run_forecast(
     profile, release = detect(tree, pack)
     config = inference_config(tree)
     facts = load_facts()
-    sections = _read_config(tree, config)
-    cross = int(sections["model"].get("cross_attention_dim", "384"))
-    whisper = whisper_for(facts, cross)
     python = python or sys.executable
     spec = {
         "tree": str(tree),
@@ -195,8 +159,7 @@ def run_forecast(
         "runtime_module": profile.runtime_module,
         "vae": facts["vae"],
         "stand_ins": facts.get("child", {}).get("stand_ins", []),
-        "whisper": whisper,
-        "audio_chunk_shape": audio_chunk_shape(whisper, _int_list(sections["data"].get("audio_feat_length"), [2, 2])),
+        "whisper": facts["whisper"],  # the child picks the model by the config's cross_attention_dim
         "configurations": [
             {"name": configuration_name(d, t, c), "device": d, "dtype": t, "chunking": c} for d, t, c in CONFIGURATIONS
         ],
@@ -257,6 +220,7 @@ def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
         ported=bool(build_data.get("ported")),
         configurations=rows,
         seconds=seconds,
+        audio_features_shape=build_data.get("audio_features_shape", []),
         reason=reason,
         log_tail=child.log_tail if reason else [],
     )

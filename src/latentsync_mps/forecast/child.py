@@ -135,7 +135,8 @@ def check_build(spec, state):
 
     state["scheduler"] = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
     model = state["config"]["model"]
-    whisper = spec["whisper"]
+    whisper = state["whisper"] = whisper_model(spec, state["config"])
+    state["audio_chunk_shape"] = audio_chunk_shape(whisper, state["config"])
     return (
         f"torch {torch.__version__}; UNet from {spec['config']} (block_out_channels "
         f"{list(model.get('block_out_channels', []))}), VAE {spec['vae']['name']}, whisper {whisper['name']}; "
@@ -146,8 +147,33 @@ def check_build(spec, state):
             "ported": state["ported"],
             "resolution": state["resolution"],
             "stood_in": sorted(stood_in),
+            # What the UNet's cross-attention reads per chunk: guidance doubles it.
+            "audio_features_shape": [
+                2 if spec["guidance_scale"] > 1 else 1,
+                spec["frames"],
+                *state["audio_chunk_shape"],
+            ],
         },
     )
+
+
+def whisper_model(spec, config) -> dict:
+    """The whisper checkpoint the inference script loads: the one whose width is the UNet's
+    cross_attention_dim (small for 768, tiny for 384)."""
+    width = config["model"].get("cross_attention_dim", 384)
+    for name, entry in spec["whisper"].items():
+        if entry["cross_attention_dim"] == width:
+            return {"name": name, "dims": entry["dims"]}
+    raise harness.CheckFailed(f"no whisper model of width {width} in patches/forecast.toml")
+
+
+def audio_chunk_shape(whisper: dict, config) -> tuple[int, int]:
+    """One frame's audio features (Audio2Feature.get_sliced_feature): 2 * (left + right + 1)
+    feature indices, each holding the encoder's n_audio_layer + 1 layer outputs, of
+    n_audio_state values."""
+    left, right = list(config["data"].get("audio_feat_length", [2, 2]))
+    dims = whisper["dims"]
+    return 2 * (left + right + 1) * (dims["n_audio_layer"] + 1), dims["n_audio_state"]
 
 
 def build_models(spec, state, dtype):
@@ -164,7 +190,7 @@ def build_models(spec, state, dtype):
         vae = AutoencoderKL(**vae_spec["config"])
         whisper_module = state["whisper_module"]
         fields = set(inspect.signature(whisper_module.ModelDimensions).parameters)
-        dims = whisper_module.ModelDimensions(**{k: v for k, v in spec["whisper"]["dims"].items() if k in fields})
+        dims = whisper_module.ModelDimensions(**{k: v for k, v in state["whisper"]["dims"].items() if k in fields})
         whisper = whisper_module.Whisper(dims)
     unet = unet.to(dtype=dtype).eval()
     vae = vae.to(dtype=dtype).eval()
@@ -184,7 +210,7 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
     guidance = spec["guidance_scale"]
     cfg = guidance > 1.0
     with meter.during("inputs"):
-        rows, width = spec["audio_chunk_shape"]
+        rows, width = state["audio_chunk_shape"]
         audio = torch.zeros(frames, rows, width, device=device, dtype=dtype)
         if cfg:
             audio = torch.cat([torch.zeros_like(audio), audio])
