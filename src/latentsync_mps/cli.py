@@ -33,6 +33,7 @@ class Exit(IntEnum):
     DOCTOR_BLOCKER = 10  # doctor found a blocker
     VERIFY_FAILED = 11  # verify: the port does not run on that device (the report says why)
     LOCKED = 12  # another apply or revert holds the tree's lock (.lsync-port/lock)
+    FORECAST_FAILED = 13  # forecast: the shape-only run did not finish (the report says where)
 
 
 EXIT_CODES_HELP = """
@@ -41,7 +42,8 @@ Exit codes: 0 ok · 2 bad path, option, profile or rule id, or a tree that canno
 4 tree not patched (revert) · 5 applied, but some files could not be processed ·
 6 --strict and drift or residue found · 7 revert kept files edited by hand (use --force) ·
 8 corrupt manifest · 9 invalid rule file · 10 doctor found a blocker · 11 verify failed ·
-12 another apply or revert is running on the tree · 1 internal error (a bug: please report it).
+12 another apply or revert is running on the tree · 13 forecast failed ·
+1 internal error (a bug: please report it).
 """
 
 app = typer.Typer(
@@ -339,6 +341,54 @@ def verify(
         raise typer.Exit(int(Exit.VERIFY_FAILED))
 
 
+@app.command()
+def forecast(
+    tree: TreeArg,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
+    steps: Annotated[
+        int,
+        typer.Option(
+            "--steps", min=1, help="Denoising steps run (from the 2nd on, each repeats the same live set)."
+        ),
+    ] = 2,
+    resolution: Annotated[
+        int | None, typer.Option("--resolution", min=8, help="Frame size (default: the tree's config).")
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds before the child is killed.")] = 600,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forecast the device memory one chunk of inference needs, at the release's real size.
+
+    A shape-only run: the tree's own UNet (with the config its inference.sh uses) and the real VAE
+    are built on PyTorch's meta device, and one chunk of FRAMES frames goes through VAE encode,
+    the denoising loop with classifier-free guidance and VAE decode, with no data, so 2 CPU
+    cores suffice. Every allocation is counted: peak bytes (weights included) and the largest
+    single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
+    mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
+    buffer over 2**32 bytes stops the run: Metal's limit. Exit 12 when the run fails.
+
+    Example: lsync-port apply ./LatentSync && lsync-port forecast ./LatentSync --python ~/venv/bin/python.
+    The port's chunk budget, LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES, is honoured when set.
+    """
+    from .forecast import run_forecast
+    from .forecast.render import render as render_forecast
+
+    if python is not None and shutil.which(python) is None and not Path(python).is_file():
+        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
+    report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout)
+    if json_out:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        render_forecast(console, report)
+    if not report.ok:
+        raise typer.Exit(int(Exit.FORECAST_FAILED))
+
+
 @app.command("list-rules")
 def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
     """List the rules of each profile: id, kind, releases and what they are for."""
@@ -444,17 +494,28 @@ def doctor(
             "--resolution", min=1, help="Frame size for the memory estimate (default: the tree's config, else 512)."
         ),
     ] = None,
+    live_forecast: Annotated[
+        bool,
+        typer.Option(
+            "--forecast",
+            help="Run `lsync-port forecast` on TREE (a minute or more) for the memory check, instead of the "
+            "figures shipped for its release.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Pre-flight check of the machine and the Python that will run a port: ok / warning / blocker, with fixes.
 
-    The facts are gathered by a small script run in that interpreter (a child process). Exit 10
-    when any check is a blocker.
+    The facts are gathered by a small script run in that interpreter (a child process). The memory
+    check compares this machine with the memory forecast of the tree's release (shipped with
+    lsync-port; --forecast measures this tree). Exit 10 when any check is a blocker.
     """
     from .doctor import DoctorError, render, run
 
+    if live_forecast and tree is None:
+        raise fail("--forecast needs TREE: it forecasts that tree's memory", Exit.USAGE)
     try:
-        result = run(tree, python, resolution, _pack() if tree is not None else None)
+        result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast)
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:

@@ -117,7 +117,9 @@ def _resolution(option: int | None, tree: dict[str, Any] | None) -> dict[str, An
     return {"value": 512, "source": "assumed: LatentSync 1.6's 512x512; give TREE or --resolution"}
 
 
-def gather(tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None) -> dict[str, Any]:
+def gather(
+    tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None, forecast: bool = False
+) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from .. import __version__, engine
     from ..resources import patches_dir
@@ -153,11 +155,38 @@ def gather(tree: Path | None, python: str | None = None, resolution: int | None 
         add_checkpoints(facts["tree"], caches if isinstance(caches, dict) else None)
     facts["vae"] = gather_vae(caches) if probe else None
     facts["resolution"] = _resolution(resolution, facts["tree"])
+    facts["forecast"] = _forecast(tree_root, facts, pack, exe, live=forecast)
     return facts
 
 
-def run(tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None) -> Result:
-    facts = gather(tree, python, resolution, pack)
+def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, live: bool) -> dict[str, Any] | None:
+    """The memory forecast the "memory" check compares with this machine. By default the one
+    shipped for the tree's release (measured on the real release: a live forecast takes a minute
+    or more); with --forecast, a live one of this very tree (its config, its resolution, its edits)."""
+    from ..forecast import ForecastError, measured, run_forecast
+
+    if live and tree_root is not None:
+        try:
+            report = run_forecast(tree_root, pack, python=python, resolution=facts["resolution"]["value"])
+        except ForecastError as error:
+            return {"source": "live", "error": str(error)}
+        data = report.to_json() | {"source": "live"}
+        if not report.ok:
+            return {"source": "live", "error": report.reason}
+        return data
+    tree = facts.get("tree") or {}
+    release = tree.get("release") if tree else {256: "1.5", 512: "1.6"}.get(facts["resolution"]["value"])
+    try:
+        shipped = measured(release)
+    except ForecastError:
+        return None
+    return None if shipped is None else shipped | {"source": "shipped"}
+
+
+def run(
+    tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None, forecast: bool = False
+) -> Result:
+    facts = gather(tree, python, resolution, pack, forecast)
     return Result(facts, diagnose(facts))
 
 

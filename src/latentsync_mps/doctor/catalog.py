@@ -141,6 +141,9 @@ def memory_need_gb(resolution: int, release: str | None = None) -> float:
     return round(high * (resolution / 512) ** 2, 1)
 
 
+# One Metal buffer may hold at most this many bytes (MTLDevice.maxBufferLength on Apple silicon).
+METAL_BUFFER_LIMIT = 2**32
+
 # The MPS backend's default high-watermark ratio (PYTORCH_MPS_HIGH_WATERMARK_RATIO): allocations
 # may grow to this multiple of torch.mps.recommended_max_memory() before "MPS backend out of memory".
 MPS_DEFAULT_HIGH_WATERMARK = 1.7

@@ -835,19 +835,72 @@ def _watermark(env: dict[str, Any]) -> float | None:
     return ratio if ratio >= 0 else None
 
 
+def _chunking(facts) -> bool:
+    """Whether the port's attention/VAE chunking will run on mps: the tree is ported (or no tree
+    was given: doctor then speaks of the port) and LATENTSYNC_MPS_CHUNKING does not turn it off."""
+    tree = facts.get("tree") or {}
+    ported = not tree or bool((tree.get("status") or {}).get("patched"))
+    mode = str(section(facts, "probe", "env").get("LATENTSYNC_MPS_CHUNKING") or "1").strip().lower()
+    return ported and mode not in ("0", "false", "no", "off")
+
+
+def forecast_row(facts, kind: str, res: int) -> tuple[dict, str] | None:
+    """The forecast configuration that matches how the tree will run here (device, the helper's
+    dtype, chunking), with a few words on where the figure comes from; None when the forecast
+    has no such row or was made at another resolution."""
+    from ..forecast import pick
+
+    forecast = facts.get("forecast") or {}
+    if kind not in ("mps", "cuda") or not forecast.get("configurations") or forecast.get("resolution") != res:
+        return None
+    dtype = section(facts, "probe", "helper").get("dtype") or "float16"
+    chunking = _chunking(facts)
+    row = pick(forecast, kind, dtype, chunking)
+    if row is None:
+        return None
+    how = f"{kind} {row['dtype']}" + (f", chunking {'on' if chunking else 'off'}" if kind == "mps" else "")
+    where = (
+        "live `lsync-port forecast` of this tree"
+        if forecast.get("source") == "live"
+        else f"forecast of LatentSync {forecast.get('release')} shipped with lsync-port (torch {forecast.get('torch')})"
+    )
+    return row, f"{how}; {where}"
+
+
 def check_memory(facts) -> Check:
     mem = section(facts, "probe", "memory")
     total, cgroup = mem.get("total"), mem.get("cgroup_limit")
     resolution = facts.get("resolution") or {}
     res = int(resolution.get("value") or 512)
-    need_gb = catalog.memory_need_gb(res, release(facts))
-    need = need_gb * 1024**3
-    needs = (
-        f"{'at most ' if res < 256 else ''}~{need_gb:g} GB for {res}x{res} "
-        f"({resolution.get('source') or 'assumed'}; estimate: {catalog.MEMORY_BASIS})"
-    )
     kind = helper_device(facts).split(":", 1)[0]
     env = section(facts, "probe", "env")
+    forecast = forecast_row(facts, kind, res)
+    if forecast is not None:
+        # The forecast counts the tensors of one 16-frame chunk and the weights; the allocator's
+        # cache, the face detector and (on a Mac) macOS itself come on top, hence "at least".
+        row, basis = forecast
+        need = row["peak_bytes"]
+        needs = f"at least {size(need)} at peak for {res}x{res} ({resolution.get('source') or 'assumed'}; {basis})"
+        largest = row.get("largest_buffer_bytes") or 0
+        if kind == "mps" and largest > catalog.METAL_BUFFER_LIMIT:
+            return Check(
+                "memory",
+                BLOCKER,
+                f"one buffer of {size(largest)} ({row.get('largest_buffer_op') or 'attention'}): more than Metal's "
+                f"2**32-byte limit for a buffer, so the run stops ({basis}).",
+                "keep the port's chunking on: `lsync-port apply` the tree, and unset LATENTSYNC_MPS_CHUNKING=0",
+            )
+    else:
+        need_gb = catalog.memory_need_gb(res, release(facts))
+        need = need_gb * 1024**3
+        hint = "; `lsync-port doctor TREE --forecast` measures it" if kind in ("mps", "cuda") else ""
+        failed = (facts.get("forecast") or {}).get("error")
+        if failed:
+            hint = f"; the live forecast failed: {failed}"
+        needs = (
+            f"{'at most ' if res < 256 else ''}~{need_gb:g} GB for {res}x{res} "
+            f"({resolution.get('source') or 'assumed'}; estimate: {catalog.MEMORY_BASIS}{hint})"
+        )
     weights = sum(e.get("size") or 0 for e in ((facts.get("tree") or {}).get("checkpoints") or []) if e.get("required"))
     if total and weights and total < weights:
         return Check(

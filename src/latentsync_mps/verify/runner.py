@@ -143,7 +143,6 @@ def run_verify(
     with tempfile.TemporaryDirectory(prefix="lsync-verify-") as work_dir:
         work = Path(work_dir)
         events = work / "events.jsonl"
-        events.touch()
         spec = {
             "tree": str(tree),
             "device": "mps" if simulate else device,
@@ -169,22 +168,11 @@ def run_verify(
         if target is not None:
             spec["mps_table"] = str(write_table(target, work / "mps-table.json"))
             spec["target_torch"] = target.to_json()
-        (work / "spec.json").write_text(json.dumps(spec))
-        log = work / "child.log"
-        with open(log, "wb") as log_handle:
-            child = subprocess.Popen(
-                [python, str(HARNESS), str(work / "spec.json")],
-                cwd=tree,
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
-            )
-            results, timed_out, simulated = _follow(child, events, timeout, on_event)
-        returncode = child.returncode
-        log_tail = log.read_text(errors="replace").splitlines()[-15:]
-    report = _report(tree, spec, python, results, timed_out, returncode, timeout, time.monotonic() - started, log_tail)
+        child = run_child(HARNESS, spec, tree, python, timeout, on_event)
+    results, timed_out, simulated = child.results, child.timed_out, child.simulated
+    report = _report(
+        tree, spec, python, results, timed_out, child.returncode, timeout, time.monotonic() - started, child.log_tail
+    )
     if simulate:
         report.target_torch = target.to_json()
         _judge_findings(report, simulated)
@@ -203,6 +191,41 @@ def default_out_dir(tree: Path, device: str) -> Path:
 
     digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:8]
     return Path(tempfile.gettempdir()) / "lsync-port-verify" / f"{tree.name}-{digest}" / device
+
+
+@dataclass
+class ChildRun:
+    """What a child script run through `run_child` left: its checks, and how it ended."""
+
+    results: dict[str, CheckResult]
+    timed_out: bool
+    simulated: dict
+    returncode: int
+    log_tail: list[str]
+
+
+def run_child(script: Path, spec: dict, tree: Path, python: str, timeout: float, on_event=None) -> ChildRun:
+    """Run `script SPEC.json` under `python` from the tree's root, in its own process group, and
+    follow its events (spec["events"], one JSON line each) until it exits or `timeout` passes.
+    Shared by verify (harness.py) and forecast (forecast/child.py)."""
+    work = Path(spec["work"])
+    events = Path(spec["events"])
+    events.touch()
+    (work / "spec.json").write_text(json.dumps(spec))
+    log = work / "child.log"
+    with open(log, "wb") as log_handle:
+        child = subprocess.Popen(
+            [python, str(script), str(work / "spec.json")],
+            cwd=tree,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        results, timed_out, simulated = _follow(child, events, timeout, on_event)
+    log_tail = log.read_text(errors="replace").splitlines()[-15:]
+    return ChildRun(results, timed_out, simulated, child.returncode, log_tail)
 
 
 def _judge_findings(report: VerifyReport, simulated: dict) -> None:

@@ -1,0 +1,58 @@
+"""Write patches/forecast-measured.json from `lsync-port forecast --json` reports of real releases.
+
+    lsync-port forecast /tmp/ls-1.6 --python /work/venv-ls/bin/python --json > 1.6.json   (a ported copy)
+    python scripts/ship_forecast.py 1.5.json 1.6.json main.json
+
+doctor's "memory" check reads the result (a live forecast takes a minute or more). Only the
+figures are kept: per release, its size, the torch that measured it, and one row per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from latentsync_mps.forecast import MEASURED_FILE  # noqa: E402
+from latentsync_mps.resources import patches_dir  # noqa: E402
+
+ROW_KEYS = ("device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes", "weights_bytes", "largest_buffer_op")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="forecast --json outputs, one per release")
+    args = parser.parse_args()
+    target = patches_dir() / MEASURED_FILE
+    shipped = json.loads(target.read_text()) if target.exists() else {"releases": {}}
+    for path in args.reports:
+        report = json.loads(path.read_text())
+        if report.get("reason") or not report.get("release"):
+            print(f"{path}: not a complete forecast of a known release ({report.get('reason')}); skipped")
+            continue
+        rows = [{k: row[k] for k in ROW_KEYS} for row in report["configurations"] if row["status"] == "pass"]
+        shipped["releases"][report["release"]] = {
+            "release": report["release"],
+            "config": report["config"],
+            "resolution": report["resolution"],
+            "frames": report["frames"],
+            "steps": report["steps"],
+            "torch": report["torch"],
+            "configurations": rows,
+        }
+        print(f"{report['release']}: {len(rows)} configurations at {report['resolution']}x{report['resolution']}")
+    shipped["about"] = (
+        "lsync-port forecast on ported copies of the real releases (scripts/ship_forecast.py); "
+        "peak_bytes includes the weights; one 16-frame chunk, classifier-free guidance"
+    )
+    target.write_text(json.dumps(shipped, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
