@@ -43,6 +43,18 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def real_latentsync_16() -> tuple[Path, str] | None:
+    """Opt-in: the LatentSync 1.6-or-later checkout named in LSYNC_UPSTREAM (it has InsightFace's
+    face_detector.py) and the interpreter with its stack (LSYNC_UPSTREAM_PYTHON), or None."""
+    python = os.environ.get("LSYNC_UPSTREAM_PYTHON") or "/work/venv-ls/bin/python"
+    if not Path(python).exists():
+        return None
+    for entry in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep):
+        if entry and (Path(entry) / "latentsync/utils/face_detector.py").exists():
+            return Path(entry), python
+    return None
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """Every file under root (symlinks as their target text) and its mode and sha256, as
     "0o644 <sha256>": the tree's identity. The mode is part of it: a revert that lost an

@@ -87,7 +87,7 @@ def patched(tmp_path_factory, pack, source) -> dict[str, str]:
 
 def kill_apply(tree: Path, rng: random.Random, early: bool) -> int | None:
     """Start `apply TREE` and SIGKILL it; the return code, or None when it finished first."""
-    delay = rng.uniform(0, 1.0) if early else rng.uniform(0, 0.030)
+    delay = rng.uniform(0, 1.0) if early else rng.uniform(0, 0.005)
     process = subprocess.Popen(
         [sys.executable, "-m", "latentsync_mps.cli", "apply", str(tree)],
         stdout=subprocess.DEVNULL,
@@ -95,8 +95,10 @@ def kill_apply(tree: Path, rng: random.Random, early: bool) -> int | None:
         env=ENV,
     )
     try:
-        if not early:  # wait for the write phase: the state folder is its first write
-            while process.poll() is None and not (tree / STATE_DIR).exists():
+        # Wait for the write phase: everything is staged (temp files, backups) and the manifest
+        # written before the first file is swapped in. (The state folder appears earlier, with the lock.)
+        if not early:
+            while process.poll() is None and not (tree / STATE_DIR / "manifest.json").exists():
                 time.sleep(0.0005)
         time.sleep(delay)
         if process.poll() is not None:

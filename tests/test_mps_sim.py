@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import real_latentsync_16
 from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (verify extra)")
@@ -490,17 +491,7 @@ def test_findings_are_shown_grouped_by_call_site():
 # Opt-in: a real LatentSync 1.6 checkout (LSYNC_UPSTREAM) with its dependency stack
 
 
-def _real_release() -> tuple[Path, str] | None:
-    python = os.environ.get("LSYNC_UPSTREAM_PYTHON") or "/work/venv-ls/bin/python"
-    if not Path(python).exists():
-        return None
-    for entry in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep):
-        if entry and (Path(entry) / "latentsync/utils/face_detector.py").exists():
-            return Path(entry), python
-    return None
-
-
-REAL = _real_release()
+REAL = real_latentsync_16()
 
 
 @pytest.mark.upstream

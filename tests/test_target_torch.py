@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import real_latentsync_16
 from typer.testing import CliRunner
 
 from latentsync_mps import engine
@@ -370,19 +371,7 @@ def test_with_a_target_that_has_the_kernels_the_fully_ported_fixture_passes(fixt
 # Opt-in: a real LatentSync 1.6 checkout (LSYNC_UPSTREAM) with its dependency stack
 
 
-def _real_release() -> tuple[Path, str] | None:
-    import os
-
-    python = os.environ.get("LSYNC_UPSTREAM_PYTHON") or "/work/venv-ls/bin/python"
-    if not Path(python).exists():
-        return None
-    for entry in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep):
-        if entry and (Path(entry) / "latentsync/utils/face_detector.py").exists():
-            return Path(entry), python
-    return None
-
-
-REAL = _real_release()
+REAL = real_latentsync_16()
 
 
 @pytest.mark.upstream

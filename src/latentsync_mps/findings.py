@@ -376,6 +376,8 @@ class PythonFinder(cst.CSTVisitor):
             return
         if callee == "cuda":
             return  # `.cuda("cuda:1")`: one finding, cuda-method, for the call and its device
+        if "_lsync_port" in self._code(node.func):
+            return  # the helper takes upstream's CUDA spelling as the preferred CUDA device: ported
         is_move = callee == "to" or "torch.device" in names
         for index, arg in enumerate(node.args):
             if arg.keyword is not None and arg.keyword.value in _DEVICE_KEYWORDS:
