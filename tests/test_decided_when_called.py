@@ -45,13 +45,20 @@ def ported_trees(tmp_path_factory, pack):
     return trees
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # a module object without a spec: a stand-in another test left in sys.modules
+        return sys.modules.get(name) is not None
+
+
 @pytest.fixture
 def tree_modules(ported_trees, monkeypatch):
     """import_from(release, module): a ported tree's module; the tree's modules are dropped afterwards."""
     monkeypatch.delenv("LATENTSYNC_DEVICE", raising=False)
     monkeypatch.delenv("LATENTSYNC_DTYPE", raising=False)
     monkeypatch.setattr(sys, "_lsync_port_announced", True, raising=False)
-    missing = [n for n in ("face_alignment", "mediapipe", "insightface") if importlib.util.find_spec(n) is None]
+    missing = [n for n in ("face_alignment", "mediapipe", "insightface") if not _importable(n)]
     for name in missing + (["insightface.app"] if "insightface" in missing else []):  # the trees' own, not ours
         monkeypatch.setitem(sys.modules, name, mock.MagicMock())
     added: list[str] = []
