@@ -385,7 +385,8 @@ def check_device(spec, state):
         target = simulator.table.get("torch", torch.__version__)  # the tree's target torch, not this one
         return (
             f"simulated on the CPU, checked against the MPS kernels of torch {target} "
-            f"({kernels} of {overloads} aten overloads have one): torch {torch.__version__} on mps-sim",
+            f"({kernels} of {overloads} aten overloads have one) on macOS {simulator.stats()['macos']}: "
+            f"torch {torch.__version__} on mps-sim",
             {"simulated": True, "support": counts},
         )
     return f"torch {torch.__version__} on {device}"

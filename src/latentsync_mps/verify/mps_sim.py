@@ -783,6 +783,8 @@ class Simulator:
             "ops_seen": sorted(self.ops_seen),
             "computed_in_float32": sorted(self.upcast_ops),
             "fallback_enabled": self.fallback_enabled,
+            # The Mac the verdict models: its macOS (torch.backends.mps.is_macos_or_newer answers for it).
+            "macos": ".".join(map(str, SIMULATED_MACOS)),
             "torch": torch.__version__,
             "target_torch": self.target or {"version": self.table.get("torch"), "origin": "installed torch"},
             "table_counts": self.table.get("counts", {}),

@@ -91,7 +91,10 @@ def render_findings(console: Console, report: VerifyReport) -> None:
     stats = report.simulator
     target = report.target_torch
     if target:
-        console.print(f"MPS simulator: judged against torch {target['version']} ({target['origin']}).", highlight=False)
+        macos = f" on a simulated macOS {stats['macos']}" if stats.get("macos") else ""
+        console.print(
+            f"MPS simulator: judged against torch {target['version']} ({target['origin']}){macos}.", highlight=False
+        )
         if target.get("note"):
             console.print(f"[dim]  {target['note']}[/]", highlight=False)
     memory = stats.get("memory") or {}
