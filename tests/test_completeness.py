@@ -165,7 +165,7 @@ def test_every_cuda_api_is_rewritten_or_reported(name, form, kinds, helper_packa
 
 
 def test_the_mapped_apis_are_rewritten_and_run(kinds, helper_package, monkeypatch):
-    """The ones with an MPS counterpart (PORTING_NOTES' table) are rewritten, not just reported."""
+    """The ones with an MPS counterpart (docs/porting-facts.md) are rewritten, not just reported."""
     mapped = [
         "torch.cuda.empty_cache",
         "torch.cuda.synchronize",

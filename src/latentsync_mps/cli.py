@@ -20,20 +20,41 @@ from rich.console import Console
 
 
 class Exit(IntEnum):
+    """The exit codes of every command. Each member's docstring is its meaning, for a person:
+    scripts/gen_reference.py writes docs/reference/exit-codes.md from them."""
+
     OK = 0
-    INTERNAL = 1  # a bug in lsync-port: please report it
-    USAGE = 2  # bad path, option, profile or rule id
-    NOT_UPSTREAM = 3  # not a LatentSync / ComfyUI-LatentSyncWrapper tree
-    NOT_PATCHED = 4  # revert/status on a tree lsync-port has not patched
-    PARTIAL = 5  # applied, but some files could not be processed (listed)
-    STRICT = 6  # --strict: drift or residue found
-    REFUSED = 7  # revert kept files edited by hand since apply (use --force)
-    MANIFEST = 8  # .lsync-port/manifest.json is corrupt or was edited
-    RULES = 9  # a rule file under patches/ is invalid
-    DOCTOR_BLOCKER = 10  # doctor found a blocker
-    VERIFY_FAILED = 11  # verify: the port does not run on that device (the report says why)
-    LOCKED = 12  # another apply or revert holds the tree's lock (.lsync-port/lock)
-    FORECAST_FAILED = 13  # forecast: the shape-only run did not finish (the report says where)
+    """ok"""
+    INTERNAL = 1
+    """internal error: a bug in lsync-port (run with `LSYNC_PORT_DEBUG=1` for the traceback)"""
+    USAGE = 2
+    """bad path, option, profile or rule id; or the tree cannot be written (full disk, permission,
+    read-only file system): one line says which file, that nothing was changed, and what to do"""
+    NOT_UPSTREAM = 3
+    """not a recognised upstream tree (LatentSync or ComfyUI-LatentSyncWrapper)"""
+    NOT_PATCHED = 4
+    """`revert` on a tree lsync-port has not patched"""
+    PARTIAL = 5
+    """applied, but some files could not be processed (listed: syntax errors, symlinks, files
+    edited by hand)"""
+    STRICT = 6
+    """`--strict`: drift or residue found"""
+    REFUSED = 7
+    """`revert` kept files edited by hand since apply (`--force` restores them)"""
+    MANIFEST = 8
+    """`.lsync-port/manifest.json` is corrupt or names paths outside the tree"""
+    RULES = 9
+    """a rule file under `patches/` is invalid"""
+    DOCTOR_BLOCKER = 10
+    """`doctor` found a blocker"""
+    VERIFY_FAILED = 11
+    """`verify` failed: the port does not run on that device (the report says why)"""
+    LOCKED = 12
+    """another `apply` or `revert` holds the tree's lock (`.lsync-port/lock`, like git's
+    `index.lock`); it says which process (pid, host, command, since). The lock of a killed process
+    is taken over; `LSYNC_PORT_LOCK_WAIT` (seconds, default 5) is how long to wait first"""
+    FORECAST_FAILED = 13
+    """`forecast` failed: the shape-only run did not finish (the report says where)"""
 
 
 EXIT_CODES_HELP = """

@@ -1,10 +1,10 @@
 """What `lsync-port doctor` knows about LatentSync and its packages, as data.
 
 Sources: the upstream READMEs, `setup_env.sh`, `inference.sh` and `scripts/inference.py` of each
-release (bytedance/LatentSync bf00e09 / 75a4a17 / d058a61 / a229c39), and docs/PORTING_NOTES.md
-of this project for the wheels. Kept here, keyed by profile and release name (the names of
-patches/upstreams.toml), rather than in patches/: these are facts about running a tree, not rules
-for rewriting it.
+release (bytedance/LatentSync bf00e09 / 75a4a17 / d058a61 / a229c39), and, for the wheels, PyPI's
+file lists as docs/porting-facts.md records them (with how to check them again). Kept here, keyed
+by profile and release name (the names of patches/upstreams.toml), rather than in patches/: these
+are facts about running a tree, not rules for rewriting it.
 """
 
 from __future__ import annotations
