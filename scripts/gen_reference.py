@@ -155,7 +155,7 @@ def _rule_section(rule, kinds: dict[str, type]) -> str:
         where = f" (`{example.path}`)" if example.path else ""
         lines += ["", f"Example {number}{where}, before:", "", _fence(example.before.strip("\n"), language)]
         if example.after is None:
-            lines += ["", "stays as it is (the rule must not match it)."]
+            lines += ["", "stays as it is (the example has no `after`)."]
         else:
             lines += ["", "after:", "", _fence(example.after.strip("\n"), language)]
     return "\n".join(lines)
