@@ -48,7 +48,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar(
         "LATENTSYNC_MPS_CHUNKING",
         HELPER,
-        "`1` (default), `0`, `force`",
+        "`1` (default), `0` (or `false`, `no`, `off`), `force`",
         "Attention and VAE in chunks on mps, so that no buffer passes Metal's 2**32-byte limit. `0` "
         "turns chunking off; `force` chunks on every device (for tests).",
     ),
