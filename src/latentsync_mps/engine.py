@@ -37,13 +37,17 @@ from .manifest import (
 )
 from .resources import runtime_helper_source
 from .rewrite import run_pass
-from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
+from .rules.base import Change, FileContext, PythonRuleKind, Rule, RuleKind, path_matches
 from .rules.requirements import rewrite_requirements
+from .rules.shell_lines import rewrite_shell
 from .ruleset import Profile, Release, RulePack
 
 # Folders that are never part of an upstream's source.
 SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", "checkpoints", ".mypy_cache"}
 REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
+SHELL_GLOBS = ("*.sh", "**/*.sh")
+# The line-by-line languages and the pass that runs their rules over one file.
+LINE_REWRITERS = {"requirements": rewrite_requirements, "shell": rewrite_shell}
 TMP_SUFFIX = ".lsync-tmp"
 
 
@@ -279,9 +283,9 @@ def transform_file(
         return result.code, result.changes, result.residue
     changes: list[Change] = []
     new = data
-    if active:
-        text, changes = rewrite_requirements(
-            data.decode("utf-8-sig"), [k for k in active if isinstance(k, RequirementsRuleKind)], ctx
+    if active and language in LINE_REWRITERS:
+        text, changes = LINE_REWRITERS[language](
+            data.decode("utf-8-sig"), [k for k in active if k.language == language], ctx
         )
         bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
         new = bom + text.encode("utf-8") if changes else data
@@ -352,8 +356,8 @@ def _transform_all(jobs: list[tuple[str, bytes, bool]], kinds: list[RuleKind], p
 def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
     """One rule over one text, ignoring file selection: what the rule examples exercise."""
     ctx = FileContext(path or "example.py", runtime_module)
-    if isinstance(kind, RequirementsRuleKind):
-        return rewrite_requirements(text, [kind], ctx)
+    if kind.language in LINE_REWRITERS:
+        return LINE_REWRITERS[kind.language](text, [kind], ctx)
     assert isinstance(kind, PythonRuleKind)
     result = run_pass(text, [kind], ctx)
     return result.code.decode("utf-8"), result.changes
@@ -364,6 +368,8 @@ def _language(relpath: str) -> str | None:
         return "python"
     if path_matches(relpath, REQUIREMENTS_GLOBS):
         return "requirements"
+    if path_matches(relpath, SHELL_GLOBS):
+        return "shell"
     return None
 
 

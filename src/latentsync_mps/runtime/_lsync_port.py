@@ -747,10 +747,56 @@ def det(input):  # noqa: A002
     return torch.det(input.cpu()).to(input.device)
 
 
+# Set on a chunk that `release_chunk_memory` moved to host memory: the device it came from.
+_CHUNK_DEVICE = "_lsync_port_chunk_device"
+
+
 def release_chunk_memory(result):
-    """Return `result` after handing MPS's cached, unused blocks back (the fork does this after every
-    16-frame chunk: the cache otherwise keeps the last chunk's workspace as the next one grows its
-    own). On cuda and cpu it does nothing; upstream's own empty_cache calls stay where they are."""
-    if _on_mps(result):
-        _torch().mps.empty_cache()
-    return result
+    """The pipeline keeps every 16-frame chunk it decodes until the whole video is restored; on
+    MPS the kept chunks filled the device as the video grew. On mps the chunk moves to host
+    memory (kept in its dtype, marked with the device it came from: `join_chunks`) and MPS's
+    cached, unused blocks are handed back, as the macOS fork does after every chunk. On cuda and
+    cpu it returns `result` unchanged; upstream's own empty_cache calls stay where they are."""
+    if not _on_mps(result):
+        return result
+    host = result.cpu()
+    setattr(host, _CHUNK_DEVICE, str(result.device))
+    del result
+    _torch().mps.empty_cache()
+    return host
+
+
+def join_chunks(chunks):
+    """`torch.cat(chunks)`; chunks that `release_chunk_memory` moved to host memory stay there, as
+    `HostFrames`, which hands restore_video one frame at a time on the device it came from."""
+    joined = _torch().cat(chunks)
+    device = getattr(chunks[0], _CHUNK_DEVICE, None) if len(chunks) else None
+    return joined if device is None else HostFrames(joined, device)
+
+
+class HostFrames:
+    """Decoded frames in host memory; each frame goes to `device` when it is read. The pipelines'
+    restore_video reads the frames one by one (len, iteration, indexing, `.shape`), resizes each
+    on the device and pastes it back, so restoring holds one frame on the GPU, not the video."""
+
+    def __init__(self, frames, device):
+        self.frames = frames
+        self.device = _torch().device(device)
+
+    @property
+    def shape(self):
+        return self.frames.shape
+
+    @property
+    def dtype(self):
+        return self.frames.dtype
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return (frame.to(self.device) for frame in self.frames)
+
+    def __getitem__(self, index):
+        part = self.frames[index]
+        return HostFrames(part, self.device) if isinstance(index, slice) else part.to(self.device)
