@@ -330,7 +330,8 @@ def test_the_trees_own_scripts_are_ported_for_a_mac(outcomes, name):
     written = {f.path: f.new.decode("utf-8") for f in plan.files}
     setup, inference = written["setup_env.sh"], written["inference.sh"]
     assert 'if [ "$(uname)" != "Darwin" ]; then sudo apt -y install libgl1; fi' in setup
-    assert "conda install -y -c conda-forge ffmpeg || { [ \"$(uname)\" = \"Darwin\" ] && brew install ffmpeg; }" in setup
+    homebrew = '|| { [ "$(uname)" = "Darwin" ] && brew install ffmpeg; }'
+    assert f"conda install -y -c conda-forge ffmpeg {homebrew}" in setup
     assert "# On a Mac (lsync-port): requirements.txt is ported for macOS" in setup
     assert ("insightface 0.7.3" in setup) is (name in ("1.6", "main"))
     assert inference.index("# On a Mac (lsync-port): runs on mps") < inference.index("python -m scripts.inference")

@@ -193,7 +193,8 @@ def test_shell_notes_stack_above_one_line_and_are_not_repeated():
     out, _ = run_rule(first, text, "inference.sh", "latentsync._lsync_port")
     out, _ = run_rule(second, out, "inference.sh", "latentsync._lsync_port")
     assert out == (
-        "#!/bin/bash\n# upstream's own comment\n    # one\n    # two\n    # three\n    python -m scripts.inference \\\n    --x 1"
+        "#!/bin/bash\n# upstream's own comment\n    # one\n    # two\n    # three\n"
+        "    python -m scripts.inference \\\n    --x 1"
     )
     for k in (first, second):  # each finds its lines in the block above: nothing added twice
         assert run_rule(k, out, "inference.sh", "latentsync._lsync_port") == (out, [])

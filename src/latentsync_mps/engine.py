@@ -35,6 +35,7 @@ from .manifest import (
     sha256,
     stage,
 )
+from .memory_figures import data_path, figures_for
 from .resources import runtime_helper_source
 from .rewrite import run_pass
 from .rules.base import Change, FileContext, PythonRuleKind, Rule, RuleKind, path_matches
@@ -416,7 +417,8 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
     helper_path = profile.runtime_path
-    candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel == helper_path]
+    figures_path = data_path(helper_path)
+    candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel in (helper_path, figures_path)]
     if previous is not None and previous.state == "applied" and previous.result:
         now = _digest(plan.rules, {rel: _read_or_none(tree / rel) for rel in candidates})
         if now == previous.result.get("digest"):
@@ -464,6 +466,12 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
             plan.problems.append(FileProblem(helper_path, f"{reason}; the runtime helper cannot be written"))
         else:
             plan.files.append(FilePlan(helper_path, None, helper, current, [], 0o644))
+            # The release's forecast figures, which the helper's dtype policy reads (memory_figures.py).
+            figures = figures_for(release)
+            current = _read_or_none(tree / figures_path)
+            owned = current is None or (previous is not None and figures_path in previous.files)
+            if figures is not None and owned and not _safe_target(tree, figures_path):
+                plan.files.append(FilePlan(figures_path, None, figures, current, [], 0o644))
     if previous is not None:
         # A managed file that no longer exists in the plan and is not a source file any more
         # (the helper of an apply that now changes nothing) is removed again.
