@@ -320,3 +320,19 @@ def test_chunking_rules_can_be_left_out_with_rules(tmp_path, pack):
     attention = next(f.new for f in plan.files if f.path == "latentsync/models/attention.py").decode()
     assert "F.scaled_dot_product_attention(" in attention and "_lsync_port.sdpa_kernel" in attention
     assert plan.residue == []  # memory on MPS is a warning, not residue
+
+
+@pytest.mark.parametrize("name", ["1.0", "1.5", "1.6", "main"])
+def test_the_trees_own_scripts_are_ported_for_a_mac(outcomes, name):
+    """Issue 12 item 8: setup_env.sh runs apt on Linux only and falls back to Homebrew for ffmpeg;
+    both scripts say what the Mac gets. The wrapper has no shell scripts."""
+    plan = outcomes[name].plan
+    written = {f.path: f.new.decode("utf-8") for f in plan.files}
+    setup, inference = written["setup_env.sh"], written["inference.sh"]
+    assert 'if [ "$(uname)" != "Darwin" ]; then sudo apt -y install libgl1; fi' in setup
+    homebrew = '|| { [ "$(uname)" = "Darwin" ] && brew install ffmpeg; }'
+    assert f"conda install -y -c conda-forge ffmpeg {homebrew}" in setup
+    assert "# On a Mac (lsync-port): requirements.txt is ported for macOS" in setup
+    assert ("insightface 0.7.3" in setup) is (name in ("1.6", "main"))
+    assert inference.index("# On a Mac (lsync-port): runs on mps") < inference.index("python -m scripts.inference")
+    assert plan.matches["shell-inference-memory-note"] == 1

@@ -169,3 +169,45 @@ def test_requirement_replace_specifier_placeholder_and_only_if():
     )
     assert len(changes) == 1
     assert run_rule(k, out, "requirements.txt", "latentsync._lsync_port") == (out, [])
+
+
+GUARD = 'if [ "$(uname)" != "Darwin" ]; then {line}; fi'
+
+
+def test_shell_line_replace_keeps_indentation_crlf_and_a_last_line_without_ending():
+    k = kind("shell-line-replace", pattern="sudo apt(-get)? .*install .*", replacement=GUARD)
+    text = "#!/bin/bash\r\nif true; then\r\n  sudo apt-get install -y libgl1\r\nfi\r\nsudo apt -y install libgl1"
+    out = rewrite(k, text, "setup_env.sh")
+    assert out == (
+        "#!/bin/bash\r\nif true; then\r\n"
+        '  if [ "$(uname)" != "Darwin" ]; then sudo apt-get install -y libgl1; fi\r\n'
+        'fi\r\nif [ "$(uname)" != "Darwin" ]; then sudo apt -y install libgl1; fi'
+    )
+    assert rewrite(k, "echo sudo apt install x\n# sudo apt install x\n", "setup_env.sh").count("uname") == 0
+
+
+def test_shell_notes_stack_above_one_line_and_are_not_repeated():
+    first = kind("shell-note", pattern=r"python -m scripts\.inference.*", lines=["# one", "# two"])
+    second = kind("shell-note", pattern=r"python -m scripts\.inference.*", lines=["# three"])
+    text = "#!/bin/bash\n# upstream's own comment\n    python -m scripts.inference \\\n    --x 1"
+    out, _ = run_rule(first, text, "inference.sh", "latentsync._lsync_port")
+    out, _ = run_rule(second, out, "inference.sh", "latentsync._lsync_port")
+    assert out == (
+        "#!/bin/bash\n# upstream's own comment\n    # one\n    # two\n    # three\n"
+        "    python -m scripts.inference \\\n    --x 1"
+    )
+    for k in (first, second):  # each finds its lines in the block above: nothing added twice
+        assert run_rule(k, out, "inference.sh", "latentsync._lsync_port") == (out, [])
+    # A last line without an ending takes the file's ending for the note.
+    assert rewrite(second, "a\r\npython -m scripts.inference", "x.sh") == "a\r\n# three\r\npython -m scripts.inference"
+
+
+def test_shell_kinds_validate_their_options():
+    with pytest.raises(RuleError, match="must contain"):
+        kind("shell-line-replace", pattern="sudo .*", replacement="true")
+    with pytest.raises(RuleError, match="not a regular expression"):
+        kind("shell-line-replace", pattern="sudo (", replacement=GUARD)
+    with pytest.raises(RuleError, match="starting with '#'"):
+        kind("shell-note", pattern="python .*", lines=["echo hi"])
+    with pytest.raises(RuleError, match="unknown option"):
+        kind("shell-note", pattern="python .*", lines=["# hi"], extra=1)

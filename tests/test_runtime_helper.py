@@ -48,8 +48,22 @@ def fake_mps_memory(monkeypatch, gib):
     monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: int(gib * 2**30), raising=False)
 
 
+# What apply writes beside the helper for LatentSync 1.6 (memory_figures.py), in GiB.
+FIGURES_16 = {
+    "release": "1.6",
+    "resolution": 512,
+    "frames": 16,
+    "mps": [
+        {"dtype": "float16", "chunking": True, "peak_bytes": int(7.0 * 2**30)},
+        {"dtype": "float32", "chunking": True, "peak_bytes": int(13.86 * 2**30)},
+        {"dtype": "float32", "chunking": False, "peak_bytes": int(25.71 * 2**30)},
+    ],
+}
+
+
 def test_dtype_policy(monkeypatch):
     fake_backends(monkeypatch, mps=True)
+    monkeypatch.setattr(helper, "memory_figures", lambda: None)  # no forecast: upstream's published figure
     fake_mps_memory(monkeypatch, 10.7)  # a 16 GB Mac's recommended working set
     assert helper.dtype() == torch.float16
     fake_mps_memory(monkeypatch, 48.0)  # a 64 GB Mac: float32 fits (twice upstream's 18 GB fp16 minimum)
@@ -59,6 +73,55 @@ def test_dtype_policy(monkeypatch):
     assert helper.dtype() == torch.float16 and helper.fp16_supported()
     fake_backends(monkeypatch, cuda=True, capability=(7, 5))
     assert helper.dtype() == torch.float32 and not helper.fp16_supported()  # upstream's own gate
+
+
+@pytest.mark.parametrize(
+    ("gib", "chunking", "expected"),
+    [
+        (10.7, "1", "float16"),  # 16 GB Mac: under float32's 13.9 GiB
+        (13.8, "1", "float16"),  # just under
+        (13.9, "1", "float32"),  # just over: the forecast decides, not the published 36 GiB
+        (21.3, "1", "float32"),  # 32 GB Mac
+        (21.3, "0", "float16"),  # chunking off: float32 peaks at 25.7 GiB
+        (26.0, "0", "float32"),
+    ],
+)
+def test_dtype_policy_follows_the_release_forecast(monkeypatch, gib, chunking, expected):
+    fake_backends(monkeypatch, mps=True)
+    monkeypatch.setattr(helper, "memory_figures", lambda: FIGURES_16)
+    monkeypatch.setenv(helper.CHUNKING_ENV, chunking)
+    fake_mps_memory(monkeypatch, gib)
+    value, why = helper._choose_dtype()
+    assert value == getattr(torch, expected)
+    need = "25.7" if chunking == "0" else "13.9"
+    side = "within" if expected == "float32" else "over"
+    assert why == (
+        f"mps: float32 needs {need} GiB (forecast peak of LatentSync 1.6 at 512 px, 16 frames, chunking "
+        f"{'off' if chunking == '0' else 'on'}), {side} the recommended working set of {gib:.1f} GiB"
+    )
+
+
+def test_the_figures_apply_writes_are_the_ones_the_helper_reads(fixture_tree, pack):
+    """apply writes the release's shipped forecast beside the helper; the tree's own helper reads
+    it (lsync-port is not installed there); revert removes it. 1.0 has no shipped forecast."""
+    import importlib.util
+
+    from latentsync_mps import engine
+    from latentsync_mps.memory_figures import DATA_NAME
+
+    assert DATA_NAME == helper.MEMORY_FIGURES
+    engine.commit(engine.make_plan(fixture_tree, pack))
+    written = fixture_tree / "latentsync" / DATA_NAME
+    spec = importlib.util.spec_from_file_location("tree_helper", fixture_tree / "latentsync/_lsync_port.py")
+    tree_helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tree_helper)
+    figures = tree_helper.memory_figures()
+    assert (figures["release"], figures["resolution"], figures["frames"]) == ("1.6", 512, 16)
+    need, basis = tree_helper.float32_need()
+    assert 13 * 2**30 < need < 15 * 2**30 and "LatentSync 1.6" in basis
+    assert engine.make_plan(fixture_tree, pack).writes == []  # a second apply changes nothing
+    engine.revert(fixture_tree)
+    assert not written.exists()
 
 
 @pytest.mark.parametrize("value", ["float16", "bfloat16", "float32"])
@@ -118,6 +181,7 @@ def test_config_error_left_uncaught_prints_one_line(capsys):
 def test_the_choice_is_printed_once_per_process(monkeypatch, capsys):
     fake_backends(monkeypatch, mps=True)
     fake_mps_memory(monkeypatch, 10.7)
+    monkeypatch.setattr(helper, "memory_figures", lambda: FIGURES_16)
     monkeypatch.delattr(sys, helper._ANNOUNCED_FLAG, raising=False)
     monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     helper.device()
@@ -127,7 +191,8 @@ def test_the_choice_is_printed_once_per_process(monkeypatch, capsys):
     assert len(lines) == 1, lines
     line = lines[0]
     assert line.startswith(
-        "lsync-port: device mps (auto: Apple GPU); dtype float16 (mps, recommended working set 10.7 GiB"
+        "lsync-port: device mps (auto: Apple GPU); dtype float16 (mps: float32 needs 13.9 GiB (forecast peak of "
+        "LatentSync 1.6 at 512 px, 16 frames, chunking on), over the recommended working set of 10.7 GiB)"
     )
     assert "attention/VAE chunking on, 1024 MiB pieces" in line and "PYTORCH_ENABLE_MPS_FALLBACK=1" in line
 
@@ -159,8 +224,24 @@ def test_chunk_memory_is_released_on_mps_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("cuda"))
     kept = torch.ones(2)
     assert helper.release_chunk_memory(kept) is kept and calls == []  # a CPU tensor: nothing to free
+    assert helper.join_chunks([kept, kept]).shape == (4,)  # chunks that never moved: torch.cat
     monkeypatch.setattr(helper, "_on_mps", lambda tensor: True)
-    assert helper.release_chunk_memory(kept) is kept and calls == ["mps"]
+    host = helper.release_chunk_memory(kept)
+    assert calls == ["mps"] and torch.equal(host, kept) and host.device.type == "cpu"
+    assert getattr(host, helper._CHUNK_DEVICE) == "cpu"  # where it came from (mps on a Mac)
+
+
+def test_joined_chunks_stay_on_the_host_and_come_back_one_frame_at_a_time(monkeypatch):
+    chunks = [torch.arange(6.0).reshape(2, 3), torch.arange(6.0, 9.0).reshape(1, 3)]
+    for chunk in chunks:
+        setattr(chunk, helper._CHUNK_DEVICE, "meta")  # a device that is not the host's, as mps is
+    frames = helper.join_chunks(chunks)
+    assert isinstance(frames, helper.HostFrames) and frames.frames.device.type == "cpu"
+    assert len(frames) == 3 and frames.shape == (3, 3) and frames.dtype == torch.float32
+    assert [f.device.type for f in frames] == ["meta"] * 3  # each frame on the device when read
+    assert frames[2].device.type == "meta" and frames[2].shape == (3,)
+    assert isinstance(frames[:2], helper.HostFrames) and len(frames[:2]) == 2
+    assert torch.equal(frames.frames, torch.arange(9.0).reshape(3, 3))
 
 
 def test_onnx_providers_are_filtered_by_what_onnxruntime_offers(monkeypatch):

@@ -35,15 +35,20 @@ from .manifest import (
     sha256,
     stage,
 )
+from .memory_figures import data_path, figures_for
 from .resources import runtime_helper_source
 from .rewrite import run_pass
-from .rules.base import Change, FileContext, PythonRuleKind, RequirementsRuleKind, Rule, RuleKind, path_matches
+from .rules.base import Change, FileContext, PythonRuleKind, Rule, RuleKind, path_matches
 from .rules.requirements import rewrite_requirements
+from .rules.shell_lines import rewrite_shell
 from .ruleset import Profile, Release, RulePack
 
 # Folders that are never part of an upstream's source.
 SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", "checkpoints", ".mypy_cache"}
 REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
+SHELL_GLOBS = ("*.sh", "**/*.sh")
+# The line-by-line languages and the pass that runs their rules over one file.
+LINE_REWRITERS = {"requirements": rewrite_requirements, "shell": rewrite_shell}
 TMP_SUFFIX = ".lsync-tmp"
 
 
@@ -279,9 +284,9 @@ def transform_file(
         return result.code, result.changes, result.residue
     changes: list[Change] = []
     new = data
-    if active:
-        text, changes = rewrite_requirements(
-            data.decode("utf-8-sig"), [k for k in active if isinstance(k, RequirementsRuleKind)], ctx
+    if active and language in LINE_REWRITERS:
+        text, changes = LINE_REWRITERS[language](
+            data.decode("utf-8-sig"), [k for k in active if k.language == language], ctx
         )
         bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
         new = bom + text.encode("utf-8") if changes else data
@@ -352,8 +357,8 @@ def _transform_all(jobs: list[tuple[str, bytes, bool]], kinds: list[RuleKind], p
 def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
     """One rule over one text, ignoring file selection: what the rule examples exercise."""
     ctx = FileContext(path or "example.py", runtime_module)
-    if isinstance(kind, RequirementsRuleKind):
-        return rewrite_requirements(text, [kind], ctx)
+    if kind.language in LINE_REWRITERS:
+        return LINE_REWRITERS[kind.language](text, [kind], ctx)
     assert isinstance(kind, PythonRuleKind)
     result = run_pass(text, [kind], ctx)
     return result.code.decode("utf-8"), result.changes
@@ -364,6 +369,8 @@ def _language(relpath: str) -> str | None:
         return "python"
     if path_matches(relpath, REQUIREMENTS_GLOBS):
         return "requirements"
+    if path_matches(relpath, SHELL_GLOBS):
+        return "shell"
     return None
 
 
@@ -410,7 +417,8 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
     helper_path = profile.runtime_path
-    candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel == helper_path]
+    figures_path = data_path(helper_path)
+    candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel in (helper_path, figures_path)]
     if previous is not None and previous.state == "applied" and previous.result:
         now = _digest(plan.rules, {rel: _read_or_none(tree / rel) for rel in candidates})
         if now == previous.result.get("digest"):
@@ -458,6 +466,12 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
             plan.problems.append(FileProblem(helper_path, f"{reason}; the runtime helper cannot be written"))
         else:
             plan.files.append(FilePlan(helper_path, None, helper, current, [], 0o644))
+            # The release's forecast figures, which the helper's dtype policy reads (memory_figures.py).
+            figures = figures_for(release)
+            current = _read_or_none(tree / figures_path)
+            owned = current is None or (previous is not None and figures_path in previous.files)
+            if figures is not None and owned and not _safe_target(tree, figures_path):
+                plan.files.append(FilePlan(figures_path, None, figures, current, [], 0o644))
     if previous is not None:
         # A managed file that no longer exists in the plan and is not a source file any more
         # (the helper of an apply that now changes nothing) is removed again.

@@ -12,6 +12,7 @@ from . import (
     replace_statement,
     replace_value,
     requirements,
+    shell_lines,
     upcast_call,
 )
 from .base import Change, FileContext, Rule, RuleError, RuleKind
@@ -33,5 +34,6 @@ __all__ = [
     "replace_statement",
     "replace_value",
     "requirements",
+    "shell_lines",
     "upcast_call",
 ]

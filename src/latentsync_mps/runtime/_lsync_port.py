@@ -28,9 +28,12 @@ CHUNKING_ENV = "LATENTSYNC_MPS_CHUNKING"
 CHUNK_BYTES_ENV = "LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES"
 FALLBACK_ENV = "PYTORCH_ENABLE_MPS_FALLBACK"
 DEFAULT_CHUNK_BYTES = 1 << 30  # well under Metal's 2**32-byte limit for one buffer
-# float32 on mps needs about twice float16's memory. Upstream publishes 18 GB of VRAM as the
-# minimum for 1.6 and main (512 px, float16, CUDA; 8 GB for 1.5 at 256 px): float32 is the
-# default only where the Mac's recommended working set holds twice that.
+# The dtype policy on mps: float32 where the release's forecast peak in float32 fits the Mac's
+# recommended working set (torch.mps.recommended_max_memory()), else float16. `lsync-port apply`
+# writes the release's shipped forecast beside this file (MEMORY_FIGURES). Without it (a release
+# not measured, such as 1.0) the need is taken as twice upstream's published float16 minimum of
+# 18 GB of VRAM (1.6 and main at 512 px), as float32 needs about twice float16's memory.
+MEMORY_FIGURES = "_lsync_port_memory.json"
 FLOAT32_MIN_WORKING_SET = 36 * 2**30
 
 _DTYPE_NAMES = {
@@ -112,7 +115,7 @@ def _choose_device(preferred: str | None = None) -> tuple[str, str]:
 
 def _choose_dtype(dev: str | None = None) -> tuple[object, str]:
     """(dtype, why): $LATENTSYNC_DTYPE; else on mps float32 where the recommended working set
-    holds it (FLOAT32_MIN_WORKING_SET), else float16; on CUDA upstream's own gate (float16 on
+    holds float32's need (`float32_need`: the release's forecast), else float16; on CUDA upstream's own gate (float16 on
     compute capability 8 or more); float32 elsewhere."""
     torch = _torch()
     name = _dtype_setting()
@@ -121,16 +124,43 @@ def _choose_dtype(dev: str | None = None) -> tuple[object, str]:
     kind = device_type(dev)
     if kind == "mps":
         working_set = total_memory("mps")
-        gib = f"{working_set / 2**30:.1f} GiB"
-        if working_set >= FLOAT32_MIN_WORKING_SET:
-            return torch.float32, f"mps, recommended working set {gib} holds float32"
-        return (
-            torch.float16,
-            f"mps, recommended working set {gib} is under the {FLOAT32_MIN_WORKING_SET >> 30} GiB float32 needs",
-        )
+        need, basis = float32_need()
+        figures = f"float32 needs {_gib(need)} ({basis})"
+        if working_set >= need:
+            return torch.float32, f"mps: {figures}, within the recommended working set of {_gib(working_set)}"
+        return torch.float16, f"mps: {figures}, over the recommended working set of {_gib(working_set)}"
     if kind == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] > 7:
         return torch.float16, "CUDA compute capability 8+ (upstream's gate)"
     return torch.float32, f"{kind}"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
+def memory_figures() -> dict | None:
+    """The forecast figures apply wrote beside this file ({"release", "resolution", "frames",
+    "mps": [{"dtype", "chunking", "peak_bytes"}]}), or None when there are none."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(__file__).with_name(MEMORY_FIGURES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def float32_need() -> tuple[int, str]:
+    """(bytes, where the figure comes from): the release's forecast peak in float32 on mps, with
+    chunking as $LATENTSYNC_MPS_CHUNKING sets it; else FLOAT32_MIN_WORKING_SET."""
+    figures = memory_figures() or {}
+    chunked = os.environ.get(CHUNKING_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    for row in figures.get("mps") or []:
+        if row.get("dtype") == "float32" and row.get("chunking") is chunked and row.get("peak_bytes"):
+            size = f"{figures.get('resolution')} px, {figures.get('frames')} frames"
+            chunking = "chunking on" if chunked else "chunking off"
+            return int(row["peak_bytes"]), f"forecast peak of LatentSync {figures.get('release')} at {size}, {chunking}"
+    return FLOAT32_MIN_WORKING_SET, "no forecast for this tree: twice upstream's published 18 GB float16 minimum"
 
 
 # Kept on `sys`, not here: the ComfyUI wrapper imports this file as two modules (relatively from
@@ -747,10 +777,56 @@ def det(input):  # noqa: A002
     return torch.det(input.cpu()).to(input.device)
 
 
+# Set on a chunk that `release_chunk_memory` moved to host memory: the device it came from.
+_CHUNK_DEVICE = "_lsync_port_chunk_device"
+
+
 def release_chunk_memory(result):
-    """Return `result` after handing MPS's cached, unused blocks back (the fork does this after every
-    16-frame chunk: the cache otherwise keeps the last chunk's workspace as the next one grows its
-    own). On cuda and cpu it does nothing; upstream's own empty_cache calls stay where they are."""
-    if _on_mps(result):
-        _torch().mps.empty_cache()
-    return result
+    """The pipeline keeps every 16-frame chunk it decodes until the whole video is restored; on
+    MPS the kept chunks filled the device as the video grew. On mps the chunk moves to host
+    memory (kept in its dtype, marked with the device it came from: `join_chunks`) and MPS's
+    cached, unused blocks are handed back, as the macOS fork does after every chunk. On cuda and
+    cpu it returns `result` unchanged; upstream's own empty_cache calls stay where they are."""
+    if not _on_mps(result):
+        return result
+    host = result.cpu()
+    setattr(host, _CHUNK_DEVICE, str(result.device))
+    del result
+    _torch().mps.empty_cache()
+    return host
+
+
+def join_chunks(chunks):
+    """`torch.cat(chunks)`; chunks that `release_chunk_memory` moved to host memory stay there, as
+    `HostFrames`, which hands restore_video one frame at a time on the device it came from."""
+    joined = _torch().cat(chunks)
+    device = getattr(chunks[0], _CHUNK_DEVICE, None) if len(chunks) else None
+    return joined if device is None else HostFrames(joined, device)
+
+
+class HostFrames:
+    """Decoded frames in host memory; each frame goes to `device` when it is read. The pipelines'
+    restore_video reads the frames one by one (len, iteration, indexing, `.shape`), resizes each
+    on the device and pastes it back, so restoring holds one frame on the GPU, not the video."""
+
+    def __init__(self, frames, device):
+        self.frames = frames
+        self.device = _torch().device(device)
+
+    @property
+    def shape(self):
+        return self.frames.shape
+
+    @property
+    def dtype(self):
+        return self.frames.dtype
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return (frame.to(self.device) for frame in self.frames)
+
+    def __getitem__(self, index):
+        part = self.frames[index]
+        return HostFrames(part, self.device) if isinstance(index, slice) else part.to(self.device)

@@ -1444,11 +1444,15 @@ def _memory_in_use() -> int:
         return 0
 
 
+# The simulated Mac's memory: 16 GB, the smallest current Apple Silicon configuration, whose
+# recommended working set (torch.mps.recommended_max_memory) Metal puts at two thirds of its RAM,
+# 10.7 GiB. The runtime helper's dtype policy then takes the float16 path such a Mac takes,
+# whatever the memory of the machine running the simulation.
+SIMULATED_MAC_RAM = 16 * 2**30
+
+
 def _recommended_max_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.75)
-    except (ValueError, OSError, AttributeError):
-        return 16 * 2**30
+    return SIMULATED_MAC_RAM * 2 // 3
 
 
 class _MPSModule:
