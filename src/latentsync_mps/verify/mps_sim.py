@@ -7,7 +7,8 @@ which need not have lsync-port installed. It imports nothing from lsync-port.
 What it does, once `install(tree)` has run (before the tree's modules are imported):
 
 * The device answers as mps wherever code can look: `torch.backends.mps.is_available()` and
-  `is_built()` are True, the macOS version answers as 15.0, `torch.mps.*` calls work, and
+  `is_built()` are True, the macOS version answers as 15.0, `torch.mps.*` calls work (only those of
+  the target torch, for the tree's code: `_model_target_api`), and
   tensors moved or created on "mps" report `device.type == "mps"` (device `mps:0`). They are
   `MPSSimTensor`s: wrapper tensors (`torch.Tensor._make_wrapper_subclass`) whose data is an
   ordinary CPU tensor (`.elem`); every aten op on them is computed on the CPU.
