@@ -1539,7 +1539,7 @@ def installed_api() -> dict[str, list[str]]:
     return {module: public_api((root / path).read_text(encoding="utf-8")) for module, path in API_FILES.items()}
 
 
-def _model_target_api(tree: str | os.PathLike, api: dict[str, list[str]]) -> None:
+def _model_target_api(tree: str | os.PathLike, api: dict[str, list[str]], version: str) -> None:
     """Leave on torch.mps / torch.backends.mps, as the tree's code sees them, only the names of the target
     release (`api`, a table's "mps_api"): any other (this torch's own or the simulator's) is taken off, so
     the tree gets AttributeError at its call site as on the Mac. Code outside the tree (this torch's own
@@ -1563,7 +1563,8 @@ def _model_target_api(tree: str | os.PathLike, api: dict[str, list[str]]) -> Non
                 return hidden[name]
             if previous is not None:
                 return previous(name)
-            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+            missing = f" (torch {version}, the tree's target, has none)" if name in hidden else ""
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}{missing}")
 
         module.__getattr__ = __getattr__
 
@@ -1607,7 +1608,7 @@ def install(
         "set_per_process_memory_fraction",
     ):
         setattr(torch.mps, name, getattr(_MPSModule, name))
-    _model_target_api(tree, table.get("mps_api") or installed_api())
+    _model_target_api(tree, table.get("mps_api") or installed_api(), table.get("torch", torch.__version__))
 
     _ORIGINALS["Tensor.to"] = torch.Tensor.to
     _ORIGINALS["Tensor.new_tensor"] = torch.Tensor.new_tensor
