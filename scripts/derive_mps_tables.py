@@ -12,6 +12,9 @@ From every release it reads:
 * `torchgen/packaged/ATen/native/native_functions.yaml`, turned into the op table by the simulator's
   own `build_support_table` (one implementation for the installed torch and for every release).
   The yaml is platform-independent; the source (macOS arm64 wheel or another build) is recorded.
+* `torch/mps/__init__.py` and `torch/backends/mps/__init__.py`: their public API (`mps_sim.public_api`,
+  ast-read), so the simulator leaves the tree only the names its target release has. Stored in a
+  release's entry where it differs from the release before.
 * `torch/testing/_internal/common_mps.py` where the release ships it (2.8 and later): torch's own
   per-op x dtype expectations for MPS (`UNIMPLEMENTED_XFAILLIST`, `ON_MPS_XFAILLIST`, ...), read
   statically with `ast` for a macOS 15 machine (the simulated one), never imported.
@@ -262,6 +265,17 @@ def diff(before: dict, after: dict) -> dict:
     }
 
 
+def mps_api(source: Source) -> dict[str, list[str]]:
+    """The public names of the release's torch.mps and torch.backends.mps (what a tree can call)."""
+    api = {}
+    for module, path in mps_sim.API_FILES.items():
+        text = source.read(path)
+        if text is None:
+            raise SystemExit(f"{source.path}: no {path} in it")
+        api[module] = mps_sim.public_api(text.decode("utf-8"))
+    return api
+
+
 def cross_check(source: Source, table: dict) -> str:
     """The dylib's wrapper_MPS_<op> symbols against the yaml's verdict (a macOS wheel only)."""
     binary = source.read(DYLIB)
@@ -296,6 +310,7 @@ def main() -> int:
         raise SystemExit("no torch wheel or installation found in " + ", ".join(args.sources))
     data: dict = {"format": FORMAT, "support_version": mps_sim.SUPPORT_VERSION, "macos": MACOS, "releases": []}
     previous = None
+    previous_api = None
     for version in sorted(releases, key=Version):
         source = releases[version]
         text = source.read(YAML)
@@ -311,6 +326,10 @@ def main() -> int:
             "counts": dict(sorted(table["counts"].items())),
             "expectations": expectations(common.decode("utf-8")) if common is not None else None,
         }
+        api = mps_api(source)
+        if api != previous_api:
+            entry["mps_api"] = api
+        previous_api = api
         if previous is None:
             data["base"] = {
                 "torch": version,

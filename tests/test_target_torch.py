@@ -43,6 +43,7 @@ def test_the_table_for_the_installed_torch_is_what_build_support_table_derives()
     assert shipped["ops"] == derived["ops"]
     assert shipped["inner"] == derived["inner"]
     assert shipped["counts"] == derived["counts"]
+    assert shipped["mps_api"] == mps_sim.installed_api()  # torch.mps / torch.backends.mps, read the same way
 
 
 def test_mps_kernels_registered_from_python_are_read_from_each_releases_own_files():

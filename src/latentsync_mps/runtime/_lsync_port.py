@@ -306,8 +306,22 @@ def total_memory(kind: str | None = None) -> int:
     if kind == "cuda" and torch.cuda.is_available():
         return int(torch.cuda.get_device_properties(0).total_memory)
     if kind == "mps" and _mps_available():
-        return int(torch.mps.recommended_max_memory())
+        return _mps_working_set()
     return 0
+
+
+def _mps_working_set() -> int:
+    """torch.mps.recommended_max_memory(), which torch has from 2.5 only (1.0 pins 2.1.2, 1.5 pins 2.4.1:
+    there it is an AttributeError). Without it, two thirds of physical memory: Metal's recommended
+    working set is about that on smaller Apple Silicon Macs and about three quarters on larger ones,
+    so the smaller figure is the safe guess."""
+    recommended = getattr(_torch().mps, "recommended_max_memory", None)
+    if recommended is not None:
+        return int(recommended())
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 2 // 3)
+    except (ValueError, OSError, AttributeError):
+        return 0  # unknown, as on cpu
 
 
 def onnx_providers(dev: str | None = None) -> list[str]:
@@ -625,7 +639,7 @@ def mem_get_info(index=None) -> tuple[int, int]:
     if kind == "cuda" and torch.cuda.is_available():
         return torch.cuda.mem_get_info(index)
     if kind == "mps" and _mps_available():
-        total = int(torch.mps.recommended_max_memory())
+        total = _mps_working_set()
         return max(0, total - int(torch.mps.driver_allocated_memory())), total
     return 0, 0
 
@@ -637,8 +651,17 @@ def is_bf16_supported(including_emulation: bool = True) -> bool:
     if kind == "cuda" and torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
     if kind == "mps" and _mps_available():
-        return bool(torch.backends.mps.is_macos_or_newer(14, 0))
+        return _mps_bf16()
     return kind == "cpu"
+
+
+def _mps_bf16() -> bool:
+    """torch.backends.mps.is_macos_or_newer(14, 0), which torch has from 2.3 only. torch before 2.3 has
+    no bfloat16 on MPS on any macOS (its MPS backend raises "BFloat16 is not supported on MPS"; 2.3
+    added bfloat16 for macOS 14 and this call with it), so there the answer is no, not the macOS's."""
+    newer = getattr(_torch().backends.mps, "is_macos_or_newer", None)
+    return bool(newer is not None and newer(14, 0))
+
 
 # ---------------------------------------------------------------------------------------------
 # Ops the torch a release pins for the Mac has no MPS kernel for (1.0: 2.1.2, 1.5: 2.4.1,

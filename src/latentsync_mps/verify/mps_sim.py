@@ -7,7 +7,8 @@ which need not have lsync-port installed. It imports nothing from lsync-port.
 What it does, once `install(tree)` has run (before the tree's modules are imported):
 
 * The device answers as mps wherever code can look: `torch.backends.mps.is_available()` and
-  `is_built()` are True, the macOS version answers as 15.0, `torch.mps.*` calls work, and
+  `is_built()` are True, the macOS version answers as 15.0, `torch.mps.*` calls work (only those of
+  the target torch, for the tree's code: `_model_target_api`), and
   tensors moved or created on "mps" report `device.type == "mps"` (device `mps:0`). They are
   `MPSSimTensor`s: wrapper tensors (`torch.Tensor._make_wrapper_subclass`) whose data is an
   ordinary CPU tensor (`.elem`); every aten op on them is computed on the CPU.
@@ -1513,6 +1514,65 @@ class _MPSModule:
         cls.fraction = fraction
 
 
+# ----------------------------------------------------------------------------------------------
+# The target torch's torch.mps / torch.backends.mps API (names come and go between releases:
+# torch.mps.recommended_max_memory from 2.5, torch.backends.mps.is_macos_or_newer from 2.3)
+
+API_FILES = {"torch.mps": "torch/mps/__init__.py", "torch.backends.mps": "torch/backends/mps/__init__.py"}
+
+
+def public_api(text: str) -> list[str]:
+    """The public names one of those modules defines or exports: its top-level functions (not _private)
+    and its `__all__`, read with ast (never imported, so a macOS wheel's files read the same way)."""
+    import ast
+
+    names = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            names.add(node.name)
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            elements = getattr(node.value, "elts", [])
+            names.update(e.value for e in elements if isinstance(e, ast.Constant) and isinstance(e.value, str))
+    return sorted(names)
+
+
+def installed_api() -> dict[str, list[str]]:
+    """`public_api` of the installed torch's own files."""
+    root = Path(torch.__file__).resolve().parent.parent
+    return {module: public_api((root / path).read_text(encoding="utf-8")) for module, path in API_FILES.items()}
+
+
+def _model_target_api(tree: str | os.PathLike, api: dict[str, list[str]], version: str) -> None:
+    """Leave on torch.mps / torch.backends.mps, as the tree's code sees them, only the names of the target
+    release (`api`, a table's "mps_api"): any other (this torch's own or the simulator's) is taken off, so
+    the tree gets AttributeError at its call site as on the Mac. Code outside the tree (this torch's own
+    internals, such as torch._dynamo listing torch.mps.is_available, and the libraries installed here)
+    still gets it through the module's __getattr__: on the Mac those would be the target's own, and
+    consistent with it. A name the target has and this torch lacks cannot be provided."""
+    inside = os.path.realpath(tree) + os.sep
+    ours = {  # what install() puts there, whatever this torch has
+        "torch.mps": {n for n, v in vars(_MPSModule).items() if isinstance(v, (staticmethod, classmethod))},
+        "torch.backends.mps": {"is_available", "is_built", "is_macos_or_newer", "is_macos13_or_newer"},
+    }
+    installed = installed_api()
+    for module_name, module in (("torch.mps", torch.mps), ("torch.backends.mps", torch.backends.mps)):
+        keep = set(api.get(module_name, ()))
+        names = set(installed[module_name]) | ours[module_name]
+        hidden = {name: vars(module).pop(name) for name in sorted(names - keep) if name in vars(module)}
+        previous = vars(module).get("__getattr__")
+
+        def __getattr__(name, hidden=hidden, previous=previous, module_name=module_name):
+            if name in hidden and not os.path.realpath(sys._getframe(1).f_code.co_filename).startswith(inside):
+                return hidden[name]
+            if previous is not None:
+                return previous(name)
+            missing = f" (torch {version}, the tree's target, has none)" if name in hidden else ""
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}{missing}")
+
+        module.__getattr__ = __getattr__
+
+
 def install(
     tree: str | os.PathLike, cache_dir: str | os.PathLike | None = None, table: str | os.PathLike | None = None
 ) -> Simulator:
@@ -1552,6 +1612,7 @@ def install(
         "set_per_process_memory_fraction",
     ):
         setattr(torch.mps, name, getattr(_MPSModule, name))
+    _model_target_api(tree, table.get("mps_api") or installed_api(), table.get("torch", torch.__version__))
 
     _ORIGINALS["Tensor.to"] = torch.Tensor.to
     _ORIGINALS["Tensor.new_tensor"] = torch.Tensor.new_tensor

@@ -202,8 +202,10 @@ def _tables() -> dict[str, dict]:
     data = _data()
     ops = {name: status for status, names in data["base"]["ops"].items() for name in names}
     inner = dict(data["base"]["inner"])
+    api: dict[str, list[str]] = {}
     out = {}
     for release in data["releases"]:
+        api = release.get("mps_api", api)  # stored where it changed
         change = release.get("diff")
         if change is not None:
             for name in change["removed"]:
@@ -221,6 +223,7 @@ def _tables() -> dict[str, dict]:
             "ops": dict(ops),
             "inner": dict(inner),
             "expectations": release.get("expectations"),
+            "mps_api": api,  # the public names of torch.mps and torch.backends.mps
         }
     return out
 
