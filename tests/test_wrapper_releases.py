@@ -19,16 +19,28 @@ from latentsync_mps.resources import patches_dir
 from latentsync_mps.ruleset import RuleFileError, load
 
 AFFINE = "latentsync/utils/affine_transform.py"
+# What detection looks at (empty stand-ins will do), and the one file the waived rule is about:
+# the whole fixture is ported in tests/test_profiles.py; this keeps these tests fast.
+MARKERS = [
+    "nodes.py",
+    "scripts/inference.py",
+    "latentsync/pipelines/lipsync_pipeline.py",
+    "latentsync/utils/face_detector.py",
+]
+RULES = ["align-restore-dtype"]
 
 
 def wrapper_tree(tmp_path: Path, *, config_512: bool, restore_dtype: str) -> Path:
     tree = tmp_path / "wrapper"
-    shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
-    unet = tree / "configs" / "unet"
-    if not config_512:
-        (unet / "stage2_512.yaml").rename(unet / "stage2.yaml")
-    affine = tree / AFFINE
-    affine.write_text(affine.read_text().replace("dtype=torch.float16)", f"dtype=torch.{restore_dtype})", 1))
+    for marker in MARKERS:
+        (tree / marker).parent.mkdir(parents=True, exist_ok=True)
+        (tree / marker).touch()
+    config = tree / "configs" / "unet" / ("stage2_512.yaml" if config_512 else "stage2.yaml")
+    config.parent.mkdir(parents=True)
+    config.touch()
+    source = (FIXTURES / "comfyui-latentsyncwrapper" / AFFINE).read_text()
+    assert "dtype=torch.float16)" in source
+    (tree / AFFINE).write_text(source.replace("dtype=torch.float16)", f"dtype=torch.{restore_dtype})", 1))
     return tree
 
 
@@ -36,11 +48,10 @@ def test_the_1_5_based_commit_is_recognised_and_ports_with_no_drift(tmp_path, pa
     tree = wrapper_tree(tmp_path, config_512=False, restore_dtype="float32")
     profile, release = engine.detect(tree, pack)
     assert (profile.name, release.name) == ("comfyui-latentsyncwrapper", "wrapper-556b673")
-    plan = engine.make_plan(tree, pack)
+    plan = engine.make_plan(tree, pack, rule_ids=RULES)
     assert plan.drift == [], [(d.rule_id, d.file, d.found) for d in plan.drift]
-    assert plan.residue == [] and plan.problems == []
+    assert plan.problems == []
     assert plan.matches["align-restore-dtype"] == 0
-    assert plan.matches["face-detector-on-cpu"] >= 1  # the 1.6 rules still port its InsightFace detector
 
 
 def test_the_1_6_commit_keeps_its_expectation(tmp_path, pack):
@@ -48,7 +59,7 @@ def test_the_1_6_commit_keeps_its_expectation(tmp_path, pack):
     tree = wrapper_tree(tmp_path, config_512=True, restore_dtype="float32")
     _, release = engine.detect(tree, pack)
     assert release.name == "wrapper-360d528"
-    drift = [(d.rule_id, d.file) for d in engine.make_plan(tree, pack).drift]
+    drift = [(d.rule_id, d.file) for d in engine.make_plan(tree, pack, rule_ids=RULES).drift]
     assert drift == [("align-restore-dtype", AFFINE)]
 
 

@@ -283,7 +283,9 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
         known = {rule.id for rule in profiles[profile].rules}
         for rule_id, why in nothing_to_port.items():
             if rule_id not in known or not isinstance(why, str):
-                raise fields.fail(f"release '{name}': nothing_to_port needs a rule id of {profile} and a reason: {rule_id!r}")
+                raise fields.fail(
+                    f"release '{name}': nothing_to_port needs a rule id of {profile} and a reason: {rule_id!r}"
+                )
         releases.append(
             Release(
                 name,
