@@ -294,7 +294,8 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
         f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
         f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of the "
-        f"verify child ({load}: the machine is shared).\n\n## Per release and device\n\n"
+        f"verify child ({load}: the machine is shared, and a verify's wall time is its CPU time divided by its "
+        f"share of a core). Time limit per verify: {args.timeout:g} s.\n\n## Per release and device\n\n"
         + summary(rows)
         + "\n## Every step\n\n"
         + markdown(rows)
@@ -365,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="[RELEASE=]PATH",
         help="interpreter with the upstream's dependencies, for verify; RELEASE=PATH for one release (repeatable)",
     )
-    parser.add_argument("--timeout", type=float, default=900, help="verify time limit per run, seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="verify time limit per run, seconds (wall: raise it on a busy machine; with --combine, the runs' limit)",
+    )
     parser.add_argument("--patches", type=Path, default=None, help="rule packs (default: the installed ones)")
     parser.add_argument(
         "--list",
