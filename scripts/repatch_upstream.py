@@ -244,7 +244,7 @@ def markdown(rows: list[Row]) -> str:
         for name in STEPS:
             step = row.steps.get(name, Step("skip"))
             counts = ", ".join(f"{k} {v}" for k, v in step.counts.items() if v)
-            if step.child_cpu_seconds:
+            if step.child_cpu_seconds >= 1:  # a verify child, or the process pool of a big apply
                 counts = ", ".join(
                     filter(None, [counts, f"CPU {step.child_cpu_seconds:.0f}s, load {step.load_average:g}"])
                 )
@@ -272,7 +272,7 @@ def summary(rows: list[Row]) -> str:
         cells = []
         for name in SUMMARY_STEPS:
             step = row.steps.get(name, Step("skip"))
-            cpu = f", CPU {step.child_cpu_seconds:.0f} s" if step.child_cpu_seconds else ""
+            cpu = f", CPU {step.child_cpu_seconds:.0f} s" if step.child_cpu_seconds >= 1 else ""
             torch = f", torch {step.target_torch}" if step.target_torch else ""
             cells.append(marks[step.status] + (f" ({step.seconds:.0f} s{cpu}{torch})" if step.status != "skip" else ""))
         lines.append(f"| {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
