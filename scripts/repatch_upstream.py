@@ -293,12 +293,10 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
         "Written by `scripts/repatch_upstream.py` (never by hand): every release re-ported from its commit, "
         f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
-        f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of the "
-        f"verify child ({load}: the machine is shared, and a verify's wall time is its CPU time divided by its "
-        f"share of a core). Time limit per verify: {args.timeout:g} s.\n\n## Per release and device\n\n"
-        + summary(rows)
-        + "\n## Every step\n\n"
-        + markdown(rows)
+        f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of a "
+        f"step's child processes, e.g. verify's child ({load}: the machine is shared, and a verify's wall time "
+        f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s.\n\n"
+        "## Per release and device\n\n" + summary(rows) + "\n## Every step\n\n" + markdown(rows)
     )
     path.write_text(text)
 
