@@ -276,7 +276,15 @@ def summary(rows: list[Row]) -> str:
             torch = f", torch {step.target_torch}" if step.target_torch else ""
             cells.append(marks[step.status] + (f" ({step.seconds:.0f} s{cpu}{torch})" if step.status != "skip" else ""))
         lines.append(f"| {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    # Why each FAIL: one line per release and reason (both devices often fail alike).
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        for name, title in SUMMARY_STEPS.items():
+            step = row.steps.get(name, Step("skip"))
+            if step.status == "fail":
+                reasons.setdefault((row.release, step.detail.split("; target torch ")[0]), []).append(title)
+    notes = [f"- {release}, {' and '.join(titles)}: {why}" for (release, why), titles in reasons.items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def write_doc(path: Path, rows: list[Row], args) -> None:
