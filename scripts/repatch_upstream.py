@@ -13,6 +13,7 @@ $GITHUB_STEP_SUMMARY when set). Exit 1 when any step fails.
     scripts/repatch_upstream.py --python /path/to/venv-with-latentsync-deps/bin/python
     scripts/repatch_upstream.py --python /venv/bin/python --python 1.0=/venv-1.0/bin/python   # 1.0: diffusers 0.11
     scripts/repatch_upstream.py ... --doc docs/upstream-report.md --readme README.md   # the tables, measured
+    scripts/repatch_upstream.py --combine a.json --combine b.json --doc ...   # from runs made one release at a time
 
 A source is a git URL or a local git folder (a clone or a bare mirror); by default each release's
 own repository URL is cloned (needs network). `--source URL=PATH` maps a repository to a local one.
@@ -25,6 +26,7 @@ import compileall
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -46,6 +48,11 @@ class Step:
     seconds: float = 0.0
     detail: str = ""
     counts: dict = field(default_factory=dict)
+    # CPU time (user+sys) of the processes the step ran (verify's child), and the 1-minute load
+    # average when it ended: on a shared machine, wall time alone says little.
+    child_cpu_seconds: float = 0.0
+    load_average: float = 0.0
+    target_torch: str = ""  # verify mps-sim: the torch whose MPS kernels judged the run
 
 
 @dataclass
@@ -101,13 +108,20 @@ def checkout(repository: Path, commit: str, destination: Path) -> str:
     return full
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(function):
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     try:
         step = function()
     except Exception as error:  # a step's failure is a row of the report, not a crash of the job
         step = Step("fail", detail=f"{type(error).__name__}: {error}")
     step.seconds = round(time.perf_counter() - started, 2)
+    step.child_cpu_seconds = round(_children_cpu() - cpu, 2)
+    step.load_average = round(os.getloadavg()[0], 2)
     return step
 
 
@@ -166,7 +180,11 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
             return Step("skip", detail=f"this lsync-port has no --device {device}")
         python = interpreter_for(target.release, args.python)
         report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=python)
-        return Step("pass" if report.passed else "fail", detail=report.reason or f"{report.seconds:.0f} s")
+        detail = report.reason or f"{report.seconds:.0f} s"
+        if report.target_torch:  # mps-sim: whose MPS kernels it was judged against, and why those
+            detail += f"; target torch {report.target_torch['version']} ({report.target_torch['origin']})"
+        judged_by = report.target_torch.get("version", "") if report.target_torch else ""
+        return Step("pass" if report.passed else "fail", detail=detail, target_torch=judged_by)
 
     actions = {
         "checkout": do_checkout,
@@ -226,6 +244,10 @@ def markdown(rows: list[Row]) -> str:
         for name in STEPS:
             step = row.steps.get(name, Step("skip"))
             counts = ", ".join(f"{k} {v}" for k, v in step.counts.items() if v)
+            if step.child_cpu_seconds >= 1:  # a verify child, or the process pool of a big apply
+                counts = ", ".join(
+                    filter(None, [counts, f"CPU {step.child_cpu_seconds:.0f}s, load {step.load_average:g}"])
+                )
             cells.append(f"{marks[step.status]} {step.seconds:.0f}s" + (f" ({counts})" if counts else ""))
         lines.append(f"| {row.profile} | {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
     failures = [
@@ -250,9 +272,19 @@ def summary(rows: list[Row]) -> str:
         cells = []
         for name in SUMMARY_STEPS:
             step = row.steps.get(name, Step("skip"))
-            cells.append(marks[step.status] + (f" ({step.seconds:.0f} s)" if step.status != "skip" else ""))
+            cpu = f", CPU {step.child_cpu_seconds:.0f} s" if step.child_cpu_seconds >= 1 else ""
+            torch = f", torch {step.target_torch}" if step.target_torch else ""
+            cells.append(marks[step.status] + (f" ({step.seconds:.0f} s{cpu}{torch})" if step.status != "skip" else ""))
         lines.append(f"| {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    # Why each FAIL: one line per release and reason (both devices often fail alike).
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        for name, title in SUMMARY_STEPS.items():
+            step = row.steps.get(name, Step("skip"))
+            if step.status == "fail":
+                reasons.setdefault((row.release, step.detail.split("; target torch ")[0]), []).append(title)
+    notes = [f"- {release}, {' and '.join(titles)}: {why}" for (release, why), titles in reasons.items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def write_doc(path: Path, rows: list[Row], args) -> None:
@@ -260,12 +292,19 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
     import platform
 
     pythons = ", ".join(args.python) or sys.executable
+    loads = [s.load_average for r in rows for s in r.steps.values() if s.load_average]
+    load = (
+        f"1-minute load average {min(loads):g} to {max(loads):g} at the end of a step" if loads else "load not recorded"
+    )
     text = (
         f"# Upstream re-port, {time.strftime('%Y-%m-%d')}\n\n"
         "Written by `scripts/repatch_upstream.py` (never by hand): every release re-ported from its commit, "
         f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
-        "not a Mac.\n\n## Per release and device\n\n" + summary(rows) + "\n## Every step\n\n" + markdown(rows)
+        f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of a "
+        f"step's child processes, e.g. verify's child ({load}: the machine is shared, and a verify's wall time "
+        f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s.\n\n"
+        "## Per release and device\n\n" + summary(rows) + "\n## Every step\n\n" + markdown(rows)
     )
     path.write_text(text)
 
@@ -279,6 +318,32 @@ def write_readme(path: Path, rows: list[Row]) -> None:
     _, tail = rest.split(README_END, 1)
     stamp = f"Measured {time.strftime('%Y-%m-%d')} by `scripts/repatch_upstream.py`:\n\n"
     path.write_text(head + README_START + "\n" + stamp + summary(rows) + README_END + tail)
+
+
+def _step(fields: dict) -> Step:
+    step = Step(**fields)
+    # A report written before Step.target_torch named it only in the detail ("target torch X.Y.Z (...)").
+    if not step.target_torch and "target torch " in step.detail:
+        step.target_torch = step.detail.split("target torch ", 1)[1].split()[0]
+    return step
+
+
+def rows_from(report: Path) -> list[Row]:
+    """The rows of an earlier run's --json report (one release per run on a busy machine)."""
+    try:
+        data = json.loads(report.read_text())
+        return [
+            Row(
+                r["release"],
+                r["profile"],
+                r["repository"],
+                r["commit"],
+                {name: _step(step) for name, step in r["steps"].items()},
+            )
+            for r in data["rows"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"{report}: not a report written by this script's --json ({error})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="[RELEASE=]PATH",
         help="interpreter with the upstream's dependencies, for verify; RELEASE=PATH for one release (repeatable)",
     )
-    parser.add_argument("--timeout", type=float, default=900, help="verify time limit per run, seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="verify time limit per run, seconds (wall: raise it on a busy machine; with --combine, the runs' limit)",
+    )
     parser.add_argument("--patches", type=Path, default=None, help="rule packs (default: the installed ones)")
     parser.add_argument(
         "--list",
@@ -318,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=Path("repatch-report.md"), help="where to write the table")
     parser.add_argument("--doc", type=Path, help="also write the whole report page (docs/upstream-report.md)")
     parser.add_argument("--readme", type=Path, help="replace the marked release table in this README")
+    parser.add_argument(
+        "--combine",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="REPORT.json",
+        help="run nothing: write the tables from these earlier --json reports, in this order (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     sources = dict(s.split("=", 1) for s in args.source)
@@ -325,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(json.dumps(sorted({t.release for t in targets(pack, [], include_head=not args.no_head)})))
         return 0
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="lsync-repatch-") as work_dir:
-        for target in targets(pack, args.release, include_head=not args.no_head):
-            rows.append(run_release(target, pack, sources, Path(work_dir), args))
+    rows = [row for report in args.combine for row in rows_from(report)]
+    if not args.combine:
+        with tempfile.TemporaryDirectory(prefix="lsync-repatch-") as work_dir:
+            for target in targets(pack, args.release, include_head=not args.no_head):
+                rows.append(run_release(target, pack, sources, Path(work_dir), args))
     report = {"rows": [asdict(r) | {"passed": r.passed} for r in rows], "passed": all(r.passed for r in rows)}
     args.json.write_text(json.dumps(report, indent=2))
     table = markdown(rows)

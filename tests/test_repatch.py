@@ -157,6 +157,40 @@ def test_tables_come_from_the_run_and_each_release_gets_its_interpreter(tmp_path
     assert page.startswith("# Upstream re-port, ") and "never by hand" in page and "| fixture | `" in page
 
 
+def test_combine_writes_the_tables_from_runs_made_one_release_at_a_time(tmp_path):
+    """--combine runs nothing: the tables come from earlier --json reports, rows in the order given,
+    with each verify's CPU time and target torch."""
+
+    def report(release: str, mps_status: str) -> Path:
+        step = {"status": "pass", "seconds": 1.0, "detail": "", "counts": {}}
+        verify = step | {"seconds": 700.0, "child_cpu_seconds": 240.0, "load_average": 11.5}
+        steps = {"apply": step, "verify-cpu": verify, "verify-mps-sim": verify | {"status": mps_status}}
+        steps["verify-mps-sim"]["target_torch"] = "2.4.1"
+        row = {"release": release, "profile": "latentsync", "repository": "r", "commit": "abc", "steps": steps}
+        path = tmp_path / f"{release}.json"
+        path.write_text(json.dumps({"rows": [row], "passed": mps_status == "pass"}))
+        return path
+
+    first, second = report("1.5", "pass"), report("1.0", "fail")
+    doc, table, combined = tmp_path / "doc.md", tmp_path / "all.md", tmp_path / "all.json"
+    command = [sys.executable, str(SCRIPT), "--combine", str(first), "--combine", str(second)]
+    result = subprocess.run(
+        [*command, "--doc", str(doc), "--json", str(combined), "--markdown", str(table)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1  # 1.0's mps-sim failed
+    assert [r["release"] for r in json.loads(combined.read_text())["rows"]] == ["1.5", "1.0"]
+    page = doc.read_text()
+    assert "| 1.5 | `abc` | pass (1 s) | pass (700 s, CPU 240 s) | pass (700 s, CPU 240 s, torch 2.4.1) |" in page
+    assert "| 1.0 | `abc` |" in page and "FAIL (700 s, CPU 240 s, torch 2.4.1)" in page
+    assert "load average 11.5 to 11.5" in page
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    refused = subprocess.run([*command[:2], "--combine", str(broken)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "not a report written by this script" in refused.stderr
+
+
 def test_list_gives_the_ci_matrix():
     result = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, check=True)
     names = json.loads(result.stdout)

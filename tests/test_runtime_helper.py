@@ -170,6 +170,16 @@ def test_invalid_settings_are_one_clear_error(monkeypatch, variable, value, mess
             helper.device()
 
 
+def test_the_forecast_s_meta_device_is_accepted(monkeypatch):
+    """`lsync-port forecast` runs the tree with LATENTSYNC_DEVICE=meta (shape only); "meta:0" is not one."""
+    fake_backends(monkeypatch)
+    monkeypatch.setenv(helper.DEVICE_ENV, "meta")
+    assert helper.device() == "meta" and helper.device_type() == "meta"
+    monkeypatch.setenv(helper.DEVICE_ENV, "meta:0")
+    with pytest.raises(helper.ConfigError, match="is not a device"):
+        helper.device()
+
+
 def test_config_error_left_uncaught_prints_one_line(capsys):
     helper._excepthook(helper.ConfigError, helper.ConfigError("LATENTSYNC_DTYPE='x' is not a dtype"), None)
     assert capsys.readouterr().err == "error: LATENTSYNC_DTYPE='x' is not a dtype\n"

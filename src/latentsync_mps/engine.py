@@ -544,8 +544,11 @@ def _drift(plan: Plan, kinds: list[RuleKind]) -> list[Drift]:
     version = plan.release.version if plan.release else None
     per_file: Counter[tuple[str, str]] = Counter((c.rule_id, c.path) for c in plan.changes)
     drift = []
+    waived = plan.release.nothing_to_port if plan.release else {}
     for kind in kinds:
         for expect in kind.rule.expect:
+            if kind.rule.id in waived:
+                continue
             if version is not None and not expect.releases.contains(version, prereleases=True):
                 continue
             if expect.profile is not None and expect.profile != plan.profile.name:

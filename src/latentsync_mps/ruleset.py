@@ -51,6 +51,9 @@ class Release:
     repository: str
     commit: str
     fingerprint: Fingerprint
+    # rule id -> why this release has nothing for it to port: that rule's expectations are not
+    # checked here (e.g. a wrapper snapshot from before 1.6 made AlignRestore float16).
+    nothing_to_port: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -276,8 +279,23 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
             lacks=tuple(tuple(pair) for pair in fp.get("lacks", list, [])),
         )
         fp.done()
+        nothing_to_port = fields.get("nothing_to_port", dict, {})
+        known = {rule.id for rule in profiles[profile].rules}
+        for rule_id, why in nothing_to_port.items():
+            if rule_id not in known or not isinstance(why, str):
+                raise fields.fail(
+                    f"release '{name}': nothing_to_port needs a rule id of {profile} and a reason: {rule_id!r}"
+                )
         releases.append(
-            Release(name, profile, version, fields.get("repository", str), fields.get("commit", str), fingerprint)
+            Release(
+                name,
+                profile,
+                version,
+                fields.get("repository", str),
+                fields.get("commit", str),
+                fingerprint,
+                nothing_to_port,
+            )
         )
         fields.done()
     if data:

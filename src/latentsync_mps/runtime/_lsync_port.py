@@ -86,7 +86,8 @@ def _device_setting() -> str | None:
     if not raw or raw == "auto":
         return None
     kind, colon, index = raw.partition(":")
-    if (kind in ("mps", "cpu") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
+    # "meta": `lsync-port forecast`'s shape-only run (not offered to users, so not in the message).
+    if (kind in ("mps", "cpu", "meta") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
         return raw
     raise ConfigError(f"{DEVICE_ENV}={raw!r} is not a device: use one of {VALID_DEVICES} (or leave it unset)")
 
