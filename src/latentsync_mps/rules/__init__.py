@@ -11,6 +11,7 @@ from . import (
     replace_expression,
     replace_statement,
     replace_value,
+    report,
     requirements,
     upcast_call,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "replace_expression",
     "replace_statement",
     "replace_value",
+    "report",
     "requirements",
     "upcast_call",
 ]
