@@ -210,32 +210,9 @@ class PythonFinder(cst.CSTVisitor):
             return
         if _INTERPOLATE in names:
             self._interpolate(node)
-        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):  # with any arguments
-            self._add(
-                node,
-                "cuda-method",
-                "error",
-                ".cuda() moves to an NVIDIA GPU only",
-                '.to(_lsync_port.device()) (a literal index stays the preferred CUDA device: device("cuda:N"))',
-            )
-        elif m.matches(node.func, m.Attribute(attr=m.Name("pin_memory"))):
-            self._add(
-                node,
-                "pin-memory",
-                "warning",
-                "pins host memory for CUDA copies: without CUDA it raises (no accelerator) or is ignored on mps",
-                'call it only `if _lsync_port.device_type() == "cuda":`',
-            )
-        elif m.matches(node.func, m.Attribute(attr=m.Name("enable_xformers_memory_efficient_attention"))):
-            if not self._guards:  # not inside any `if`: the switch is unconditional
-                self._add(
-                    node,
-                    "xformers",
-                    "error",
-                    "xformers has no Mac wheels and its attention runs on NVIDIA GPUs only",
-                    "call it only `if _lsync_port.xformers_available():`",
-                )
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("get")), args=[m.Arg(), m.Arg()])):
+        # `.cuda()`, `.pin_memory()` and an unconditional xformers switch: report-call rules in
+        # patches/findings/python.toml.
+        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("get")), args=[m.Arg(), m.Arg()])):
             key, default = node.args[0].value, node.args[1].value
             if (
                 m.matches(key, m.SimpleString())
@@ -395,14 +372,6 @@ class PythonFinder(cst.CSTVisitor):
         name = node.keyword.value
         if name in _DEVICE_KEYWORDS:
             self._literal(node.value)
-        elif name == "pin_memory" and m.matches(node.value, m.Name("True")):
-            self._add(
-                node,
-                "pin-memory",
-                "warning",
-                "pinned host memory serves CUDA copies only: on a Mac torch ignores it with a warning",
-                'pin_memory=_lsync_port.device_type() == "cuda"',
-            )
         elif name in _DTYPE_NAMES:
             self._fp16(node.value)
         elif name == "fp16" and m.matches(node.value, m.Name("True")):
@@ -481,23 +450,6 @@ class PythonFinder(cst.CSTVisitor):
     def _literal(self, value: cst.BaseExpression) -> None:
         if cuda_literal(value) is not None or cuda_fstring(value):
             self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
-
-    def visit_List(self, node: cst.List) -> None:
-        self._providers(node)
-
-    def visit_Tuple(self, node: cst.Tuple) -> None:
-        self._providers(node)
-
-    def _providers(self, node: cst.List | cst.Tuple) -> None:
-        values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
-        if "CUDAExecutionProvider" in values and not values & {"CPUExecutionProvider", "CoreMLExecutionProvider"}:
-            self._add(
-                node,
-                "onnx-cuda-provider",
-                "error",
-                "ONNX Runtime providers list only CUDA; onnxruntime on macOS has CoreML and CPU",
-                "providers=_lsync_port.onnx_providers(device)",
-            )
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
         if cuda_type_comparison(node):

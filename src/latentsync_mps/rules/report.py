@@ -7,7 +7,11 @@ lines that must be reported (`report = []`: nothing).
 
 - report-call: a call, by the qualified name of its callee (`callee`) or by method name
   (`method`, optionally on a receiver named in `receiver`), with a number of
-  arguments (`args`: "any", "none" or "some": at least one).
+  arguments (`args`: "any", "none" or "some": at least one); `unguarded = true`: only outside
+  any `if` (a switch that nothing decides on).
+- report-keyword: a keyword argument given a literal (`keyword`, `value`: `pin_memory=True`).
+- report-sequence: a list or tuple literal that holds the string `contains` and none of
+  `unless` (`["CUDAExecutionProvider"]`).
 - requirement-report: a requirement line, by package (`package`, optionally only when pinned
   `below` a version) or an option line by the text it contains (`option_contains`). Lines
   already kept off macOS by an environment marker are not reported.
@@ -61,6 +65,9 @@ class PythonDetectionKind(DetectionRuleKind):
         raise NotImplementedError
 
 
+_EMPTY = cst.Module(body=[])
+
+
 class _CallFinder(cst.CSTVisitor):
     METADATA_DEPENDENCIES = (PositionProvider, ImportedNameProvider)
 
@@ -68,9 +75,18 @@ class _CallFinder(cst.CSTVisitor):
         super().__init__()
         self.kind, self.path = kind, path
         self.found: list[Finding] = []
+        self.ifs = 0  # enclosing `if` statements
+
+    def visit_If(self, node: cst.If) -> None:
+        self.ifs += 1
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.ifs -= 1
 
     def visit_Call(self, node: cst.Call) -> None:
         kind = self.kind
+        if kind.unguarded and self.ifs:
+            return
         if kind.callee:
             names = {q.name for q in self.get_metadata(ImportedNameProvider, node.func, set())}
             if not names & kind.callee:
@@ -101,6 +117,7 @@ class ReportCall(PythonDetectionKind):
         self.method = self.strings(options, "method")
         self.receiver = self.strings(options, "receiver")
         self.args = self.take(options, "args", str, "any")
+        self.unguarded = self.take(options, "unguarded", bool, False)
         if self.args not in ("any", "none", "some"):
             raise RuleError(f"option 'args' must be any, none or some: {self.args!r}")
         if bool(self.callee) == bool(self.method):
@@ -113,6 +130,74 @@ class ReportCall(PythonDetectionKind):
 
     def finder(self, path: str) -> cst.CSTVisitor:
         return _CallFinder(self, path)
+
+
+class _Finder(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
+        super().__init__()
+        self.kind, self.path = kind, path
+        self.found: list[Finding] = []
+
+    def add(self, node: cst.CSTNode) -> None:
+        kind = self.kind
+        self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
+
+
+class _KeywordFinder(_Finder):
+    kind: ReportKeyword
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is None or node.keyword.value != self.kind.keyword:
+            return
+        value = node.value
+        written = value.value if isinstance(value, cst.Name) else _EMPTY.code_for_node(value).strip()
+        if written == self.kind.value:
+            self.add(node)
+
+
+class ReportKeyword(PythonDetectionKind):
+    name = "report-keyword"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.keyword = self.take(options, "keyword", str)
+        self.value = self.take(options, "value", str)  # the literal as written: "True", '"cuda"'
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.keyword,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _KeywordFinder(self, path)
+
+
+class _SequenceFinder(_Finder):
+    kind: ReportSequence
+
+    def visit_List(self, node: cst.List) -> None:
+        self._check(node)
+
+    def visit_Tuple(self, node: cst.Tuple) -> None:
+        self._check(node)
+
+    def _check(self, node: cst.List | cst.Tuple) -> None:
+        values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
+        if self.kind.contains in values and not values & self.kind.unless:
+            self.add(node)
+
+
+class ReportSequence(PythonDetectionKind):
+    name = "report-sequence"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.contains = self.take(options, "contains", str)
+        self.unless = frozenset(self.strings(options, "unless"))
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.contains,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _SequenceFinder(self, path)
 
 
 class RequirementReport(DetectionRuleKind):
