@@ -153,9 +153,11 @@ _FP16 = frozenset({"torch.float16", "torch.half"})
 _INTERPOLATE = "torch.nn.functional.interpolate"
 _FLOAT64_WHY = "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'"
 
+# A file with none of these cannot hold what PythonFinder reports (it is then not parsed for it).
 PY_NEEDLES = (
     b"cuda",
     b"CUDA",
+    b"cudnn",  # torch.backends.cudnn.* flags: "cudnn" does not contain "cuda"
     b"float64",
     b"double",
     b"float16",
@@ -355,14 +357,7 @@ class PythonFinder(cst.CSTVisitor):
         names = self._qualified(node)
         if self._cuda_reference(node, node, names):
             return
-        if node.attr.value == "is_cuda" and not any(self._guards):
-            self._add(
-                node,
-                "cuda-branch",
-                "error",
-                ".is_cuda is False for MPS tensors: the GPU branch is skipped on a Mac",
-                'x.device.type != "cpu" (on the GPU, whichever it is)',
-            )
+        # `.is_cuda`: rule report-is-cuda in patches/findings/python.toml.
         if names & {"torch.float64", "torch.double"} and not any(self._choices):  # `x if is_mps else float64`
             self._add(node, "float64", "warning", _FLOAT64_WHY, "torch.float32 where the tensor reaches the device")
 

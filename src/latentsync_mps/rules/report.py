@@ -9,6 +9,8 @@ lines that must be reported (`report = []`: nothing).
   (`method`, optionally on a receiver named in `receiver`), with a number of
   arguments (`args`: "any", "none" or "some": at least one); `unguarded = true`: only outside
   any `if` (a switch that nothing decides on).
+- report-attribute: an attribute by name (`attribute`: `x.is_cuda`), except inside
+  `if <guard>:` when `guard` (an expression, compared by syntax tree) is given.
 - report-keyword: a keyword argument given a literal (`keyword`, `value`: `pin_memory=True`).
 - report-sequence: a list or tuple literal that holds the string `contains` and none of
   `unless` (`["CUDAExecutionProvider"]`).
@@ -26,7 +28,7 @@ from libcst.metadata import PositionProvider
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .base import RuleError, RuleKind
+from .base import RuleError, RuleKind, expression_shape
 from .finding import SEVERITIES, Finding, finding_at
 from .names import ImportedNameProvider
 
@@ -143,6 +145,42 @@ class _Finder(cst.CSTVisitor):
     def add(self, node: cst.CSTNode) -> None:
         kind = self.kind
         self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
+
+
+class _AttributeFinder(_Finder):
+    kind: ReportAttribute
+
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
+        super().__init__(kind, path)
+        self.guards: list[bool] = []  # per enclosing `if`: is its test the guard?
+
+    def visit_If(self, node: cst.If) -> None:
+        guard = self.kind.guard_shape
+        self.guards.append(guard is not None and expression_shape(_EMPTY.code_for_node(node.test)) == guard)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.guards.pop()
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value == self.kind.attribute and not any(self.guards):
+            self.add(node)
+
+
+class ReportAttribute(PythonDetectionKind):
+    name = "report-attribute"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.attribute = self.take(options, "attribute", str)
+        guard = self.take(options, "guard", str, None)
+        self.guard_shape = None if guard is None else expression_shape(guard)
+        if guard is not None and self.guard_shape is None:
+            raise RuleError(f"option 'guard' is not a Python expression: {guard!r}")
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.attribute,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _AttributeFinder(self, path)
 
 
 class _KeywordFinder(_Finder):
