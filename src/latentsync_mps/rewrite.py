@@ -52,7 +52,7 @@ class _CombinedPass(cst.CSTTransformer):
     def _visits(self, name: str) -> list[Callable]:
         if name not in self._visit:
             self._visit[name] = [
-                handler for visitor in self.participants if (handler := getattr(visitor, f"visit_{name}", None))
+                handler for visitor in self.participants if (handler := _hook(visitor, f"visit_{name}"))
             ]
         return self._visit[name]
 
@@ -60,8 +60,8 @@ class _CombinedPass(cst.CSTTransformer):
         if name not in self._leave:
             # Every participant handles nodes through its typed methods (visit_Call, leave_If, ...):
             # none overrides the generic hooks, so a node type nobody handles costs one lookup.
-            chain = [(False, h) for finder in self.finders if (h := getattr(finder, f"leave_{name}", None))]
-            chain += [(True, h) for command in self.commands if (h := getattr(command, f"leave_{name}", None))]
+            chain = [(False, h) for finder in self.finders if (h := _hook(finder, f"leave_{name}"))]
+            chain += [(True, h) for command in self.commands if (h := _hook(command, f"leave_{name}"))]
             self._leave[name] = chain
         return self._leave[name]
 
@@ -85,6 +85,14 @@ class _CombinedPass(cst.CSTTransformer):
 
     def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
         pass
+
+
+def _hook(visitor: cst.CSTVisitor | cst.CSTTransformer, name: str) -> Callable | None:
+    """The visitor's method `name`, unless it is one of libcst's do-nothing stubs (marked
+    `_is_no_op`, as libcst's own batched visitors skip them): each participant then costs
+    nothing on the node types it does not handle."""
+    handler = getattr(visitor, name, None)
+    return None if handler is None or getattr(handler, "_is_no_op", False) else handler
 
 
 def run_pass(
