@@ -330,7 +330,7 @@ def stage(path, *args, **kwargs):
     if path.name == "unet.py":
         raise OSError(code, os.strerror(code), str(path))
     return real(path, *args, **kwargs)
-engine.stage = stage
+engine.transaction.stage = stage
 from latentsync_mps.cli import main
 sys.argv = ["lsync-port", *sys.argv[2:]]
 main()
