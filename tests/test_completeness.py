@@ -21,7 +21,7 @@ from conftest import FIXTURES
 
 from latentsync_mps import engine
 from latentsync_mps.cuda_mentions import account, unaccounted
-from latentsync_mps.findings import PythonFinder
+from latentsync_mps.findings import python_finders
 from latentsync_mps.resources import runtime_helper_source
 from latentsync_mps.rewrite import run_pass
 from latentsync_mps.rules.base import FileContext, PythonRuleKind, path_matches
@@ -135,7 +135,8 @@ def helper_package(tmp_path_factory) -> Path:
 
 def port(source: str, kinds: list[PythonRuleKind]):
     active = [k for k in kinds if k.rule.covers_path(PATH) and any(n in source for n in k.needles())]
-    return run_pass(source, active, FileContext(PATH, "latentsync._lsync_port"), [PythonFinder(PATH)])
+    finders = python_finders(PATH, source.encode())
+    return run_pass(source, active, FileContext(PATH, "latentsync._lsync_port"), finders)
 
 
 def run_without_cuda(code: str, helper_package: Path, monkeypatch) -> dict:

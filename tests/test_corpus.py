@@ -20,7 +20,7 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
-from latentsync_mps.findings import PythonFinder
+from latentsync_mps.findings import python_finders
 from latentsync_mps.rewrite import run_pass
 from latentsync_mps.rules.base import FileContext, PythonRuleKind
 
@@ -85,7 +85,7 @@ def test_every_rule_over_real_files(kinds):
         checked += 1
         ctx = FileContext(path.name, "latentsync._lsync_port")
         try:
-            first = run_pass(data, kinds, ctx, [PythonFinder(ctx.path)])
+            first = run_pass(data, kinds, ctx, python_finders(ctx.path, data))
         except RecursionError:
             # Generated code nested deeper than Python's recursion limit: the engine reports such a
             # file and leaves it untouched (tests/test_safety.py checks that), which is the property.

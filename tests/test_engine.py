@@ -177,7 +177,7 @@ def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tre
     apply(direct, pack)
     # An "older version" ported only the interpolate sites and wrote a different helper.
     old = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32", "torch-cuda-calls"])
-    monkeypatch.setattr(engine, "__version__", "0.0.1")
+    monkeypatch.setattr(engine.transaction, "__version__", "0.0.1")
     engine.commit(old)
     monkeypatch.undo()
     assert json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())["tool_version"] == "0.0.1"

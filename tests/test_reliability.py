@@ -254,7 +254,7 @@ def test_a_failed_write_during_apply_changes_nothing(tmp_path, pack, monkeypatch
     before = tree_hashes(tree)
     plan = engine.make_plan(tree, pack)
     if where == "tree file":  # the third file of the tree to be staged
-        monkeypatch.setattr(engine, "stage", failing_after(engine.stage, 2, code))
+        monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 2, code))
     elif where == "backup":  # the second backup
         monkeypatch.setattr(manifest.State, "save_backup", failing_after(manifest.State.save_backup, 1, code))
     else:  # the first manifest write, after every backup was saved
@@ -279,7 +279,7 @@ def test_a_failed_write_on_a_patched_tree_keeps_it_fully_patched(tmp_path, pack,
     partial = tree_hashes(tree)
     state_before = (tree / STATE_DIR / "manifest.json").read_bytes()
     plan = engine.make_plan(tree, pack)  # every rule now: more files change
-    monkeypatch.setattr(engine, "stage", failing_after(engine.stage, 1, code))
+    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 1, code))
     with pytest.raises(engine.WriteFailed):
         engine.commit(plan)
     assert tree_hashes(tree) == partial
@@ -296,7 +296,7 @@ def test_a_failed_write_during_revert_leaves_the_port(tmp_path, pack, monkeypatc
     pristine = tree_hashes(tree)
     engine.commit(engine.make_plan(tree, pack))
     patched = tree_hashes(tree)
-    monkeypatch.setattr(engine, "stage", failing_after(engine.stage, 2, code))
+    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 2, code))
     with pytest.raises(engine.WriteFailed) as failure:
         engine.revert(tree)
     assert "revert" in str(failure.value) and "Nothing was changed" in str(failure.value)
@@ -311,7 +311,7 @@ def test_a_failed_write_during_revert_leaves_the_port(tmp_path, pack, monkeypatc
 def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, code):
     tree = pristine_tree(tmp_path)
     before = tree_hashes(tree)
-    monkeypatch.setattr(engine, "stage", failing_after(engine.stage, 0, code))
+    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 0, code))
     result = CliRunner().invoke(app, ["apply", str(tree)])
     assert result.exit_code == Exit.USAGE, result.output
     lines = result.stderr.strip().splitlines()
@@ -330,7 +330,7 @@ def stage(path, *args, **kwargs):
     if path.name == "unet.py":
         raise OSError(code, os.strerror(code), str(path))
     return real(path, *args, **kwargs)
-engine.stage = stage
+engine.transaction.stage = stage
 from latentsync_mps.cli import main
 sys.argv = ["lsync-port", *sys.argv[2:]]
 main()

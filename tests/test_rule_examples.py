@@ -1,7 +1,8 @@
 """Every example of every rule, run the way Fixit runs each rule's VALID/INVALID cases.
 
 An example with `after` must turn `before` into exactly `after`, report one change per rewrite,
-and leave `after` unchanged (idempotence). An example without `after` must stay unchanged.
+and leave `after` unchanged (idempotence). An example without `after` must stay unchanged. An
+example of a detection-only rule (patches/findings/) must be reported at exactly its `report` lines.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from latentsync_mps.engine import run_rule
+from latentsync_mps.findings import KINDS
 from latentsync_mps.resources import patches_dir
+from latentsync_mps.rulecheck import report_lines
 from latentsync_mps.rules import RuleKind
 from latentsync_mps.ruleset import load
 
@@ -41,3 +44,25 @@ def test_rule_example(profile, rule, index, example):
     assert all(c.rule_id == rule.id and c.line >= 1 for c in changes)
     again, more = run_rule(kind, result, example.path, profile.runtime_module_for(example.path))
     assert again == result and more == [], "applying a rule twice must change nothing the second time"
+
+
+DETECTION_CASES = [
+    pytest.param(rule, index, example, id=f"findings:{rule.id}:{index}")
+    for rule in PACK.findings
+    for index, example in enumerate(rule.examples)
+]
+
+
+def test_every_detection_rule_shows_a_report_and_names_a_known_finding_kind():
+    assert PACK.findings, "patches/findings/ holds the detection-only rules"
+    for rule in PACK.findings:
+        assert any(e.report for e in rule.examples), f"{rule.id} shows nothing it reports"
+        assert rule.options["finding"] in KINDS, f"{rule.id} reports an unknown finding kind"
+
+
+@pytest.mark.parametrize(("rule", "index", "example"), DETECTION_CASES)
+def test_detection_example(rule, index, example):
+    """A detection-only rule's example states the lines it must report (`report`), no `after`."""
+    kind = RuleKind.registry[rule.kind](rule)
+    assert example.after is None
+    assert report_lines(kind, example.before, example.path) == sorted(example.report)

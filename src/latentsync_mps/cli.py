@@ -368,9 +368,7 @@ def forecast(
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
     steps: Annotated[
         int,
-        typer.Option(
-            "--steps", min=1, help="Denoising steps run (from the 2nd on, each repeats the same live set)."
-        ),
+        typer.Option("--steps", min=1, help="Denoising steps run (from the 2nd on, each repeats the same live set)."),
     ] = 2,
     resolution: Annotated[
         int | None, typer.Option("--resolution", min=8, help="Frame size (default: the tree's config).")
@@ -468,11 +466,58 @@ def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rul
     for example in rule.examples:
         console.print("\n[bold]before[/]" + (f" ({example.path})" if example.path else ""))
         console.print(example.before, markup=False, highlight=False, end="")
-        if example.after is None:
+        if example.report is not None:
+            console.print(f"[dim](reported at line(s): {', '.join(map(str, example.report)) or 'none'})[/]")
+        elif example.after is None:
             console.print("[dim](stays unchanged)[/]")
         else:
             console.print("[bold]after[/]")
             console.print(example.after, markup=False, highlight=False, end="")
+
+
+@app.command("check-rules")
+def check_rules(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="A rule pack: the folder you would give as LSYNC_PORT_PATCHES (with <profile>/profile.toml).",
+            show_default=False,
+        ),
+    ],
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a rule pack and run every example of every rule (the counterpart of `fixit test`).
+
+    Loads DIR as LSYNC_PORT_PATCHES=DIR would, so a malformed file fails here with the file and
+    rule it concerns (exit 9). Then runs each example: a rewriting rule's `before` must become its
+    `after` (and stay so when run again), a detection-only rule's `before` must be reported at the
+    lines its `report` lists. Prints pass/fail per example; exits 9 when any fails.
+    """
+    from .rulecheck import check_pack
+    from .ruleset import RuleFileError, load
+
+    if not directory.is_dir():
+        raise fail(f"{directory}: no such directory (give a rule pack folder)", Exit.USAGE)
+    try:
+        pack = load(directory)
+    except RuleFileError as error:
+        raise fail(str(error), Exit.RULES) from None
+    results = list(check_pack(pack))
+    failed = [r for r in results if r.problem is not None]
+    if json_out:
+        rows = [
+            {"example": r.name, "source": r.rule.source, "ok": r.problem is None, "problem": r.problem} for r in results
+        ]
+        print(json.dumps({"examples": rows, "failed": len(failed)}, indent=2))
+    else:
+        for r in results:
+            mark = "[green]pass[/]" if r.problem is None else "[red]FAIL[/]"
+            console.print(f"{mark} {r.name}", highlight=False)
+            if r.problem is not None:
+                console.print(f"     {r.rule.source}: {r.problem}", markup=False, highlight=False)
+        console.print(f"{len(results) - len(failed)} of {len(results)} examples pass", highlight=False)
+    if failed:
+        raise typer.Exit(int(Exit.RULES))
 
 
 @app.command()

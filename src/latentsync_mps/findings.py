@@ -1,5 +1,7 @@
 """Finders: what in a tree is still tied to CUDA, with file:line, why it breaks on a Mac and the fix.
 
+Two sources: the detection-only rules in patches/findings/ (data: finding kind, severity, why,
+fix, examples; rules/report.py), and `PythonFinder` below for the kinds not yet moved there.
 `scan` shows these for a whole tree; `apply` runs the same finders over its result and calls what
 is left on the inference path *residue*. Severity:
   error    breaks, silently skips the GPU, or computes differently on a Mac (counted as residue)
@@ -19,41 +21,26 @@ from __future__ import annotations
 import fnmatch
 import functools
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import PositionProvider
-from packaging.utils import canonicalize_name
 
 from .rewrite import run_pass
 from .rules.base import FileContext, expression_shape
 from .rules.cuda_type_check import cuda_type_comparison
 from .rules.device_literal import cuda_fstring, cuda_literal
+from .rules.finding import Finding, finding_at
 from .rules.names import ImportedNameProvider
-from .rules.requirements import RequirementLine
+from .rules.report import DetectionRuleKind, PythonDetectionKind, RequirementReport
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-@dataclass(frozen=True)
-class Finding:
-    path: str
-    line: int
-    kind: str
-    severity: str  # "error" | "warning"
-    code: str
-    why: str
-    fix: str
-    # Where in the source (start line, column, end line, column): lets apply tell which findings
-    # a rewrite covered. Not part of the report.
-    span: tuple[int, int, int, int] = field(default=(0, 0, 0, 0), compare=False, repr=False)
-
-    def to_json(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in ("path", "line", "kind", "severity", "code", "why", "fix")}
 
 
 KINDS = {
@@ -164,32 +151,13 @@ _TEXT_CALLEES = frozenset(
 )
 _FP16 = frozenset({"torch.float16", "torch.half"})
 _INTERPOLATE = "torch.nn.functional.interpolate"
-_SDPA = "torch.nn.functional.scaled_dot_product_attention"
 _FLOAT64_WHY = "MPS has no float64: 'Cannot convert a MPS Tensor to float64 dtype'"
 
-# Requirements with no macOS arm64 wheel, and what to use instead.
-NO_MAC_WHEEL = {
-    "decord": "eva-decord (CPython <= 3.11) or decord2 (3.12+); both install `import decord`",
-    "onnxruntime-gpu": "onnxruntime (ships CoreMLExecutionProvider on macOS)",
-    "xformers": 'keep it behind `; platform_system != "Darwin"`',
-    "triton": 'keep it behind `; platform_system != "Darwin"`',
-}
-# Pins below a version with no macOS arm64 wheel: name -> (first version with one, fix).
-OLD_NO_MAC_WHEEL = {
-    "av": ("12", 'av 12+ on macOS (`av>=12; platform_system == "Darwin"`); PyAV 11 builds against FFmpeg from source'),
-}
-# Pins below a version that is sdist-only: installs on a Mac only with a compiler (a warning).
-OLD_SDIST_ONLY = {
-    "insightface": (
-        "1",
-        "insightface 0.7.x is an sdist: pip builds it with a C++ compiler and Cython "
-        "(xcode-select --install); a newer wheel may differ in API",
-    ),
-}
-
+# A file with none of these cannot hold what PythonFinder reports (it is then not parsed for it).
 PY_NEEDLES = (
     b"cuda",
     b"CUDA",
+    b"cudnn",  # torch.backends.cudnn.* flags: "cudnn" does not contain "cuda"
     b"float64",
     b"double",
     b"float16",
@@ -205,7 +173,6 @@ PY_NEEDLES = (
     b"from_numpy",
     b"pin_memory",
 )
-REQ_NEEDLES = (b"decord", b"onnxruntime", b"xformers", b"triton", b"whl/cu", b"av", b"insightface")
 
 
 class PythonFinder(cst.CSTVisitor):
@@ -222,10 +189,7 @@ class PythonFinder(cst.CSTVisitor):
         self._seen: set[int] = set()  # Name/Attribute nodes already inside a reported reference
 
     def _add(self, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str) -> None:
-        position = self.get_metadata(PositionProvider, node)
-        span = (position.start.line, position.start.column, position.end.line, position.end.column)
-        code = " ".join(self._empty.code_for_node(node).split())
-        self.found.append(Finding(self.path, position.start.line, kind, severity, code[:120], why, fix, span))
+        self.found.append(finding_at(self, self.path, node, kind, severity, why, fix))
 
     def _qualified(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.get_metadata(ImportedNameProvider, node, set())}
@@ -248,50 +212,9 @@ class PythonFinder(cst.CSTVisitor):
             return
         if _INTERPOLATE in names:
             self._interpolate(node)
-        elif _SDPA in names:
-            self._add(
-                node,
-                "mps-attention",
-                "warning",
-                "on MPS the whole score matrix is one Metal buffer; at 512x512 it can pass the 2**32-byte limit",
-                "_lsync_port.scaled_dot_product_attention(...): in chunks on mps (rule mps-attention-chunks)",
-            )
-        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("cuda")))):  # with any arguments
-            self._add(
-                node,
-                "cuda-method",
-                "error",
-                ".cuda() moves to an NVIDIA GPU only",
-                '.to(_lsync_port.device()) (a literal index stays the preferred CUDA device: device("cuda:N"))',
-            )
-        elif m.matches(node.func, m.Attribute(attr=m.Name("pin_memory"))):
-            self._add(
-                node,
-                "pin-memory",
-                "warning",
-                "pins host memory for CUDA copies: without CUDA it raises (no accelerator) or is ignored on mps",
-                'call it only `if _lsync_port.device_type() == "cuda":`',
-            )
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("double")), args=[])):
-            self._add(node, "float64", "warning", _FLOAT64_WHY, ".float() (float32) for tensors that reach the device")
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("half")), args=[])):
-            self._add(
-                node,
-                "fp16-hardcoded",
-                "warning",
-                ".half() pins float16; on a Mac the dtype policy may say float32",
-                ".to(_lsync_port.dtype()) where the dtype is not chosen by a check around it",
-            )
-        elif m.matches(node.func, m.Attribute(attr=m.Name("enable_xformers_memory_efficient_attention"))):
-            if not self._guards:  # not inside any `if`: the switch is unconditional
-                self._add(
-                    node,
-                    "xformers",
-                    "error",
-                    "xformers has no Mac wheels and its attention runs on NVIDIA GPUs only",
-                    "call it only `if _lsync_port.xformers_available():`",
-                )
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name("get")), args=[m.Arg(), m.Arg()])):
+        # `.cuda()`, `.pin_memory()` and an unconditional xformers switch: report-call rules in
+        # patches/findings/python.toml.
+        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("get")), args=[m.Arg(), m.Arg()])):
             key, default = node.args[0].value, node.args[1].value
             if (
                 m.matches(key, m.SimpleString())
@@ -299,16 +222,6 @@ class PythonFinder(cst.CSTVisitor):
                 and m.matches(default, m.Name("True"))
             ):
                 self._fp16_default(node.args[1].value)
-        elif m.matches(node, m.Call(func=m.Attribute(attr=m.Name(m.MatchIfTrue(lambda n: n in ("encode", "decode")))))):
-            receiver = node.func.value  # type: ignore[attr-defined]
-            if m.matches(receiver, m.Name("vae") | m.Attribute(attr=m.Name("vae"))) and len(node.args) >= 1:
-                self._add(
-                    node,
-                    "mps-vae",
-                    "warning",
-                    "a whole chunk of frames through the VAE at once can pass MPS's 2**32-byte buffer limit at 512x512",
-                    "_lsync_port.vae_encode/vae_decode(vae, ...): a few frames at a time on mps (rule mps-vae-chunks)",
-                )
 
     def _sdpa_pin(self, node: cst.Call) -> bool:
         code = self._code(node)
@@ -444,14 +357,7 @@ class PythonFinder(cst.CSTVisitor):
         names = self._qualified(node)
         if self._cuda_reference(node, node, names):
             return
-        if node.attr.value == "is_cuda" and not any(self._guards):
-            self._add(
-                node,
-                "cuda-branch",
-                "error",
-                ".is_cuda is False for MPS tensors: the GPU branch is skipped on a Mac",
-                'x.device.type != "cpu" (on the GPU, whichever it is)',
-            )
+        # `.is_cuda`: rule report-is-cuda in patches/findings/python.toml.
         if names & {"torch.float64", "torch.double"} and not any(self._choices):  # `x if is_mps else float64`
             self._add(node, "float64", "warning", _FLOAT64_WHY, "torch.float32 where the tensor reaches the device")
 
@@ -461,14 +367,6 @@ class PythonFinder(cst.CSTVisitor):
         name = node.keyword.value
         if name in _DEVICE_KEYWORDS:
             self._literal(node.value)
-        elif name == "pin_memory" and m.matches(node.value, m.Name("True")):
-            self._add(
-                node,
-                "pin-memory",
-                "warning",
-                "pinned host memory serves CUDA copies only: on a Mac torch ignores it with a warning",
-                'pin_memory=_lsync_port.device_type() == "cuda"',
-            )
         elif name in _DTYPE_NAMES:
             self._fp16(node.value)
         elif name == "fp16" and m.matches(node.value, m.Name("True")):
@@ -547,23 +445,6 @@ class PythonFinder(cst.CSTVisitor):
     def _literal(self, value: cst.BaseExpression) -> None:
         if cuda_literal(value) is not None or cuda_fstring(value):
             self._add(value, "cuda-literal", "error", "a hard-coded CUDA device", "_lsync_port.device()")
-
-    def visit_List(self, node: cst.List) -> None:
-        self._providers(node)
-
-    def visit_Tuple(self, node: cst.Tuple) -> None:
-        self._providers(node)
-
-    def _providers(self, node: cst.List | cst.Tuple) -> None:
-        values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
-        if "CUDAExecutionProvider" in values and not values & {"CPUExecutionProvider", "CoreMLExecutionProvider"}:
-            self._add(
-                node,
-                "onnx-cuda-provider",
-                "error",
-                "ONNX Runtime providers list only CUDA; onnxruntime on macOS has CoreML and CPU",
-                "providers=_lsync_port.onnx_providers(device)",
-            )
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
         if cuda_type_comparison(node):
@@ -644,57 +525,58 @@ class PythonFinder(cst.CSTVisitor):
             )
 
 
-def find_in_python(path: str, data: bytes) -> list[Finding]:
+@functools.cache
+def _detectors_of(root: str) -> tuple[DetectionRuleKind, ...]:
+    from .ruleset import load
+
+    return tuple(load(Path(root)).detectors())
+
+
+def default_detectors() -> tuple[DetectionRuleKind, ...]:
+    """The detection-only rules of the rule packs in use (LSYNC_PORT_PATCHES, else the bundled)."""
+    from .resources import patches_dir
+
+    return _detectors_of(str(patches_dir()))
+
+
+def python_finders(
+    path: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None
+) -> list[cst.CSTVisitor]:
+    """The visitors that find what is CUDA-only in one Python file: the detection-only rules
+    (patches/findings/; default: the pack's) that can match it, and PythonFinder for the kinds
+    not yet moved there."""
+    if detectors is None:
+        detectors = default_detectors()
+    finders: list[cst.CSTVisitor] = [
+        d.finder(path)
+        for d in detectors
+        if isinstance(d, PythonDetectionKind)
+        and d.rule.covers_path(path)
+        and any(n.encode() in data for n in d.needles())
+    ]
+    if any(needle in data for needle in PY_NEEDLES):
+        finders.insert(0, PythonFinder(path))
+    return finders
+
+
+def find_in_python(path: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None) -> list[Finding]:
     """The finders alone over one file: the same single pass apply runs, with no rules."""
-    if not any(needle in data for needle in PY_NEEDLES):
+    finders = python_finders(path, data, detectors)
+    if not finders:
         return []
-    return sorted(run_pass(data, [], FileContext(path, ""), [PythonFinder(path)]).residue, key=lambda f: f.line)
+    return sorted(run_pass(data, [], FileContext(path, ""), finders).residue, key=lambda f: f.line)
 
 
-def find_in_requirements(path: str, text: str) -> list[Finding]:
+def find_in_requirements(path: str, text: str, detectors: Sequence[DetectionRuleKind] | None = None) -> list[Finding]:
+    """The requirement-file rules of `detectors` (patches/findings/; default: the pack's), line by line."""
+    if detectors is None:
+        detectors = default_detectors()
+    rules = [d for d in detectors if isinstance(d, RequirementReport) and d.rule.covers_path(path)]
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("-") and "download.pytorch.org/whl/cu" in stripped:
-            found.append(
-                Finding(
-                    path,
-                    number,
-                    "cuda-index",
-                    "error",
-                    stripped,
-                    "a CUDA wheel index: pip on a Mac finds no such builds",
-                    "remove the line",
-                )
-            )
-            continue
-        parsed = RequirementLine.parse(line)
-        if parsed is None:
-            continue
-        requirement = parsed.requirement
-        name = canonicalize_name(requirement.name)
-        marker = requirement.marker
-        if marker is not None and not marker.evaluate(
-            {"platform_system": "Darwin", "sys_platform": "darwin", "platform_machine": "arm64"}
-        ):
-            continue  # already kept off macOS
-        if name in NO_MAC_WHEEL:
-            why, fix, severity, kind = f"{name} has no macOS arm64 wheel", NO_MAC_WHEEL[name], "error", "no-mac-wheel"
-        elif name in OLD_NO_MAC_WHEEL and _pinned_below(requirement.specifier, OLD_NO_MAC_WHEEL[name][0]):
-            first, fix = OLD_NO_MAC_WHEEL[name]
-            why, severity, kind = f"{name} below {first} has no macOS arm64 wheel", "error", "no-mac-wheel"
-        elif name in OLD_SDIST_ONLY and _pinned_below(requirement.specifier, OLD_SDIST_ONLY[name][0]):
-            why, severity, kind = OLD_SDIST_ONLY[name][1], "warning", "sdist-only"
-            fix = "install Xcode's command-line tools before `pip install -r`"
-        else:
-            continue
-        found.append(Finding(path, number, kind, severity, stripped, why, fix))
+        for rule in rules:
+            finding = rule.report(path, number, line)
+            if finding is not None:
+                found.append(finding)
+                break  # one finding a line
     return found
-
-
-def _pinned_below(specifier, version: str) -> bool:
-    """True when the specifier pins (==, ~=, ===) only versions below `version`."""
-    from packaging.version import Version
-
-    pins = [s for s in specifier if s.operator in ("==", "===", "~=")]
-    return bool(pins) and all(Version(p.version.removesuffix(".*")) < Version(version) for p in pins)

@@ -1,20 +1,20 @@
 """One libcst pass over one file: every applicable rule and the CUDA finders, together.
 
 The file is parsed once and its metadata (positions, qualified names) resolved once. A single
-traversal then offers each node to every rule, lowest `order` first, and to the finders, which
+traversal then offers each node to every rule, in the order of patches/order.toml, and to the finders, which
 look at the *original* nodes. A finding that a rewrite covered is converted; what is left is
 residue. Imports the rewrites need are added at the end (libcst's AddImportsVisitor).
 
-The finders are passed in (any visitor with a `found` list of findings that carry a `span`), so
-this module does not depend on findings.py, which calls it for `scan`.
+The finders are passed in (any visitor with a `found` list of rules.finding.Finding), so this
+module does not depend on findings.py, which calls it for `scan`.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
@@ -22,21 +22,16 @@ from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import MetadataWrapper
 
-from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, Span, span_within
-
-
-class Spanned(Protocol):
-    """What the pass needs of a finding: where it is (a frozen dataclass, renumbered by `replace`)."""
-
-    span: Span
-    line: int
+from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
+from .rules.finding import Finding
 
 
 @dataclass
 class PassResult:
     code: bytes
     changes: list[Change]
-    residue: list  # findings of the original that no rewrite covered
+    residue: list[Finding]  # reported and not replaced (lines of the rewritten file)
+    found: list[Finding] = field(default_factory=list)  # every finding, with its replacement if any
 
 
 class _CombinedPass(cst.CSTTransformer):
@@ -57,14 +52,16 @@ class _CombinedPass(cst.CSTTransformer):
     def _visits(self, name: str) -> list[Callable]:
         if name not in self._visit:
             self._visit[name] = [
-                handler for visitor in self.participants if (handler := _handler(visitor, "on_visit", f"visit_{name}"))
+                handler for visitor in self.participants if (handler := _hook(visitor, f"visit_{name}"))
             ]
         return self._visit[name]
 
     def _leaves(self, name: str) -> list[tuple[bool, Callable]]:
         if name not in self._leave:
-            chain = [(False, h) for finder in self.finders if (h := _handler(finder, "on_leave", f"leave_{name}"))]
-            chain += [(True, h) for command in self.commands if (h := _handler(command, "on_leave", f"leave_{name}"))]
+            # Every participant handles nodes through its typed methods (visit_Call, leave_If, ...):
+            # none overrides the generic hooks, so a node type nobody handles costs one lookup.
+            chain = [(False, h) for finder in self.finders if (h := _hook(finder, f"leave_{name}"))]
+            chain += [(True, h) for command in self.commands if (h := _hook(command, f"leave_{name}"))]
             self._leave[name] = chain
         return self._leave[name]
 
@@ -90,24 +87,25 @@ class _CombinedPass(cst.CSTTransformer):
         pass
 
 
-def _handler(visitor: cst.CSTVisitor | cst.CSTTransformer, generic: str, specific: str) -> Callable | None:
-    """The visitor's generic hook when it overrides it (it then sees every node), else its
-    type-specific method, else None."""
-    base = cst.CSTTransformer if isinstance(visitor, cst.CSTTransformer) else cst.CSTVisitor
-    if getattr(type(visitor), generic) is not getattr(base, generic):
-        return getattr(visitor, generic)
-    return getattr(visitor, specific, None)
+def _hook(visitor: cst.CSTVisitor | cst.CSTTransformer, name: str) -> Callable | None:
+    """The visitor's method `name`, unless it is one of libcst's do-nothing stubs (marked
+    `_is_no_op`, as libcst's own batched visitors skip them): each participant then costs
+    nothing on the node types it does not handle."""
+    handler = getattr(visitor, name, None)
+    return None if handler is None or getattr(handler, "_is_no_op", False) else handler
 
 
 def run_pass(
     data: bytes | str, kinds: Sequence[PythonRuleKind], file: FileContext, finders: Sequence[cst.CSTVisitor] = ()
 ) -> PassResult:
-    """Rewrite `data` with `kinds` (already filtered to this file) and let `finders` (visitors
-    that collect findings in `.found`, such as findings.PythonFinder) find what stays CUDA-only."""
+    """Rewrite `data` with `kinds` (already filtered to this file; they run by `rank`, from
+    order.toml) and let `finders` (visitors that collect findings in `.found`: detection-only
+    rules, findings.PythonFinder) report. A finding a rewrite covered gets that rewrite's code as
+    its `replacement`; the others are the residue."""
     module = cst.parse_module(data)
     context = CodemodContext(filename=file.path)
     log: list[Rewrite] = []
-    commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.order)]
+    commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.rank)]
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
     metadata = wrapper.resolve_many(dependencies)
@@ -118,11 +116,12 @@ def run_pass(
     rewrites = _surviving(log)
     if rewrites and AddImportsVisitor.CONTEXT_KEY in context.scratch:
         new_module = _add_imports(new_module, context)
-    residue = [f for finder in finders for f in finder.found if not _covered(f, rewrites)]
+    found = [_replaced(f, rewrites) for finder in finders for f in finder.found]
+    residue = [f for f in found if f.replacement is None]
     if not rewrites:
-        return PassResult(module.bytes, [], residue)
+        return PassResult(module.bytes, [], residue, found)
     residue = _renumber(residue, module.code, new_module.code)
-    return PassResult(new_module.bytes, [r.change for r in rewrites], residue)
+    return PassResult(new_module.bytes, [r.change for r in rewrites], residue, found)
 
 
 def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:
@@ -169,7 +168,10 @@ def _renumber(findings: list, old: str, new: str) -> list:
     return [replace(f, line=shift.get(f.line, f.line)) for f in findings]
 
 
-def _covered(finding: Spanned, rewrites: list[Rewrite]) -> bool:
-    return any(
-        finding.span == r.span or (r.discards is not None and span_within(finding.span, r.discards)) for r in rewrites
-    )
+def _replaced(finding: Finding, rewrites: list[Rewrite]) -> Finding:
+    """The finding with the code of the rewrite that covered it (its node, or a whole region
+    around it that a rewrite replaced), if one did."""
+    for r in rewrites:
+        if finding.span == r.span or (r.discards is not None and span_within(finding.span, r.discards)):
+            return replace(finding, replacement=r.change.after)
+    return finding

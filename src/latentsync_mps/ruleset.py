@@ -4,6 +4,10 @@
     patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes,
                                         and (`include`) other profiles whose rule files it also uses
     patches/<profile>/<topic>.toml      [[rule]] entries
+    patches/findings/<topic>.toml       [[rule]] entries of detection-only kinds (rules/report.py): every
+                                        tree gets them, with or without a profile
+    patches/order.toml                  the order rule kinds run in within one file (a pack of
+                                        one's own without it uses the bundled one)
 
 Every problem is reported as a RuleFileError naming the file and, where there is one, the rule.
 """
@@ -19,6 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .rules import RuleKind  # registers every kind
+from .rules.report import DetectionRuleKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,6 +61,26 @@ class Release:
     nothing_to_port: dict[str, str] = field(default_factory=dict)
 
 
+ORDER_FILE = "order.toml"
+
+
+@dataclass(frozen=True)
+class KindOrder:
+    """The order rule kinds run in within one file's pass (patches/order.toml): groups, first
+    first; `"*"` marks the group of every kind not named."""
+
+    groups: tuple[tuple[str, ...], ...] = (("*",),)
+
+    def rank(self, kind: str) -> int:
+        rest = len(self.groups)
+        for index, group in enumerate(self.groups):
+            if kind in group:
+                return index
+            if "*" in group:
+                rest = index
+        return rest
+
+
 @dataclass
 class Profile:
     name: str
@@ -71,6 +96,7 @@ class Profile:
     runtime_module_overrides: dict[str, str] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
+    kind_order: KindOrder = field(default_factory=KindOrder)
 
     def runtime_module_for(self, relpath: str) -> str:
         """How rewritten code in `relpath` imports the runtime helper."""
@@ -82,18 +108,29 @@ class Profile:
     def kinds(self) -> list[RuleKind]:
         """Every rule of this profile as its configured kind, in execution order."""
         built = [RuleKind.registry[rule.kind](rule) for rule in self.rules]
-        return sorted(built, key=lambda k: k.order)
+        for kind in built:
+            kind.rank = self.kind_order.rank(kind.rule.kind)
+        return sorted(built, key=lambda k: k.rank)  # stable: file order within a rank
+
+
+FINDINGS_DIR = "findings"
 
 
 @dataclass
 class RulePack:
     root: Path
     profiles: dict[str, Profile]
+    findings: list[Rule] = field(default_factory=list)  # detection-only rules, for every tree
+
+    def detectors(self) -> list[DetectionRuleKind]:
+        """The detection-only rules as their configured kinds, in file order."""
+        return [_detector(rule) for rule in self.findings]
 
     def rule(self, rule_id: str) -> Rule | None:
         """The rule with this id, as its own profile defines it (not as a profile including it)."""
         found = [r for p in self.profiles.values() for r in p.rules if r.id == rule_id]
-        own = [r for r in found if Path(r.source).parent.name == r.profile]
+        found += [r for r in self.findings if r.id == rule_id]
+        own = [r for r in found if Path(r.source).parent.name == r.profile]  # findings/ is its own too
         return (own or found or [None])[0]
 
 
@@ -114,13 +151,23 @@ def load(root: Path) -> RulePack:
                 if rule_file.name != "profile.toml":
                     profile.rules.extend(_load_rules(rule_file, profile.name))
     _check_unique_ids(profiles)
+    findings_dir = root / FINDINGS_DIR
+    if not findings_dir.is_dir():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without it
+        from .resources import bundled_patches_dir
+
+        findings_dir = bundled_patches_dir() / FINDINGS_DIR
+    findings = [rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR)]
+    _check_unique_ids({FINDINGS_DIR: Profile(FINDINGS_DIR, "", (), 0, "", "", (), rules=findings)})
+    order = _load_order(root / ORDER_FILE)
+    for profile in profiles.values():
+        profile.kind_order = order
     upstreams = root / "upstreams.toml"
     if upstreams.exists():
         for release in _load_releases(upstreams, profiles):
             profiles[release.profile].releases.append(release)
     for profile in profiles.values():
         profile.releases.sort(key=lambda r: r.version)
-    return RulePack(root, profiles)
+    return RulePack(root, profiles, findings)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -218,11 +265,28 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
             )
         )
         sub.done()
+    detection = issubclass(RuleKind.registry[kind], DetectionRuleKind)
+    if detection != (profile == FINDINGS_DIR):
+        where = f"{FINDINGS_DIR}/" if detection else "a profile's folder"
+        raise fields.fail(f"kind '{kind}' {'only reports' if detection else 'rewrites'}: its rules go in {where}")
     examples = []
     for item in fields.get("example", list, []):
         sub = _Fields(item, path, rule_id)
-        examples.append(Example(sub.get("before", str), sub.get("after", str, None), sub.get("path", str, "")))
+        report = sub.get("report", list, None)
+        if report is not None and not all(isinstance(n, int) and n >= 1 for n in report):
+            raise sub.fail("field 'report' must be a list of line numbers (1 and up)")
+        example = Example(
+            sub.get("before", str),
+            sub.get("after", str, None),
+            sub.get("path", str, ""),
+            None if report is None else tuple(report),
+        )
+        if detection and (example.after is not None or example.report is None):
+            raise sub.fail("an example of a detection-only rule has `report` (the lines reported), no `after`")
+        if not detection and example.report is not None:
+            raise sub.fail("`report` is for detection-only rules; a rewriting rule's example has `after`")
         sub.done()
+        examples.append(example)
     rule = Rule(
         id=rule_id,
         kind=kind,
@@ -245,6 +309,34 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
     except RuleError as error:
         raise fields.fail(str(error)) from None
     return rule
+
+
+def _detector(rule: Rule) -> DetectionRuleKind:
+    kind = RuleKind.registry[rule.kind](rule)
+    assert isinstance(kind, DetectionRuleKind)
+    return kind
+
+
+def _load_order(path: Path) -> KindOrder:
+    if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
+        from .resources import bundled_patches_dir
+
+        path = bundled_patches_dir() / ORDER_FILE
+    fields = _Fields(_read(path), path)
+    groups = fields.get("groups", list)
+    fields.done()
+    if not all(isinstance(g, list) and g and all(isinstance(k, str) for k in g) for g in groups):
+        raise RuleFileError(path, "'groups' must be a list of non-empty lists of kind names")
+    named = [k for g in groups for k in g]
+    unknown = sorted(set(named) - set(RuleKind.registry) - {"*"})
+    if unknown:
+        raise RuleFileError(
+            path, f"unknown kind(s) {', '.join(unknown)} (known: {', '.join(sorted(RuleKind.registry))})"
+        )
+    twice = sorted({k for k in named if named.count(k) > 1})
+    if twice:
+        raise RuleFileError(path, f"kind(s) named more than once: {', '.join(twice)}")
+    return KindOrder(tuple(tuple(g) for g in groups))
 
 
 def _check_unique_ids(profiles: dict[str, Profile]) -> None:

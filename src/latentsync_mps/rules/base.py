@@ -8,11 +8,11 @@ that rule files can say `kind = "device-literal"`.
 from __future__ import annotations
 
 import ast
-import re
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import libcst as cst
 from libcst.codemod import CodemodContext
@@ -20,6 +20,7 @@ from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import CodeRange, PositionProvider
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from wcmatch import glob as wcglob
 
 # The name under which rewritten code reaches the runtime helper module (`_lsync_port.device()`).
 HELPER = "_lsync_port"
@@ -40,11 +41,13 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """A before/after pair that the test suite runs. `after is None` means: must stay unchanged."""
+    """A before/after pair that the test suite runs. `after is None` means: must stay unchanged.
+    A detection-only rule's examples have `report` instead: the lines it must report."""
 
     before: str
     after: str | None
     path: str
+    report: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,34 +83,17 @@ class Rule:
 
 
 def path_matches(relpath: str, globs: tuple[str, ...] | list[str]) -> bool:
-    """Glob match on POSIX relative paths: `*` stays within a folder, `**/` spans any folders."""
-    return any(_globstar(pattern).fullmatch(relpath) for pattern in globs)
+    """Glob match on POSIX relative paths (wcmatch): `*` stays within a folder, `**/` spans any
+    folders (none included), dot-files match like any other."""
+    return _matcher(tuple(globs)).match(relpath)
 
 
-_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+@functools.cache
+def _matcher(globs: tuple[str, ...]) -> Any:
+    return wcglob.compile(globs, flags=_GLOB_FLAGS)
 
 
-def _globstar(pattern: str) -> re.Pattern[str]:
-    if pattern not in _GLOB_CACHE:
-        out, i = [], 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                out.append("(?:.*/)?")
-                i += 3
-            elif pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-            elif pattern[i] == "*":
-                out.append("[^/]*")
-                i += 1
-            elif pattern[i] == "?":
-                out.append("[^/]")
-                i += 1
-            else:
-                out.append(re.escape(pattern[i]))
-                i += 1
-        _GLOB_CACHE[pattern] = re.compile("".join(out))
-    return _GLOB_CACHE[pattern]
+_GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTGLOB
 
 
 @dataclass(frozen=True)
@@ -133,9 +119,7 @@ class RuleKind(ABC):
     """One kind of rewrite. Subclasses set `name` and implement `needles` and their transform."""
 
     name: ClassVar[str]
-    # Kinds run in this order within one file; lower first. Composite patterns (which contain
-    # torch.cuda calls) must see the code before the single-call mappings rewrite it.
-    order: ClassVar[int] = 50
+    # The order kinds run in within one file is data: patches/order.toml (see ruleset.KindOrder).
     # The file types the kind rewrites: "python" or "requirements".
     language: ClassVar[str] = "python"
     registry: ClassVar[dict[str, type[RuleKind]]] = {}
@@ -147,6 +131,7 @@ class RuleKind(ABC):
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        self.rank = 0  # where the kind runs within a file's pass: set from patches/order.toml (Profile.kinds)
         self.configure(dict(rule.options))
 
     def configure(self, options: dict[str, Any]) -> None:
@@ -196,16 +181,22 @@ class Rewrite:
 class PythonRuleKind(RuleKind):
     """A rule kind that rewrites Python source; its `command` runs inside the file's single pass."""
 
-    command: ClassVar[type[RuleCommand]]
+    command: ClassVar[type[RuleCommand[Any]]]
 
 
-class RuleCommand(cst.CSTTransformer):
+KindT = TypeVar("KindT", bound=PythonRuleKind)
+
+
+class RuleCommand(cst.CSTTransformer, Generic[KindT]):
     """Base of every Python rule's transformer. It runs inside one pass with the file's other
-    rules (see rewrite.py), shares their metadata, and records each rewrite for the report."""
+    rules (see rewrite.py), shares their metadata, and records each rewrite for the report.
+
+    Generic in its kind, so that `self.kind` has the kind's own type (its parsed options):
+    `class FooCommand(RuleCommand["Foo"])`."""
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, context: CodemodContext, kind: PythonRuleKind, file: FileContext, log: list[Rewrite]) -> None:
+    def __init__(self, context: CodemodContext, kind: KindT, file: FileContext, log: list[Rewrite]) -> None:
         super().__init__()
         self.context = context  # shared with AddImportsVisitor, which adds the imports at the end
         self.kind = kind

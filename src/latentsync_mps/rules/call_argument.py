@@ -27,11 +27,11 @@ from .base import expression_shape as _shape
 from .names import ImportedNameProvider
 
 
-class CallArgumentCommand(RuleCommand):
+class CallArgumentCommand(RuleCommand["CallArgument"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        kind: CallArgument = self.kind  # type: ignore[assignment]
+        kind = self.kind
         if not self._is_target(original_node):
             return updated_node
         empty = cst.Module(body=[])
@@ -66,13 +66,13 @@ class CallArgumentCommand(RuleCommand):
         return updated_node
 
     def _value(self) -> cst.BaseExpression:
-        kind: CallArgument = self.kind  # type: ignore[assignment]
+        kind = self.kind
         if HELPER + "." in kind.value:
             self.require_helper()
         return cst.parse_expression(kind.value)
 
     def _is_target(self, call: cst.Call) -> bool:
-        kind: CallArgument = self.kind  # type: ignore[assignment]
+        kind = self.kind
         if kind.method is not None:
             return isinstance(call.func, cst.Attribute) and call.func.attr.value == kind.method
         names = {q.name for q in self.get_metadata(ImportedNameProvider, call.func, set())}
@@ -83,7 +83,6 @@ class CallArgumentCommand(RuleCommand):
 
 class CallArgument(PythonRuleKind):
     name = "call-argument"
-    order = 30
     command = CallArgumentCommand
 
     def configure(self, options: dict[str, Any]) -> None:

@@ -32,9 +32,9 @@ from .base import expression_shape as _shape
 _EMPTY = cst.Module(body=[])
 
 
-class CallTimeDefaultCommand(RuleCommand):
+class CallTimeDefaultCommand(RuleCommand["CallTimeDefault"]):
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
-        kind: CallTimeDefault = self.kind  # type: ignore[assignment]
+        kind = self.kind
         original_params = [*original_node.params.params, *original_node.params.kwonly_params]
         target = next((p for p in original_params if p.name.value == kind.param and p.default is not None), None)
         if target is None or _shape(_EMPTY.code_for_node(target.default)) not in kind.value_shapes:
@@ -73,7 +73,6 @@ def _is_docstring(statement: cst.BaseStatement) -> bool:
 
 class CallTimeDefault(PythonRuleKind):
     name = "call-time-default"
-    order = 80  # after the rules that rewrite the default's own value, which this one supersedes
     command = CallTimeDefaultCommand
 
     def configure(self, options: dict[str, Any]) -> None:

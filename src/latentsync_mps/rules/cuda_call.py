@@ -19,7 +19,7 @@ from .base import PythonRuleKind, RuleCommand, RuleError
 from .names import ImportedNameProvider
 
 
-class CudaCallCommand(RuleCommand):
+class CudaCallCommand(RuleCommand["CudaCall"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
@@ -35,7 +35,6 @@ class CudaCallCommand(RuleCommand):
 
 class CudaCall(PythonRuleKind):
     name = "torch-cuda-call"
-    order = 40
     command = CudaCallCommand
 
     def configure(self, options: dict[str, Any]) -> None:

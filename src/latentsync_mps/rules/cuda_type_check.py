@@ -35,7 +35,7 @@ def cuda_type_comparison(node: cst.Comparison) -> bool:
     return len(literal) == 1 and len(chain) == 1
 
 
-class CudaTypeCheckCommand(RuleCommand):
+class CudaTypeCheckCommand(RuleCommand["CudaTypeCheck"]):
     def leave_Comparison(self, original_node: cst.Comparison, updated_node: cst.Comparison) -> Any:
         if not cuda_type_comparison(original_node):
             return updated_node
@@ -61,7 +61,6 @@ class CudaTypeCheckCommand(RuleCommand):
 
 class CudaTypeCheck(PythonRuleKind):
     name = "cuda-type-check"
-    order = 50
     command = CudaTypeCheckCommand
 
     def needles(self) -> tuple[str, ...]:

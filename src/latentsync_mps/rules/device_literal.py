@@ -48,7 +48,7 @@ def cuda_fstring(node: cst.CSTNode) -> bool:
     return first.value == "cuda:" or (first.value == "cuda" and len(node.parts) == 1)
 
 
-class DeviceLiteralCommand(RuleCommand):
+class DeviceLiteralCommand(RuleCommand["DeviceLiteral"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def _device_call(self, literal: str) -> cst.BaseExpression:
@@ -161,7 +161,6 @@ def _callee_name(func: cst.BaseExpression) -> str | None:
 
 class DeviceLiteral(PythonRuleKind):
     name = "device-literal"
-    order = 60
     command = DeviceLiteralCommand
 
     def configure(self, options: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from .names import ImportedNameProvider
 _EMPTY = cst.Module(body=[])
 
 
-class GuardStatementCommand(RuleCommand):
+class GuardStatementCommand(RuleCommand["GuardStatement"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -103,7 +103,6 @@ class GuardStatementCommand(RuleCommand):
 
 class GuardStatement(PythonRuleKind):
     name = "guard-statement"
-    order = 70
     command = GuardStatementCommand
 
     def configure(self, options: dict[str, Any]) -> None:

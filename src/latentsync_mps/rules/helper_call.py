@@ -29,11 +29,11 @@ from .names import ImportedNameProvider
 _EMPTY = cst.Module(body=[])
 
 
-class HelperCallCommand(RuleCommand):
+class HelperCallCommand(RuleCommand["HelperCall"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        kind: HelperCall = self.kind  # type: ignore[assignment]
+        kind = self.kind
         for qualified in self.get_metadata(ImportedNameProvider, original_node.func, set()):
             target = kind.functions.get(qualified.name)
             if target is not None:
@@ -52,7 +52,6 @@ class HelperCallCommand(RuleCommand):
 
 class HelperCall(PythonRuleKind):
     name = "helper-call"
-    order = 45
     command = HelperCallCommand
 
     def configure(self, options: dict[str, Any]) -> None:

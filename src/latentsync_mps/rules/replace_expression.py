@@ -24,11 +24,14 @@ from .base import expression_shape as _shape
 _EMPTY = cst.Module(body=[])
 
 
-class ReplaceExpressionCommand(RuleCommand):
-    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
-        kind: ReplaceExpression = self.kind  # type: ignore[assignment]
-        if type(original_node) is not kind.pattern_type:
-            return super().on_leave(original_node, updated_node)
+class ReplaceExpressionCommand(RuleCommand["ReplaceExpression"]):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # The pattern's node type is known only from the options: leave_<that type> is this rule.
+        setattr(self, f"leave_{self.kind.pattern_type.__name__}", self._replace)
+
+    def _replace(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
+        kind = self.kind
         if _shape(_EMPTY.code_for_node(original_node)) != kind.pattern_shape:
             return updated_node
         new = cst.parse_expression(kind.replacement)
@@ -42,7 +45,6 @@ class ReplaceExpressionCommand(RuleCommand):
 
 class ReplaceExpression(PythonRuleKind):
     name = "replace-expression"
-    order = 20
     command = ReplaceExpressionCommand
 
     def configure(self, options: dict[str, Any]) -> None:

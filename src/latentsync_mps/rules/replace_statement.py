@@ -35,11 +35,15 @@ def statement_shape(code: str) -> str | None:
     return ast.dump(body[0]) if len(body) == 1 else None
 
 
-class ReplaceStatementCommand(RuleCommand):
-    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
-        kind: ReplaceStatement = self.kind  # type: ignore[assignment]
-        if not isinstance(original_node, _STATEMENTS) or type(original_node) is not kind.pattern_type:
-            return super().on_leave(original_node, updated_node)
+class ReplaceStatementCommand(RuleCommand["ReplaceStatement"]):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # The pattern's statement type is known only from the options: leave_<that type> is this rule.
+        setattr(self, f"leave_{self.kind.pattern_type.__name__}", self._replace)
+
+    def _replace(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
+        kind = self.kind
+        assert isinstance(original_node, _STATEMENTS)
         code = _EMPTY.code_for_node(original_node.with_changes(leading_lines=()))
         if statement_shape(code) != kind.pattern_shape:
             return updated_node
@@ -54,7 +58,6 @@ class ReplaceStatementCommand(RuleCommand):
 
 class ReplaceStatement(PythonRuleKind):
     name = "replace-statement"
-    order = 15
     command = ReplaceStatementCommand
 
     def configure(self, options: dict[str, Any]) -> None:

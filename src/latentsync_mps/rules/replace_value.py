@@ -28,9 +28,9 @@ from .base import expression_shape as _shape
 _EMPTY = cst.Module(body=[])
 
 
-class ReplaceValueCommand(RuleCommand):
+class ReplaceValueCommand(RuleCommand["ReplaceValue"]):
     def _swap(self, original: cst.BaseExpression | None) -> cst.BaseExpression | None:
-        kind: ReplaceValue = self.kind  # type: ignore[assignment]
+        kind = self.kind
         if original is None or _shape(_EMPTY.code_for_node(original)) not in kind.value_shapes:
             return None
         if HELPER + "." in kind.replacement:
@@ -69,7 +69,7 @@ class ReplaceValueCommand(RuleCommand):
         return updated_node
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
-        kind: ReplaceValue = self.kind  # type: ignore[assignment]
+        kind = self.kind
         if not kind.to_positional or not m.matches(original_node.func, m.Attribute(attr=m.Name("to"))):
             return updated_node
         if not original_node.args or original_node.args[0].keyword is not None or original_node.args[0].star:
@@ -84,7 +84,6 @@ class ReplaceValueCommand(RuleCommand):
 
 class ReplaceValue(PythonRuleKind):
     name = "replace-value"
-    order = 45
     command = ReplaceValueCommand
 
     def configure(self, options: dict[str, Any]) -> None:

@@ -29,11 +29,11 @@ from .names import ImportedNameProvider
 BOUND_INPUT = "_lsync_in"
 
 
-class UpcastCallCommand(RuleCommand):
+class UpcastCallCommand(RuleCommand["UpcastCall"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        kind: UpcastCall = self.kind  # type: ignore[assignment]
+        kind = self.kind
         names = {q.name for q in self.get_metadata(ImportedNameProvider, original_node.func, set())}
         if not names & kind.calls:
             return updated_node
@@ -78,7 +78,6 @@ def _input_position(call: cst.Call) -> int | None:
 
 class UpcastCall(PythonRuleKind):
     name = "upcast-call"
-    order = 50
     command = UpcastCallCommand
 
     def configure(self, options: dict[str, Any]) -> None:

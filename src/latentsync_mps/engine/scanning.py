@@ -1,0 +1,61 @@
+"""`scan`: the finders alone, over a tree as it is now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from ..findings import Finding
+from ..rules.base import path_matches
+from ..ruleset import Profile, Release, RulePack
+from .detection import detect
+from .planning import Drift, make_plan
+from .transform import find
+from .tree import FileProblem, TreeError, _language, _read_or_none, _short, check_tree, walk
+
+
+@dataclass
+class ScanResult:
+    tree: Path
+    profile: Profile | None
+    findings: list[Finding]
+    problems: list[FileProblem]
+    release: Release | None = None
+    drift: list[Drift] = field(default_factory=list)  # rules that would match nothing where expected
+
+    def in_scope(self, finding: Finding) -> bool:
+        return self.profile is None or path_matches(finding.path, self.profile.inference_path)
+
+
+def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanResult:
+    """The finders alone, over the tree as it is now. Changes nothing."""
+    tree = check_tree(tree)
+    try:
+        profile, _ = detect(tree, pack, profile_name)
+    except TreeError as error:
+        if error.exit_code != 3:
+            raise
+        profile = None  # any tree can be scanned; only the inference-path scope needs a profile
+    result = ScanResult(tree, profile, [], [])
+    detectors = pack.detectors()
+    if profile is not None:
+        # Drift is about the upstream code, so it is judged on a dry run (from the originals in a
+        # ported tree); nothing is written.
+        plan = make_plan(tree, pack, profile.name)
+        result.release, result.drift = plan.release, plan.drift
+    for rel in walk(tree):
+        if _language(rel) is None:
+            continue
+        data = _read_or_none(tree / rel)
+        if data is None:
+            result.problems.append(FileProblem(rel, "cannot be read"))
+            continue
+        try:
+            result.findings += find(rel, data, detectors)
+        except (cst.ParserSyntaxError, UnicodeDecodeError) as error:
+            result.problems.append(FileProblem(rel, f"cannot be parsed: {_short(error)}"))
+        except RecursionError:
+            result.problems.append(FileProblem(rel, "nested too deeply to scan (RecursionError)"))
+    return result

@@ -1,0 +1,290 @@
+"""Detection-only kinds: rules that report what they find and replace nothing.
+
+Their rules live in `patches/findings/*.toml`, are profile-independent (`scan` runs them on any
+tree) and carry, as data, the finding they report: `finding` (the finding kind, see
+findings.KINDS), `severity`, `why` and `fix`. Their examples have no `after`; `report` lists the
+lines that must be reported (`report = []`: nothing).
+
+- report-call: a call, by the qualified name of its callee (`callee`) or by method name
+  (`method`, optionally on a receiver named in `receiver`), with a number of
+  arguments (`args`: "any", "none" or "some": at least one); `unguarded = true`: only outside
+  any `if` (a switch that nothing decides on).
+- report-attribute: an attribute by name (`attribute`: `x.is_cuda`), except inside
+  `if <guard>:` when `guard` (an expression, compared by syntax tree) is given.
+- report-keyword: a keyword argument given a literal (`keyword`, `value`: `pin_memory=True`).
+- report-sequence: a list or tuple literal that holds the string `contains` and none of
+  `unless` (`["CUDAExecutionProvider"]`).
+- requirement-report: a requirement line, by package (`package`, optionally only when pinned
+  `below` a version) or an option line by the text it contains (`option_contains`). Lines
+  already kept off macOS by an environment marker are not reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import libcst as cst
+from libcst.metadata import PositionProvider
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .base import RuleError, RuleKind, expression_shape
+from .finding import SEVERITIES, Finding, finding_at
+from .names import ImportedNameProvider
+
+
+class DetectionRuleKind(RuleKind):
+    """A kind whose rules only report. Subclasses read their matching options in `configure_match`."""
+
+    detection: ClassVar[bool] = True
+
+    def configure(self, options: dict[str, Any]) -> None:
+        self.finding = self.take(options, "finding", str)
+        self.severity = self.take(options, "severity", str)
+        if self.severity not in SEVERITIES:
+            raise RuleError(f"option 'severity' must be one of {', '.join(SEVERITIES)}: {self.severity!r}")
+        self.why = self.take(options, "why", str)
+        self.fix = self.take(options, "fix", str)
+        self.configure_match(options)
+        super().configure(options)
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        """Read the options that say what to report."""
+
+    @staticmethod
+    def strings(options: dict[str, Any], key: str) -> tuple[str, ...]:
+        value = RuleKind.take(options, key, (list, str), [])
+        values = [value] if isinstance(value, str) else value
+        if not all(isinstance(v, str) and v for v in values):
+            raise RuleError(f"option '{key}' must be a string or a list of strings")
+        return tuple(values)
+
+
+class PythonDetectionKind(DetectionRuleKind):
+    """Reports in Python files, inside the file's single pass (a visitor of the original nodes)."""
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        raise NotImplementedError
+
+
+_EMPTY = cst.Module(body=[])
+
+
+class _CallFinder(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider, ImportedNameProvider)
+
+    def __init__(self, kind: ReportCall, path: str) -> None:
+        super().__init__()
+        self.kind, self.path = kind, path
+        self.found: list[Finding] = []
+        self.ifs = 0  # enclosing `if` statements
+
+    def visit_If(self, node: cst.If) -> None:
+        self.ifs += 1
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.ifs -= 1
+
+    def visit_Call(self, node: cst.Call) -> None:
+        kind = self.kind
+        if kind.unguarded and self.ifs:
+            return
+        if kind.callee:
+            names = {q.name for q in self.get_metadata(ImportedNameProvider, node.func, set())}
+            if not names & kind.callee:
+                return
+        else:
+            func = node.func
+            if not (isinstance(func, cst.Attribute) and func.attr.value in kind.method):
+                return
+            if kind.receiver and not _named(func.value, kind.receiver):
+                return
+        if (kind.args == "none" and node.args) or (kind.args == "some" and not node.args):
+            return
+        self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
+
+
+def _named(node: cst.BaseExpression, names: tuple[str, ...]) -> bool:
+    """`vae` or `self.vae` (a Name, or an attribute, called one of `names`)."""
+    if isinstance(node, cst.Name):
+        return node.value in names
+    return isinstance(node, cst.Attribute) and node.attr.value in names
+
+
+class ReportCall(PythonDetectionKind):
+    name = "report-call"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.callee = frozenset(self.strings(options, "callee"))
+        self.method = self.strings(options, "method")
+        self.receiver = self.strings(options, "receiver")
+        self.args = self.take(options, "args", str, "any")
+        self.unguarded = self.take(options, "unguarded", bool, False)
+        if self.args not in ("any", "none", "some"):
+            raise RuleError(f"option 'args' must be any, none or some: {self.args!r}")
+        if bool(self.callee) == bool(self.method):
+            raise RuleError("give exactly one of 'callee' (qualified names) or 'method' (method names)")
+        if self.receiver and not self.method:
+            raise RuleError("option 'receiver' needs 'method'")
+
+    def needles(self) -> tuple[str, ...]:
+        return tuple(name.rpartition(".")[2] for name in self.callee) or self.method
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _CallFinder(self, path)
+
+
+class _Finder(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
+        super().__init__()
+        self.kind, self.path = kind, path
+        self.found: list[Finding] = []
+
+    def add(self, node: cst.CSTNode) -> None:
+        kind = self.kind
+        self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
+
+
+class _AttributeFinder(_Finder):
+    kind: ReportAttribute
+
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
+        super().__init__(kind, path)
+        self.guards: list[bool] = []  # per enclosing `if`: is its test the guard?
+
+    def visit_If(self, node: cst.If) -> None:
+        guard = self.kind.guard_shape
+        self.guards.append(guard is not None and expression_shape(_EMPTY.code_for_node(node.test)) == guard)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.guards.pop()
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value == self.kind.attribute and not any(self.guards):
+            self.add(node)
+
+
+class ReportAttribute(PythonDetectionKind):
+    name = "report-attribute"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.attribute = self.take(options, "attribute", str)
+        guard = self.take(options, "guard", str, None)
+        self.guard_shape = None if guard is None else expression_shape(guard)
+        if guard is not None and self.guard_shape is None:
+            raise RuleError(f"option 'guard' is not a Python expression: {guard!r}")
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.attribute,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _AttributeFinder(self, path)
+
+
+class _KeywordFinder(_Finder):
+    kind: ReportKeyword
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is None or node.keyword.value != self.kind.keyword:
+            return
+        value = node.value
+        written = value.value if isinstance(value, cst.Name) else _EMPTY.code_for_node(value).strip()
+        if written == self.kind.value:
+            self.add(node)
+
+
+class ReportKeyword(PythonDetectionKind):
+    name = "report-keyword"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.keyword = self.take(options, "keyword", str)
+        self.value = self.take(options, "value", str)  # the literal as written: "True", '"cuda"'
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.keyword,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _KeywordFinder(self, path)
+
+
+class _SequenceFinder(_Finder):
+    kind: ReportSequence
+
+    def visit_List(self, node: cst.List) -> None:
+        self._check(node)
+
+    def visit_Tuple(self, node: cst.Tuple) -> None:
+        self._check(node)
+
+    def _check(self, node: cst.List | cst.Tuple) -> None:
+        values = {el.value.evaluated_value for el in node.elements if isinstance(el.value, cst.SimpleString)}
+        if self.kind.contains in values and not values & self.kind.unless:
+            self.add(node)
+
+
+class ReportSequence(PythonDetectionKind):
+    name = "report-sequence"
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        self.contains = self.take(options, "contains", str)
+        self.unless = frozenset(self.strings(options, "unless"))
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.contains,)
+
+    def finder(self, path: str) -> cst.CSTVisitor:
+        return _SequenceFinder(self, path)
+
+
+class RequirementReport(DetectionRuleKind):
+    name = "requirement-report"
+    language = "requirements"
+    _DARWIN: ClassVar[dict[str, str]] = {
+        "platform_system": "Darwin",
+        "sys_platform": "darwin",
+        "platform_machine": "arm64",
+    }
+
+    def configure_match(self, options: dict[str, Any]) -> None:
+        package = self.take(options, "package", str, None)
+        self.package = canonicalize_name(package) if package else None
+        below = self.take(options, "below", str, None)
+        try:
+            self.below = Version(below) if below else None
+        except InvalidVersion:
+            raise RuleError(f"option 'below' is not a version: {below!r}") from None
+        self.option_contains = self.take(options, "option_contains", str, None)
+        if (self.package is None) == (self.option_contains is None):
+            raise RuleError("give exactly one of 'package' or 'option_contains'")
+        if self.below is not None and self.package is None:
+            raise RuleError("option 'below' needs 'package'")
+
+    def needles(self) -> tuple[str, ...]:
+        return (self.option_contains or self.package or "",)
+
+    def report(self, path: str, number: int, line: str) -> Finding | None:
+        """The finding for one line of a requirements file, or None."""
+        from .requirements import RequirementLine
+
+        stripped = line.strip()
+        if self.option_contains is not None:
+            if stripped.startswith("-") and self.option_contains in stripped:
+                return Finding(path, number, self.finding, self.severity, stripped, self.why, self.fix)
+            return None
+        parsed = RequirementLine.parse(line)
+        if parsed is None or canonicalize_name(parsed.requirement.name) != self.package:
+            return None
+        marker = parsed.requirement.marker
+        if marker is not None and not marker.evaluate(self._DARWIN):
+            return None  # already kept off macOS
+        if self.below is not None and not _pinned_below(parsed.requirement.specifier, self.below):
+            return None
+        return Finding(path, number, self.finding, self.severity, stripped, self.why, self.fix)
+
+
+def _pinned_below(specifier, version: Version) -> bool:
+    """True when the specifier pins (==, ~=, ===) only versions below `version`."""
+    pins = [s for s in specifier if s.operator in ("==", "===", "~=")]
+    return bool(pins) and all(Version(p.version.removesuffix(".*")) < version for p in pins)
