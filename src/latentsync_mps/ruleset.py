@@ -1,6 +1,7 @@
 """Loading and validating the rule packs under `patches/`.
 
-    patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint
+    patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint,
+                                        and what each is like at run time (facts: release_facts.py)
     patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes,
                                         and (`include`) other profiles whose rule files it also uses
     patches/<profile>/<topic>.toml      [[rule]] entries
@@ -13,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -25,6 +26,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from .rules.base import Example, Expectation, Rule, RuleError, path_matches
+
+if TYPE_CHECKING:
+    from .release_facts import ReleaseFacts
 
 
 class RuleFileError(Exception):
@@ -51,6 +55,8 @@ class Release:
     repository: str
     commit: str
     fingerprint: Fingerprint
+    # What the release is like at run time (release_facts.py); None for a release without them.
+    facts: ReleaseFacts | None = None
 
 
 @dataclass
@@ -255,6 +261,8 @@ def _check_unique_ids(profiles: dict[str, Profile]) -> None:
 
 
 def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
+    from .release_facts import parse as parse_facts  # it imports RuleFileError from here
+
     releases = []
     data = _read(path)
     for entry in data.pop("release", []):
@@ -276,8 +284,17 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
             lacks=tuple(tuple(pair) for pair in fp.get("lacks", list, [])),
         )
         fp.done()
+        facts = fields.get("facts", dict, None)
         releases.append(
-            Release(name, profile, version, fields.get("repository", str), fields.get("commit", str), fingerprint)
+            Release(
+                name,
+                profile,
+                version,
+                fields.get("repository", str),
+                fields.get("commit", str),
+                fingerprint,
+                parse_facts(facts, path, name) if facts is not None else None,
+            )
         )
         fields.done()
     if data:

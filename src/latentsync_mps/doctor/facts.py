@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
+from .. import release_facts
+
 
 def value(x: Any) -> Any:
     """A fact, or None where the probe recorded an error instead ({"error": ...})."""
@@ -108,12 +110,14 @@ def release(facts) -> str | None:
 
 
 def needs_insightface(facts) -> bool | None:
-    """True when the tree detects faces with InsightFace (1.6 and later), False for 1.0/1.5,
-    None without a tree."""
+    """True when the tree detects faces with InsightFace (1.6 and later), False for 1.0/1.5: the
+    release's `face_detection` in patches/upstreams.toml (a release lsync-port does not know is
+    taken to be the newest). None without a tree."""
     tree = facts.get("tree") or {}
     if not tree or tree.get("error") or not tree.get("profile"):
         return None
-    return tree.get("release") not in ("1.0", "1.5")
+    known = release_facts.lookup(tree["profile"], tree.get("release")) or release_facts.newest(tree["profile"])
+    return known.uses_insightface if known else None
 
 
 def python_cmd(facts) -> str:

@@ -247,7 +247,7 @@ def check_vae(facts: ProbeFacts) -> Check | None:
     vae = facts.raw.get("vae") or {}
     if not vae:
         return None
-    repo = vae.get("repo", catalog.VAE_REPO)
+    repo = vae.get("repo") or catalog.vae_repo()
     usable = [s for s in vae.get("snapshots") or [] if s.get("config") and s.get("weights")]
     if usable:
         snap = usable[-1]
