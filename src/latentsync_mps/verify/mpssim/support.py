@@ -144,8 +144,7 @@ def build_support_table(
             "delegate": entry.get("structured_delegate"),
             "implicit_default": "dispatch" not in entry and not entry.get("structured_delegate"),
             "view": any("!" not in m for m in _RETURN_ALIAS.findall(returns)),
-            "out": _is_out(schema),
-            "signature": _signature(schema),
+            "schema": schema,  # its out= flag and signature are parsed when needed (_schema_facts)
         }
         tags = entry.get("tags") or []
         tags = [tags] if isinstance(tags, str) else tags
@@ -161,6 +160,7 @@ def build_support_table(
                         "delegate": None,
                         "implicit_default": False,
                         "view": False,
+                        "schema": None,
                         "out": generated.endswith("out"),
                         "signature": None,
                     },
@@ -197,15 +197,27 @@ def build_support_table(
         else:
             status = MISSING
         ops[f"aten::{name}"] = status
+
+    def schema_facts(item: dict) -> tuple[bool, str | None]:
+        if "out" not in item:
+            item["out"], item["signature"] = _schema_facts(item["schema"])
+        return item["out"], item["signature"]
+
+    # out= ops without an MPS kernel, by signature: only those can make a functional op MISSING_INNER.
     by_signature: dict[str, list[str]] = {}
     for name, item in info.items():
-        if item["signature"]:
-            by_signature.setdefault(item["signature"], []).append(name)
+        if ops[f"aten::{name}"] == MISSING:
+            out, signature = schema_facts(item)
+            if out and signature:
+                by_signature.setdefault(signature, []).append(name)
     for name, item in info.items():
         full = f"aten::{name}"
-        if ops[full] != EXPLICIT or item["out"] or full in NOT_THROUGH_OUT or not item["signature"]:
+        if ops[full] != EXPLICIT or full in NOT_THROUGH_OUT:
             continue
-        for sibling in by_signature.get(item["signature"], []):
+        out, signature = schema_facts(item)
+        if out or not signature:
+            continue
+        for sibling in by_signature.get(signature, []):
             if info[sibling]["out"] and ops[f"aten::{sibling}"] == MISSING:
                 ops[full] = MISSING_INNER
                 inner[full] = f"aten::{sibling}"
@@ -234,6 +246,35 @@ def build_support_table(
     }
 
 
+# The tensor-options arguments of a factory: not part of what groups an op with its out= variant.
+_TENSOR_OPTIONS = {("dtype", "ScalarType?"), ("layout", "Layout?"), ("device", "Device?"), ("pin_memory", "bool?")}
+
+
+def _schema_facts(schema: str) -> tuple[bool, str | None]:
+    """(is an out= overload, signature): torchgen's FunctionSchema parser, which ships in every
+    torch wheel; the hand-written reading below for a schema it cannot parse (a release's yaml
+    newer or older than the installed torchgen)."""
+    try:
+        from torchgen.model import FunctionSchema
+
+        parsed = FunctionSchema.parse(schema)
+    except Exception:  # noqa: BLE001 - ImportError, or a schema this torchgen does not know
+        return _is_out(schema), _signature(schema)
+    name = str(parsed.name.name)  # without the overload: "add", "add_", "__and__"
+    if name.endswith("_"):
+        return bool(parsed.arguments.out), None  # in-place ops are not grouped with the functional one
+    kept = [
+        str(argument)
+        for argument in parsed.arguments.flat_all
+        if not (argument.annotation is not None and argument.annotation.is_write)
+        and (argument.name, str(argument.type)) not in _TENSOR_OPTIONS
+    ]
+    return bool(parsed.arguments.out), f"{name}({', '.join(kept)})"
+
+
+# The hand-written reading, for schemas torchgen cannot parse. It cuts a schema at its first "->",
+# so a view's `Tensor(a -> *) self` (split, chunk, unbind) reads as no arguments: harmless for the
+# grouping (no out= op has such an argument), and the same table as torchgen's on torch 2.1-2.13.
 def _is_out(schema: str) -> bool:
     """An out= overload: a keyword-only argument that it writes to (`*, Tensor(a!) out`)."""
     arguments = schema.split("->", 1)[0].partition("(")[2].rpartition(")")[0]
