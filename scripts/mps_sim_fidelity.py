@@ -93,7 +93,7 @@ _NOT_VISIBLE = (
     "in the comparison (svd_lowrank, probably: it draws random projections, which MPS and the CPU draw "
     "differently); no kernel table shows that",
 )
-# What this measurement found in the simulator and what was fixed (src/latentsync_mps/verify/mps_sim.py,
+# What this measurement found in the simulator and what was fixed (src/latentsync_mps/verify/mpssim/,
 # tests/test_mps_sim_entry_points.py). Shown in the report.
 FIXES = (
     "`Tensor.to(..., copy=True)`, by keyword or positional, crashed the simulator (`torch._C._nn._parse_to` "

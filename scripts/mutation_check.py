@@ -174,14 +174,14 @@ MUTATIONS = [
     ),
     Mutation(
         "float64-finding-disabled",
-        "src/latentsync_mps/verify/mps_sim.py",
+        "src/latentsync_mps/verify/mpssim/simulator.py",
         "        if dtype is torch.float64:\n            summary =",
         "        if False:\n            summary =",
         ("tests/test_mps_sim.py", "-k", "float64"),
     ),
     Mutation(
         "device-mixing-check-disabled",
-        "src/latentsync_mps/verify/mps_sim.py",
+        "src/latentsync_mps/verify/mpssim/simulator.py",
         '                if value.device.type == "cpu":',
         "                if False:",
         ("tests/test_mps_sim.py", "-k", "mixed"),

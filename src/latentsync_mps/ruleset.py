@@ -1,6 +1,7 @@
 """Loading and validating the rule packs under `patches/`.
 
-    patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint
+    patches/upstreams.toml              known upstream releases: repository, commit, profile, fingerprint,
+                                        and what each is like at run time (facts: release_facts.py)
     patches/<profile>/profile.toml      how to recognise the upstream, where the runtime helper goes,
                                         and (`include`) other profiles whose rule files it also uses
     patches/<profile>/<topic>.toml      [[rule]] entries
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -30,6 +31,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from .rules.base import Example, Expectation, Rule, RuleError, path_matches
+
+if TYPE_CHECKING:
+    from .release_facts import ReleaseFacts
 
 
 class RuleFileError(Exception):
@@ -59,6 +63,8 @@ class Release:
     # rule id -> why this release has nothing for it to port: that rule's expectations are not
     # checked here (e.g. a wrapper snapshot from before 1.6 made AlignRestore float16).
     nothing_to_port: dict[str, str] = field(default_factory=dict)
+    # What the release is like at run time (release_facts.py); None for a release without them.
+    facts: ReleaseFacts | None = None
 
 
 ORDER_FILE = "order.toml"
@@ -79,6 +85,7 @@ class KindOrder:
             if "*" in group:
                 rest = index
         return rest
+
 
 
 @dataclass
@@ -350,6 +357,8 @@ def _check_unique_ids(profiles: dict[str, Profile]) -> None:
 
 
 def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
+    from .release_facts import parse as parse_facts  # it imports RuleFileError from here
+
     releases = []
     data = _read(path)
     for entry in data.pop("release", []):
@@ -378,6 +387,7 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
                 raise fields.fail(
                     f"release '{name}': nothing_to_port needs a rule id of {profile} and a reason: {rule_id!r}"
                 )
+        facts = fields.get("facts", dict, None)
         releases.append(
             Release(
                 name,
@@ -387,6 +397,7 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
                 fields.get("commit", str),
                 fingerprint,
                 nothing_to_port,
+                parse_facts(facts, path, name) if facts is not None else None,
             )
         )
         fields.done()

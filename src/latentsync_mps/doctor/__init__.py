@@ -3,8 +3,10 @@
     probe.py    standalone script run *in the target interpreter* (a child process, always):
                 prints plain facts as JSON (platform, packages, torch/MPS/CUDA, ffmpeg, RAM, env)
     tree.py     facts about the tree, read from its files (status, requirements, config, checkpoints)
-    catalog.py  what lsync-port knows: checkpoints per release, wheels per platform, memory needs
+    catalog.py  what lsync-port knows: checkpoints per release (from the release facts in
+                patches/upstreams.toml), wheels per platform, memory needs
     checks.py   one pure function per check: facts in, ok / warning / blocker with the fix out
+                (the facts parsed once in facts.py; the checks in machine_, tree_ and memory_checks.py)
 
 The CLI process never imports torch: the probe does, in the child.
 """
@@ -153,7 +155,8 @@ def gather(
     caches = (probe or {}).get("caches")
     if facts["tree"] is not None:
         add_checkpoints(facts["tree"], caches if isinstance(caches, dict) else None)
-    facts["vae"] = gather_vae(caches) if probe else None
+    tree_facts = facts["tree"] or {}
+    facts["vae"] = gather_vae(caches, tree_facts.get("profile"), tree_facts.get("release")) if probe else None
     facts["resolution"] = _resolution(resolution, facts["tree"])
     facts["forecast"] = _forecast(tree_root, facts, pack, exe, live=forecast)
     return facts

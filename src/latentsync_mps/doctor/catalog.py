@@ -2,14 +2,18 @@
 
 Sources: the upstream READMEs, `setup_env.sh`, `inference.sh` and `scripts/inference.py` of each
 release (bytedance/LatentSync bf00e09 / 75a4a17 / d058a61 / a229c39), and, for the wheels, PyPI's
-file lists as docs/porting-facts.md records them (with how to check them again). Kept here, keyed
-by profile and release name (the names of patches/upstreams.toml), rather than in patches/: these
-are facts about running a tree, not rules for rewriting it.
+file lists as docs/porting-facts.md records them (with how to check them again). What differs
+between releases (weights repository, face detector, resolution, VAE, whisper model) is in
+patches/upstreams.toml (`[release.facts]`, release_facts.py); what is kept here is the same for
+every release, or about packages and platforms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from .. import release_facts
 
 GIB = 1024**3
 
@@ -77,45 +81,48 @@ _INSIGHTFACE = [
     for name, what in (("det_10g.onnx", "face detector"), ("2d106det.onnx", "106-point landmarks"))
 ]
 
-HF_REPOS = {"1.0": "chunyu-li/LatentSync", "1.5": "ByteDance/LatentSync-1.5", "1.6": "ByteDance/LatentSync-1.6"}
-
-# What each release (the names of patches/upstreams.toml) reads at inference time, for the
-# latentsync profile. Whisper is tiny.pt for every released config (cross_attention_dim 384);
-# checkpoints() swaps in small.pt for a config with 768.
-CHECKPOINTS: dict[str, list[Checkpoint]] = {
-    "1.0": _core(HF_REPOS["1.0"]) + _FACE_ALIGNMENT,
-    "1.5": _core(HF_REPOS["1.5"]) + _FACE_ALIGNMENT,
-    "1.6": _core(HF_REPOS["1.6"]) + _INSIGHTFACE,
-    "main": _core(HF_REPOS["1.6"]) + _INSIGHTFACE,
-}
-
 
 def checkpoints(profile: str, release: str | None, whisper: str = "tiny") -> list[Checkpoint] | None:
-    """The checkpoint files a release needs for inference; None when lsync-port has no list for the
-    profile. An unrecognised release of the latentsync profile gets the newest list (main)."""
+    """The checkpoint files a release needs for inference, from its facts in patches/upstreams.toml
+    (the Hugging Face repository of its weights, its face detector); None when lsync-port has no
+    list for the profile. An unrecognised release of the latentsync profile gets the newest list."""
     if profile != "latentsync":
         return None
-    entries = CHECKPOINTS.get(release or "main", CHECKPOINTS["main"])
-    if whisper == "tiny":
-        return list(entries)
-    return [
-        replace(
-            e,
-            path=f"checkpoints/whisper/{whisper}.pt",
-            purpose=f"Whisper {whisper} audio encoder",
-            remote=f"whisper/{whisper}.pt",
-        )
-        if e.path == "checkpoints/whisper/tiny.pt"
-        else e
-        for e in entries
-    ]
+    facts = release_facts.lookup(profile, release) or release_facts.newest(profile)
+    if facts is None:
+        return None
+    faces = _INSIGHTFACE if facts.uses_insightface else _FACE_ALIGNMENT
+    return _core(facts.weights_repo, whisper) + faces
 
 
-VAE_REPO = "stabilityai/sd-vae-ft-mse"  # AutoencoderKL.from_pretrained(...) in scripts/inference.py
+def vae_repo(profile: str | None = None, release: str | None = None) -> str | None:
+    """The VAE the release's scripts/inference.py loads (AutoencoderKL.from_pretrained); without a
+    known release, the newest release's."""
+    facts = release_facts.lookup(profile, release) or release_facts.newest(profile)
+    return facts.vae if facts else None
+
+
 VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
-# Default resolution of a release: the `data.resolution` of the config its inference.sh names.
-DEFAULT_RESOLUTION = {"1.0": 256, "1.5": 256, "1.6": 512, "main": 512}
+
+class _ResolutionByRelease(Mapping):
+    """Default resolution of each latentsync release (the `data.resolution` of the config its
+    inference.sh names), read from the facts in patches/upstreams.toml when asked."""
+
+    def _table(self) -> dict[str, int]:
+        return {e.name: e.facts.resolution for e in release_facts._entries(None) if e.profile == "latentsync"}
+
+    def __getitem__(self, release: str) -> int:
+        return self._table()[release]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+DEFAULT_RESOLUTION: Mapping[str, int] = _ResolutionByRelease()
 
 # Minimum accelerator memory for inference, in GB, as the upstream READMEs state it for CUDA
 # with fp16: 1.0 "about 6.5GB GPU memory"; 1.6's README "8 GB with LatentSync 1.5, 18 GB with

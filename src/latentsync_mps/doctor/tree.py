@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .. import release_facts
 from . import catalog
 
 _CONFIG_IN_SHELL = re.compile(r"--unet_config_path\s+[\"']?([^\s\"']+)")
@@ -151,7 +152,9 @@ def add_checkpoints(facts: dict[str, Any], caches: dict[str, Any] | None) -> Non
     """Set facts["checkpoints"]: each file the detected release needs, with presence and size."""
     if facts.get("error") or not facts.get("profile"):
         return
-    whisper = "small" if (facts.get("config") or {}).get("cross_attention_dim") == 768 else "tiny"
+    known = release_facts.lookup(facts["profile"], facts["release"]) or release_facts.newest(facts["profile"])
+    width = (facts.get("config") or {}).get("cross_attention_dim")
+    whisper = known.whisper_for(width) if known else "tiny"
     facts["checkpoints"] = _checkpoints(Path(facts["path"]), facts["profile"], facts["release"], whisper, caches)
 
 
@@ -187,13 +190,15 @@ def _checkpoints(
     return out
 
 
-def gather_vae(caches: dict[str, Any] | None) -> dict[str, Any]:
-    """The VAE in the Hugging Face cache: snapshots of stabilityai/sd-vae-ft-mse and their weights."""
+def gather_vae(caches: dict[str, Any] | None, profile: str | None = None, release: str | None = None) -> dict[str, Any]:
+    """The VAE in the Hugging Face cache: snapshots of the release's VAE repository
+    (stabilityai/sd-vae-ft-mse for every release so far) and their weights."""
     hub = caches.get("hf_hub") if isinstance(caches, dict) else None
-    facts: dict[str, Any] = {"repo": catalog.VAE_REPO, "cache": hub, "snapshots": []}
-    if not hub:
+    repo = catalog.vae_repo(profile, release)
+    facts: dict[str, Any] = {"repo": repo, "cache": hub, "snapshots": []}
+    if not hub or not repo:
         return facts
-    folder = Path(hub) / ("models--" + catalog.VAE_REPO.replace("/", "--")) / "snapshots"
+    folder = Path(hub) / ("models--" + repo.replace("/", "--")) / "snapshots"
     try:
         snapshots = sorted(p for p in folder.iterdir() if p.is_dir())
     except OSError:

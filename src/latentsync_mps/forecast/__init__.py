@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..engine import TreeError, check_tree, detect
+from ..release_facts import spec_facts
 from ..resources import patches_dir
 from ..ruleset import RulePack
 
@@ -147,6 +148,14 @@ def run_forecast(
     profile, release = detect(tree, pack)
     config = inference_config(tree)
     facts = load_facts()
+    known = spec_facts(pack, profile, release)
+    if known and facts.get("vae", {}).get("name") != known["vae"]:
+        # forecast.toml holds the hub config of one VAE; the release must load that one.
+        raise ForecastError(
+            f"{patches_dir() / 'forecast.toml'}: [vae] is the config of {facts.get('vae', {}).get('name')!r}, but "
+            f"LatentSync {known['release']} loads {known['vae']!r} (patches/upstreams.toml, [release.facts] vae)",
+            9,
+        )
     python = python or sys.executable
     spec = {
         "tree": str(tree),
@@ -157,6 +166,7 @@ def run_forecast(
         "inference_steps": 20,  # upstream's inference.sh default; only the first `steps` run
         "guidance_scale": 1.5,  # inference.sh's value: above 1, so classifier-free guidance doubles the batch
         "runtime_module": profile.runtime_module,
+        "release_facts": known,
         "vae": facts["vae"],
         "stand_ins": facts.get("child", {}).get("stand_ins", []),
         "whisper": facts["whisper"],  # the child picks the model by the config's cross_attention_dim

@@ -679,20 +679,37 @@ def load_config(spec, state):
     state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
     # Before InsightFace (1.0, 1.5) the pipeline runs whole chunks of num_frames and drops the rest:
     # the clip must hold one chunk at least, or nothing is generated.
-    state["whole_chunks"] = not (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists()
+    state["whole_chunks"] = release_fact(spec, "whole_chunks")
     if state["whole_chunks"]:
         spec["frames"] = max(spec["frames"], int(config["data"]["num_frames"]))
 
 
-# The VAE LatentSync's inference script loads (from the Hugging Face cache, or checkpoints/vae).
-REAL_VAE = "stabilityai/sd-vae-ft-mse"
+def release_fact(spec, key: str):
+    """A fact of the tree's release (patches/upstreams.toml, handed over in the spec by verify's
+    runner). For a tree of no known release, what its files tell where they can: the face
+    detector and the chunking came with latentsync/utils/face_detector.py (1.6)."""
+    facts = spec.get("release_facts") or {}
+    if not facts.get("detected") and key in ("whole_chunks", "face_detection"):
+        insightface = (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists()
+        return not insightface if key == "whole_chunks" else ("insightface" if insightface else "face_alignment")
+    if key not in facts:
+        raise CheckFailed(f"verify's spec lacks the release fact {key!r} (patches/upstreams.toml, [release.facts])")
+    return facts[key]
+
+
+def whisper_model(spec, config) -> str:
+    """The whisper model the inference script loads for this UNet config (release facts: whisper,
+    whisper_by_width by cross_attention_dim)."""
+    width = config["model"].get("cross_attention_dim")
+    return release_fact(spec, "whisper_by_width").get(str(width), release_fact(spec, "whisper"))
 
 
 def real_weights(spec, config) -> dict:
     """The tree's own checkpoints, where its inference script looks for them; refuse clearly
-    when one is missing (verify cannot download them)."""
+    when one is missing (verify cannot download them). The VAE comes from checkpoints/vae when
+    the tree has one, else from the Hugging Face cache (the release's VAE repository)."""
     tree = Path(spec["tree"])
-    whisper = "small.pt" if config["model"].get("cross_attention_dim") == 768 else "tiny.pt"
+    whisper = whisper_model(spec, config) + ".pt"
     wanted = {
         "unet": tree / "checkpoints" / "latentsync_unet.pt",
         "whisper": tree / "checkpoints" / "whisper" / whisper,
@@ -704,7 +721,10 @@ def real_weights(spec, config) -> dict:
             "or use --weights synthetic"
         )
     vae = tree / "checkpoints" / "vae"
-    return {k: str(v) for k, v in wanted.items()} | {"vae": str(vae) if vae.is_dir() else REAL_VAE, "cached": True}
+    return {k: str(v) for k, v in wanted.items()} | {
+        "vae": str(vae) if vae.is_dir() else release_fact(spec, "vae"),
+        "cached": True,
+    }
 
 
 def check_weights(spec, state):
@@ -714,7 +734,7 @@ def check_weights(spec, state):
         return f"the tree's checkpoints ({names}, VAE {state['weights']['vae']}); real face detection"
     state["weights"] = synthetic_weights(spec, state["config"])
     how = "reused from the cache" if state["weights"]["cached"] else "made"
-    if (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists():
+    if release_fact(spec, "face_detection") == "insightface":
         stood_in = "InsightFace"
     else:  # 1.0, 1.5: face_alignment for the crop, mediapipe's mesh for other masks
         said = state["landmarks"]
@@ -783,7 +803,7 @@ def main(spec_path: str) -> int:
                 detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
-    if spec["weights"] == "synthetic" and not (Path(tree) / "latentsync/utils/face_detector.py").exists():
+    if spec["weights"] == "synthetic" and release_fact(spec, "face_detection") == "face_alignment":
         # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
         state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
     if spec["device"] == "auto":

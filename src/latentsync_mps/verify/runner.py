@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..engine import check_tree, detect
+from ..release_facts import spec_facts
 from ..ruleset import RulePack
 from .target_torch import resolve as resolve_target
 from .target_torch import write_table
@@ -161,6 +162,8 @@ def run_verify(
             # A ComfyUI node package: its nodes run too, as a workflow runs them.
             "comfy": is_node_package(tree, profile.name),
             "release": release.name if release else None,
+            # What the release is like at run time (patches/upstreams.toml): the harness reads no lsync-port data.
+            "release_facts": spec_facts(pack, profile, release),
             "preview": str(out / "preview.png"),
         }
         if not frames:

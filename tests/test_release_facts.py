@@ -1,0 +1,170 @@
+"""Release facts (`[release.facts]` in patches/upstreams.toml): validated on load, and really read by
+doctor, verify's runner and its harness: a fact changed in a copied pack changes what they do."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from latentsync_mps import release_facts
+from latentsync_mps.cli import app
+from latentsync_mps.doctor import catalog, checks
+from latentsync_mps.doctor import tree as doctor_tree
+from latentsync_mps.resources import patches_dir
+from latentsync_mps.ruleset import RuleFileError, load
+from latentsync_mps.verify import runner
+
+HARNESS = Path(runner.__file__).with_name("harness.py")
+
+
+@pytest.fixture
+def copied_pack(tmp_path, monkeypatch) -> Path:
+    """The shipped rule packs, copied, and made the ones in use."""
+    patches = tmp_path / "patches"
+    shutil.copytree(patches_dir(), patches)
+    monkeypatch.setenv("LSYNC_PORT_PATCHES", str(patches))
+    return patches
+
+
+def change_fact(patches: Path, release: str, key: str, old: str, new: str) -> None:
+    """Replace `key = old` with `key = new` in the facts of `release` only."""
+    path = patches / "upstreams.toml"
+    text = path.read_text()
+    start = text.index(f'name = "{release}"')
+    end = text.find("[[release]]", start)
+    end = len(text) if end < 0 else end
+    block = text[start:end]
+    assert f"{key} = {old}\n" in block
+    path.write_text(text[:start] + block.replace(f"{key} = {old}\n", f"{key} = {new}\n") + text[end:])
+
+
+def test_every_latentsync_release_has_facts_and_the_wrapper_none():
+    pack = load(patches_dir())
+    facts = {r.name: r.facts for r in pack.profiles["latentsync"].releases}
+    assert set(facts) == {"1.0", "1.5", "1.6", "main"} and all(facts.values())
+    assert [facts[r].face_detection for r in ("1.0", "1.5", "1.6", "main")] == [
+        "face_alignment",
+        "face_alignment",
+        "insightface",
+        "insightface",
+    ]
+    assert facts["1.6"].whisper_for(768) == "small" and facts["1.6"].whisper_for(384) == "tiny"
+    assert all(r.facts is None for r in pack.profiles["comfyui-latentsyncwrapper"].releases)
+
+
+@pytest.mark.parametrize(
+    ("key", "old", "new", "said"),
+    [
+        ("resolution", "512", '"big"', "facts.resolution: expected a positive number of pixels, got 'big'"),
+        ("resolution", "512", "true", "facts.resolution: expected a positive number of pixels, got True"),
+        ("face_detection", '"insightface"', '"dlib"', "facts.face_detection: expected one of face_alignment"),
+        ("whole_chunks", "false", '"no"', "facts.whole_chunks: expected true or false, got 'no'"),
+        ("whisper_by_width", '{ 768 = "small" }', "{ wide = 1 }", "facts.whisper_by_width.wide: expected"),
+    ],
+)
+def test_bad_facts_are_one_line_naming_file_release_and_key(copied_pack, key, old, new, said):
+    change_fact(copied_pack, "1.6", key, old, new)
+    with pytest.raises(RuleFileError) as caught:
+        load(copied_pack)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{copied_pack / 'upstreams.toml'}: release '1.6', ")
+    assert said in message
+
+
+def test_an_unknown_or_missing_fact_is_named(copied_pack):
+    shipped = (copied_pack / "upstreams.toml").read_text()
+    change_fact(copied_pack, "1.0", "resolution", "256", '256\ncolour = "blue"')
+    with pytest.raises(RuleFileError, match=r"release '1.0', facts.colour: unknown key"):
+        load(copied_pack)
+    (copied_pack / "upstreams.toml").write_text(shipped.replace('vae = "stabilityai/sd-vae-ft-mse"\n', "", 1))
+    with pytest.raises(RuleFileError, match=r"release '1.0', facts.vae: missing"):
+        load(copied_pack)
+
+
+def test_the_cli_gives_one_line_for_bad_facts(copied_pack, tmp_path):
+    change_fact(copied_pack, "main", "resolution", "512", "-1")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path)])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "facts.resolution" in lines[0] and "upstreams.toml" in lines[0], result.output
+
+
+def test_doctor_reads_the_facts_of_the_pack_in_use(copied_pack):
+    tree_15 = {"tree": {"profile": "latentsync", "release": "1.5", "error": None}}
+    assert checks.needs_insightface(tree_15) is False
+    names = [c.path for c in catalog.checkpoints("latentsync", "1.5")]
+    assert not any("buffalo_l" in name for name in names)
+    assert catalog.DEFAULT_RESOLUTION["1.5"] == 256
+
+    change_fact(copied_pack, "1.5", "face_detection", '"face_alignment"', '"insightface"')
+    change_fact(copied_pack, "1.5", "resolution", "256", "384")
+    change_fact(copied_pack, "1.5", "weights_repo", '"ByteDance/LatentSync-1.5"', '"someone/weights"')
+    assert checks.needs_insightface(tree_15) is True
+    entries = catalog.checkpoints("latentsync", "1.5")
+    assert any("buffalo_l" in e.path for e in entries)
+    assert entries[0].repo == "someone/weights"
+    assert catalog.DEFAULT_RESOLUTION["1.5"] == 384
+
+
+def test_doctor_picks_whisper_and_vae_by_the_facts(copied_pack, tmp_path):
+    facts = {"path": str(tmp_path), "profile": "latentsync", "release": "1.6", "config": {"cross_attention_dim": 768}}
+    doctor_tree.add_checkpoints(facts, None)
+    assert "checkpoints/whisper/small.pt" in [e["path"] for e in facts["checkpoints"]]
+    assert doctor_tree.gather_vae({"hf_hub": str(tmp_path)}, "latentsync", "1.6")["repo"] == "stabilityai/sd-vae-ft-mse"
+
+    change_fact(copied_pack, "1.6", "whisper_by_width", '{ 768 = "small" }', '{ 768 = "medium" }')
+    change_fact(copied_pack, "1.6", "vae", '"stabilityai/sd-vae-ft-mse"', '"someone/vae"')
+    doctor_tree.add_checkpoints(facts, None)
+    assert "checkpoints/whisper/medium.pt" in [e["path"] for e in facts["checkpoints"]]
+    assert doctor_tree.gather_vae({"hf_hub": str(tmp_path)}, "latentsync", "1.6")["repo"] == "someone/vae"
+
+
+def test_the_runner_writes_the_detected_releases_facts_into_the_spec(copied_pack, fixture_tree, monkeypatch):
+    change_fact(copied_pack, "1.6", "vae", '"stabilityai/sd-vae-ft-mse"', '"someone/vae"')
+    seen = {}
+
+    def child(script, spec, tree, python, timeout, on_event=None):
+        seen.update(spec)
+        return runner.ChildRun({}, False, {}, 1, [])
+
+    monkeypatch.setattr(runner, "run_child", child)
+    runner.run_verify(fixture_tree, load(copied_pack), device="cpu", out_dir=fixture_tree.parent / "out")
+    assert seen["release"] == "1.6"  # the fixture is 1.6-shaped
+    assert seen["release_facts"]["detected"] is True and seen["release_facts"]["vae"] == "someone/vae"
+
+
+def test_a_tree_of_no_known_release_gets_the_newest_facts_undetected():
+    pack = load(patches_dir())
+    wrapper = pack.profiles["comfyui-latentsyncwrapper"]
+    facts = release_facts.spec_facts(pack, wrapper, wrapper.releases[0])
+    assert facts["release"] == "main" and facts["detected"] is False
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("lsync_port_harness_facts_test", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
+    harness = _harness()
+    (tmp_path / "checkpoints" / "whisper").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "latentsync_unet.pt").write_bytes(b"")
+    (tmp_path / "checkpoints" / "whisper" / "medium.pt").write_bytes(b"")
+    facts = release_facts.lookup("latentsync", "1.6").to_json() | {"detected": True}
+    spec = {"tree": str(tmp_path), "release_facts": facts | {"whisper": "medium", "vae": "someone/vae"}}
+    weights = harness.real_weights(spec, {"model": {"cross_attention_dim": 384}})
+    assert Path(weights["whisper"]).name == "medium.pt" and weights["vae"] == "someone/vae"
+    with pytest.raises(harness.CheckFailed, match="small.pt"):
+        harness.real_weights(spec, {"model": {"cross_attention_dim": 768}})  # whisper_by_width: small
+
+    # No face_detector.py in this tree: a detected release's facts decide, not the files.
+    assert harness.release_fact(spec, "whole_chunks") is False
+    assert harness.release_fact(dict(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
+    assert harness.release_fact(dict(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
