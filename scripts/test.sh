@@ -26,4 +26,12 @@ fi
 "$VENV/bin/ruff" check src tests scripts
 # pytest exits 5 when it collects no test; set -e turns that into a failure, as it should.
 # Here every extra is installed, so a test skipped for a missing extra is a set-up bug: fail it.
-LSYNC_PORT_REQUIRE_EXTRAS=1 "$VENV/bin/python" -m pytest "$@"
+# One worker per core (pytest-xdist), each taking whole files (--dist loadfile): a module's
+# shared set-up (its module-scoped fixtures) runs once, and tests that judge the other tests of
+# their file (test_kill.py's last) see them all. LSYNC_PORT_TEST_WORKERS=0 runs in this process;
+# arguments given to this script come after these, so its `-n 0` wins too.
+# Each worker keeps a core busy, so torch's own threads (in the verify and forecast children) would
+# only contend for it: one each (on a busy 2-core machine a CPU verify of the fixture took 13 s of
+# CPU time with one thread, 21 s with two).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+LSYNC_PORT_REQUIRE_EXTRAS=1 "$VENV/bin/python" -m pytest -n "${LSYNC_PORT_TEST_WORKERS:-auto}" --dist loadfile "$@"

@@ -167,6 +167,10 @@ def ported_tree(tmp_path_factory, pack):
 @pytest.fixture
 def ported_fixture(ported_tree, monkeypatch):
     """The 1.6-shaped fixture, ported, importable as `latentsync` (the modules are dropped afterwards)."""
+    # A `latentsync` another test file left in sys.modules (the order of files differs per xdist
+    # worker) would shadow this tree's: drop it first, as afterwards.
+    for name in [m for m in sys.modules if m.split(".")[0] in ("latentsync", "scripts", "gradio_app")]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(ported_tree))
     yield ported_tree
     for name in [m for m in sys.modules if m.split(".")[0] in ("latentsync", "scripts", "gradio_app")]:

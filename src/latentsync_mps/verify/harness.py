@@ -257,7 +257,9 @@ def synthetic_weights(spec, config) -> dict:
     paths = {"unet": folder / "unet.pt", "whisper": folder / "whisper.pt", "vae": folder / "vae"}
     if all(p.exists() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()} | {"cached": True}
-    partial = folder.with_suffix(".partial")
+    # This process's own partial folder: two verify runs (parallel tests, two terminals) may build
+    # the same key at once, and neither may delete or read the other's half-written folder.
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     torch.manual_seed(spec["seed"])
@@ -297,9 +299,13 @@ def synthetic_weights(spec, config) -> dict:
         sample_size=64,
     )
     vae.save_pretrained(partial / "vae", safe_serialization=False)
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    try:
+        partial.rename(folder)
+    except OSError:  # another run finished the same key first (or left an incomplete folder)
+        if not all(p.exists() for p in paths.values()):
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.rename(folder)
+    shutil.rmtree(partial, ignore_errors=True)
     return {k: str(v) for k, v in paths.items()} | {"cached": False}
 
 
