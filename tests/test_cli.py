@@ -75,7 +75,8 @@ def test_status_and_revert_round_trip(fixture_tree):
     status = run("status", str(fixture_tree), "--json")
     assert json.loads(status.output)["summary"] == "patched"
     result = run("revert", str(fixture_tree))
-    assert result.exit_code == 0 and re.search(r"Reverted \d+ file\(s\), removed 1\.", result.output)
+    # Removed: the two files apply created, the runtime helper and the release's forecast figures.
+    assert result.exit_code == 0 and re.search(r"Reverted \d+ file\(s\), removed 2\.", result.output)
     assert tree_hashes(fixture_tree) == pristine
 
 

@@ -169,7 +169,8 @@ def test_an_empty_directory_is_not_an_upstream_tree(tmp_path):
 
 
 def test_crlf_line_endings_are_kept(fixture_tree):
-    sources = [*fixture_tree.rglob("*.py"), fixture_tree / "requirements.txt"]
+    # Every language apply rewrites: Python, requirement files and shell scripts.
+    sources = [*fixture_tree.rglob("*.py"), fixture_tree / "requirements.txt", *fixture_tree.rglob("*.sh")]
     for path in sources:
         path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
     pristine = tree_hashes(fixture_tree)
@@ -179,7 +180,7 @@ def test_crlf_line_endings_are_kept(fixture_tree):
     after = tree_hashes(fixture_tree)
     changed = [rel for rel, digest in pristine.items() if after[rel] != digest]
     assert {f["path"] for f in report["files"] if not f["created"]} == set(changed)
-    assert "requirements.txt" in changed and "scripts/inference.py" in changed
+    assert "requirements.txt" in changed and "scripts/inference.py" in changed and "inference.sh" in changed
     for rel in changed:
         data = (fixture_tree / rel).read_bytes()
         assert b"\r\n" in data, rel

@@ -163,6 +163,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "a package index URL",
         "scripts/test.sh installs the pinned torch from this index (CI sets PyTorch's CPU index).",
     ),
+    EnvVar(
+        "LSYNC_PORT_TEST_WORKERS",
+        TESTS,
+        "a number or `auto` (default)",
+        "How many pytest-xdist workers scripts/test.sh runs the suite on; `0` runs it in one process.",
+    ),
     EnvVar("LSYNC_PORT_VENV", TESTS, "a folder, default `.venv`", "The virtual environment scripts/test.sh creates."),
     EnvVar(
         "LSYNC_CORPUS_FILES",
