@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -105,6 +105,31 @@ class Change:
     line: int
     before: str
     after: str
+
+
+def rewrite_line_by_line(
+    text: str, kinds: Sequence[RuleKind], ctx: FileContext, offer: Callable[[Any, str, list[str]], list[str] | None]
+) -> tuple[str, list[Change]]:
+    """The pass of the line-based languages (requirement files, shell scripts): each line is offered
+    to every rule in turn, `offer(kind, line, lines_above) -> replacement lines or None`, so a rule
+    sees the lines an earlier rule produced. Changes carry the line numbers of the original text."""
+    out: list[str] = []
+    changes: list[Change] = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        lines = [line]
+        for kind in kinds:
+            produced: list[str] = []
+            for current in lines:
+                new_lines = offer(kind, current, out + produced)
+                if new_lines is None or new_lines == [current]:
+                    produced.append(current)
+                    continue
+                produced.extend(new_lines)
+                after = " | ".join(n.strip() for n in new_lines) or "(removed)"
+                changes.append(Change(kind.rule.id, ctx.path, number, current.strip(), after))
+            lines = produced
+        out.extend(lines)
+    return "".join(out), changes
 
 
 @dataclass

@@ -21,7 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
-from .base import Change, FileContext, RequirementsRuleKind, RuleError
+from .base import Change, FileContext, RequirementsRuleKind, RuleError, rewrite_line_by_line
 
 
 @dataclass
@@ -47,25 +47,8 @@ class RequirementLine:
 
 
 def rewrite_requirements(text: str, kinds: list[RequirementsRuleKind], ctx: FileContext) -> tuple[str, list[Change]]:
-    """One pass over the lines: each line is offered to every rule in turn (a rule sees the lines
-    an earlier rule produced). Changes carry the line numbers of the original text."""
-    out: list[str] = []
-    changes: list[Change] = []
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        lines = [line]
-        for kind in kinds:
-            produced: list[str] = []
-            for current in lines:
-                new_lines = kind.rewrite_line(current)
-                if new_lines is None or new_lines == [current]:
-                    produced.append(current)
-                    continue
-                produced.extend(new_lines)
-                after = " | ".join(n.strip() for n in new_lines) or "(removed)"
-                changes.append(Change(kind.rule.id, ctx.path, number, current.strip(), after))
-            lines = produced
-        out.extend(lines)
-    return "".join(out), changes
+    """Every requirements rule over the file, line by line (`rewrite_line_by_line`)."""
+    return rewrite_line_by_line(text, kinds, ctx, lambda kind, line, above: kind.rewrite_line(line))
 
 
 class RequirementReplace(RequirementsRuleKind):

@@ -20,7 +20,7 @@ import re
 from abc import abstractmethod
 from typing import Any
 
-from .base import Change, FileContext, RuleError, RuleKind
+from .base import Change, FileContext, RuleError, RuleKind, rewrite_line_by_line
 
 # The matched line (without indentation and ending) in a shell-line-replace template.
 LINE = "{line}"
@@ -55,25 +55,9 @@ class ShellRuleKind(RuleKind):
 
 
 def rewrite_shell(text: str, kinds: list[ShellRuleKind], ctx: FileContext) -> tuple[str, list[Change]]:
-    """One pass over the lines: each line is offered to every rule in turn (a rule sees the lines an
-    earlier rule produced). Changes carry the line numbers of the original text."""
-    out: list[str] = []
-    changes: list[Change] = []
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        lines = [line]
-        for kind in kinds:
-            produced: list[str] = []
-            for current in lines:
-                new_lines = kind.rewrite_line(current, out + produced)
-                if new_lines is None or new_lines == [current]:
-                    produced.append(current)
-                    continue
-                produced.extend(new_lines)
-                after = " | ".join(n.strip() for n in new_lines) or "(removed)"
-                changes.append(Change(kind.rule.id, ctx.path, number, current.strip(), after))
-            lines = produced
-        out.extend(lines)
-    return "".join(out), changes
+    """Every shell rule over the script, line by line (`rewrite_line_by_line`); a rule also sees the
+    lines written above the one it is offered."""
+    return rewrite_line_by_line(text, kinds, ctx, lambda kind, line, above: kind.rewrite_line(line, above))
 
 
 class ShellLineReplace(ShellRuleKind):
