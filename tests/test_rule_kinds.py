@@ -211,3 +211,18 @@ def test_shell_kinds_validate_their_options():
         kind("shell-note", pattern="python .*", lines=["echo hi"])
     with pytest.raises(RuleError, match="unknown option"):
         kind("shell-note", pattern="python .*", lines=["# hi"], extra=1)
+
+
+def test_upcast_call_wraps_once_and_binds_a_non_trivial_input_once():
+    # No rule of ours uses upcast-call since interpolate-float32 goes through the helper; rule packs
+    # of one's own (LSYNC_PORT_PATCHES) still can, so its contract is tested here.
+    k = kind("upcast-call", calls=["torch.nn.functional.interpolate"], dtype="torch.float32")
+    before = (
+        "import torch\n"
+        "import torch.nn.functional as F\n"
+        "y = F.interpolate(x, scale_factor=2.0, mode='nearest')\n"
+        "z = F.interpolate(f(x), size=4)\n"
+    )
+    after = rewrite(k, before)  # rewrite() also checks that a second run changes nothing
+    assert "F.interpolate(x.to(torch.float32), scale_factor=2.0, mode='nearest').to(x.dtype)" in after
+    assert "(_lsync_in := f(x))" in after and after.count("f(x)") == 1
