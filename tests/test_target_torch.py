@@ -262,6 +262,7 @@ def test_the_text_report_names_the_target_and_the_memory():
     report.target_torch = {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}
     report.simulator = {
         "macos": "15.0",
+        "mac_memory_bytes": 16 * 2**30,
         "ops": 3,
         "distinct_ops": 2,
         "memory": {"peak_bytes": 3 * 2**20, "largest_buffer_bytes": 2**20, "largest_buffer_op": "aten::mm"},
@@ -270,6 +271,7 @@ def test_the_text_report_names_the_target_and_the_memory():
     render_findings(console, report)
     text = console.export_text()
     assert "judged against torch 2.5.1 (requirements.txt: torch==2.5.1) on a simulated macOS 15.0" in text
+    assert "macOS 15.0 Mac with 16 GB of memory" in text
     assert "peak 3 MiB" in text and "largest buffer 1 MiB (aten::mm)" in text
 
 
@@ -329,6 +331,7 @@ def test_by_default_the_pinned_torch_catches_missing_ops_big_buffers_and_the_fp1
     device = next(c for c in report["checks"] if c["name"] == "device")
     assert "checked against the MPS kernels of torch 2.5.1" in device["detail"]
     assert "on macOS 15.0" in device["detail"] and report["simulator"]["macos"] == "15.0"
+    assert report["simulator"]["mac_memory_bytes"] == 16 * 2**30 and "16 GB of memory" in device["detail"]
     by_site = errors_at(report)
     assert {f["op"] for f in by_site[sites["det"]]} == {"aten::_linalg_det"}
     assert {f["op"] for f in by_site[sites["nearest-5d"]]} == {"aten::upsample_nearest3d"}

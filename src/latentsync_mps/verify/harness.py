@@ -391,7 +391,8 @@ def check_device(spec, state):
         target = simulator.table.get("torch", torch.__version__)  # the tree's target torch, not this one
         return (
             f"simulated on the CPU, checked against the MPS kernels of torch {target} "
-            f"({kernels} of {overloads} aten overloads have one) on macOS {simulator.stats()['macos']}: "
+            f"({kernels} of {overloads} aten overloads have one) on macOS {simulator.stats()['macos']}, "
+            f"{simulator.stats()['mac_memory_bytes'] // 2**30} GB of memory: "
             f"torch {torch.__version__} on mps-sim",
             {"simulated": True, "support": counts},
         )

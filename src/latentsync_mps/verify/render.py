@@ -92,6 +92,8 @@ def render_findings(console: Console, report: VerifyReport) -> None:
     target = report.target_torch
     if target:
         macos = f" on a simulated macOS {stats['macos']}" if stats.get("macos") else ""
+        if stats.get("mac_memory_bytes"):
+            macos += f" Mac with {stats['mac_memory_bytes'] / 2**30:.0f} GB of memory"
         console.print(
             f"MPS simulator: judged against torch {target['version']} ({target['origin']}){macos}.", highlight=False
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import tensor as _tensor
-from .simulator import _ORIGINALS, SIMULATED_MACOS, Simulator, _Mode, _split_copy
+from .simulator import _ORIGINALS, SIMULATED_MAC_RAM, SIMULATED_MACOS, Simulator, _Mode, _split_copy
 from .support import load_support_table
 from .tensor import MPSSimTensor, SimGenerator, _active, _is_mps
 
@@ -99,13 +99,6 @@ def _memory_in_use() -> int:
         return int(rss if sys.platform == "darwin" else rss * 1024)
     except (ImportError, OSError):
         return 0
-
-
-# The simulated Mac's memory: 16 GB, the smallest current Apple Silicon configuration, whose
-# recommended working set (torch.mps.recommended_max_memory) Metal puts at two thirds of its RAM,
-# 10.7 GiB. The runtime helper's dtype policy then takes the float16 path such a Mac takes,
-# whatever the memory of the machine running the simulation.
-SIMULATED_MAC_RAM = 16 * 2**30
 
 
 def _recommended_max_memory() -> int:

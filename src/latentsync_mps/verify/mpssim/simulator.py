@@ -19,6 +19,11 @@ from .tensor import MPSSimTensor, _BaseGenerator, _generator_is_mps, _is_cpu, _i
 # The macOS the simulated machine answers with (torch.backends.mps.is_macos_or_newer): 15, so SDPA on
 # strided q/k/v takes MPS's fused route as on current Macs. bfloat16 (macOS 14) is still a warning.
 SIMULATED_MACOS = (15, 0)
+# The simulated Mac's memory: 16 GB, the smallest current Apple Silicon configuration, whose
+# recommended working set (torch.mps.recommended_max_memory) Metal puts at two thirds of its RAM,
+# 10.7 GiB. The runtime helper's dtype policy then takes the float16 path such a Mac takes,
+# whatever the memory of the machine running the simulation.
+SIMULATED_MAC_RAM = 16 * 2**30
 
 FLOAT64_ERROR = (
     "Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64. "
@@ -202,6 +207,7 @@ class Simulator:
             "fallback_enabled": self.fallback_enabled,
             # The Mac the verdict models: its macOS (torch.backends.mps.is_macos_or_newer answers for it).
             "macos": ".".join(map(str, SIMULATED_MACOS)),
+            "mac_memory_bytes": SIMULATED_MAC_RAM,
             "torch": torch.__version__,
             "target_torch": self.target or {"version": self.table.get("torch"), "origin": "installed torch"},
             "table_counts": self.table.get("counts", {}),
