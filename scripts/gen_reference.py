@@ -200,10 +200,11 @@ def rule_kinds_page(kinds: dict[str, type]) -> str:
         for name in names:
             own = kinds[name].__dict__.get("__doc__")
             language = getattr(kinds[name], "language", "python")
+            does = "Reports in" if getattr(kinds[name], "detection", False) else "Rewrites"
             if len(names) > 1:
-                section += ["", f"### `{name}`", "", f"Rewrites {language} files."]
+                section += ["", f"### `{name}`", "", f"{does} {language} files."]
             else:
-                section += ["", f"Rewrites {language} files."]
+                section += ["", f"{does} {language} files."]
             if own:
                 section += ["", _fence(inspect.cleandoc(own), "text")]
         body.append("\n".join(section))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from .findings import _TEXT_CALLEES, Finding, _cuda_api, find_in_python
+from .findings import Finding, find_in_python, is_cuda_api, text_callees
 from .rules.base import HELPER, expression_shape, span_of, span_within
 from .rules.device_literal import CUDA_LITERAL
 from .rules.names import ImportedNameProvider
@@ -81,7 +81,7 @@ class _Collector(cst.CSTVisitor):
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         names = {q.name for q in self.get_metadata(ImportedNameProvider, node, set())}
-        if node.attr.value in _CUDA_ATTRIBUTES or any(_cuda_api(n) for n in names):
+        if node.attr.value in _CUDA_ATTRIBUTES or any(is_cuda_api(n) for n in names):
             self._note(node)
             return False  # one mention per attribute chain (`torch.cuda.amp.autocast`)
         return True
@@ -91,7 +91,7 @@ class _Collector(cst.CSTVisitor):
         parent = self.get_metadata(ParentNodeProvider, node, None)
         if isinstance(parent, cst.Attribute) and parent.attr is node:
             return  # the attribute's own name: judged with the attribute
-        if any(_cuda_api(n) for n in names):
+        if any(is_cuda_api(n) for n in names):
             self._note(node)
 
     # -- how a mention is accounted for -------------------------------------------------------
@@ -119,7 +119,7 @@ class _Collector(cst.CSTVisitor):
                 last = callee.rpartition(".")[2]
                 if child is not parent.func and last in ("startswith", "endswith"):
                     return "comparison"
-                if child is not parent.func and (last in _TEXT_CALLEES or last.endswith(_EXCEPTION_SUFFIXES)):
+                if child is not parent.func and (last in text_callees() or last.endswith(_EXCEPTION_SUFFIXES)):
                     return "text"
             if isinstance(parent, cst.If | cst.IfExp) and expression_shape(self._code(parent.test)) == _GUARD:
                 return "guarded"

@@ -48,6 +48,12 @@ def cuda_fstring(node: cst.CSTNode) -> bool:
     return first.value == "cuda:" or (first.value == "cuda" and len(node.parts) == 1)
 
 
+def is_device_move(func: cst.BaseExpression, qualified: set[str]) -> bool:
+    """Is this callee (with its qualified names) a device move, whose first argument is a device:
+    `.to(...)` or `torch.device(...)`? Shared by this kind and the finder report-cuda-literal."""
+    return m.matches(func, m.Attribute(attr=m.Name("to"))) or "torch.device" in qualified
+
+
 class DeviceLiteralCommand(RuleCommand["DeviceLiteral"]):
     METADATA_DEPENDENCIES = (*RuleCommand.METADATA_DEPENDENCIES, ImportedNameProvider)
 
@@ -117,10 +123,8 @@ class DeviceLiteralCommand(RuleCommand["DeviceLiteral"]):
         return updated_node
 
     def _positional_device_index(self, call: cst.Call) -> int | None:
-        if m.matches(call.func, m.Attribute(attr=m.Name("to"))):
-            return 0
         names = {q.name for q in self.get_metadata(ImportedNameProvider, call.func, set())}
-        if "torch.device" in names:
+        if is_device_move(call.func, names):
             return 0
         callee = _callee_name(call.func)
         for name, index in self.kind.positional.items():

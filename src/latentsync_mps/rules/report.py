@@ -17,6 +17,17 @@ lines that must be reported (`report = []`: nothing).
 - requirement-report: a requirement line, by package (`package`, optionally only when pinned
   `below` a version) or an option line by the text it contains (`option_contains`). Lines
   already kept off macOS by an environment marker are not reported.
+
+Options every Python detection kind takes (besides its own):
+- `guard`: an expression; inside `if <guard>:` (compared by syntax tree) the rule reports
+  nothing, because that code runs only where the guard holds (kinds that say they take it).
+- `supersedes`: ids of other detection rules. Where this rule reports, the superseded rules'
+  findings about the same code (the name or call each finding is about, its *subject*) are
+  hidden: one reference, one finding. `torch.backends.cudnn.benchmark = True` is a cuda-flag
+  (rule report-cuda-flag), not also a torch-cuda reference (rule report-torch-cuda).
+
+More kinds, one file each topic: cuda_reference.py, device_report.py, dtype_report.py,
+branch_report.py, attention_report.py.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from libcst.metadata import PositionProvider
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .base import RuleError, RuleKind, expression_shape
+from .base import RuleError, RuleKind, Span, expression_shape, span_of, span_within
 from .finding import SEVERITIES, Finding, finding_at
 from .names import ImportedNameProvider
 
@@ -38,13 +49,19 @@ class DetectionRuleKind(RuleKind):
 
     detection: ClassVar[bool] = True
 
+    # False for a kind whose texts (severity, why, fix) come from a table of its own instead
+    # (report-cuda-reference: patches/torch-cuda.toml); `finding` is always given.
+    own_texts: ClassVar[bool] = True
+
     def configure(self, options: dict[str, Any]) -> None:
         self.finding = self.take(options, "finding", str)
-        self.severity = self.take(options, "severity", str)
+        required = ... if self.own_texts else ""
+        self.severity = self.take(options, "severity", str, "error" if not self.own_texts else required)
         if self.severity not in SEVERITIES:
             raise RuleError(f"option 'severity' must be one of {', '.join(SEVERITIES)}: {self.severity!r}")
-        self.why = self.take(options, "why", str)
-        self.fix = self.take(options, "fix", str)
+        self.why = self.take(options, "why", str, required)
+        self.fix = self.take(options, "fix", str, required)
+        self.supersedes = self.strings(options, "supersedes")
         self.configure_match(options)
         super().configure(options)
 
@@ -63,20 +80,91 @@ class DetectionRuleKind(RuleKind):
 class PythonDetectionKind(DetectionRuleKind):
     """Reports in Python files, inside the file's single pass (a visitor of the original nodes)."""
 
-    def finder(self, path: str) -> cst.CSTVisitor:
+    def finder(self, path: str) -> DetectionFinder:
         raise NotImplementedError
+
+    @staticmethod
+    def guard_option(options: dict[str, Any]) -> str | None:
+        """The `guard` option as an expression shape (None: no guard)."""
+        guard = RuleKind.take(options, "guard", str, None)
+        shape = None if guard is None else expression_shape(guard)
+        if guard is not None and shape is None:
+            raise RuleError(f"option 'guard' is not a Python expression: {guard!r}")
+        return shape
 
 
 _EMPTY = cst.Module(body=[])
 
 
-class _CallFinder(cst.CSTVisitor):
+class DetectionFinder(cst.CSTVisitor):
+    """The visitor of one detection-only rule over one file. It records each finding with its
+    subject (the span of the code it is about); `found` leaves out those that a superseding
+    rule's finding is about too (`superseded_by`, wired by findings.python_finders)."""
+
     METADATA_DEPENDENCIES = (PositionProvider, ImportedNameProvider)
 
-    def __init__(self, kind: ReportCall, path: str) -> None:
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
         super().__init__()
         self.kind, self.path = kind, path
-        self.found: list[Finding] = []
+        self.reported: list[tuple[Finding, Span]] = []
+        self.superseded_by: list[DetectionFinder] = []
+
+    @property
+    def found(self) -> list[Finding]:
+        covered = [subject for other in self.superseded_by for _, subject in other.reported]
+        return [f for f, subject in self.reported if not any(span_within(subject, c) for c in covered)]
+
+    def add(
+        self,
+        node: cst.CSTNode,
+        subject: cst.CSTNode | None = None,
+        *,
+        finding: str | None = None,
+        severity: str | None = None,
+        why: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        """Report `node` (about `subject`, default the node itself) with the rule's texts unless given."""
+        kind = self.kind
+        reported = finding_at(
+            self, self.path, node, finding or kind.finding, severity or kind.severity, why or kind.why, fix or kind.fix
+        )
+        where = reported.span if subject is None else span_of(self.get_metadata(PositionProvider, subject))
+        self.reported.append((reported, where))
+
+    def qualified(self, node: cst.CSTNode) -> set[str]:
+        """The names `node` stands for through the file's imports (`F.interpolate` -> torch.nn.functional...)."""
+        return {q.name for q in self.get_metadata(ImportedNameProvider, node, set())}
+
+    @staticmethod
+    def code(node: cst.CSTNode) -> str:
+        return _EMPTY.code_for_node(node)
+
+
+class GuardedFinder(DetectionFinder):
+    """A finder that reports nothing inside `if <guard>:` (the kind's `guard_shape`; None: no guard)."""
+
+    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
+        super().__init__(kind, path)
+        self.guards: list[bool] = []  # per enclosing `if`: is its test the guard?
+
+    def visit_If(self, node: cst.If) -> None:
+        guard = self.kind.guard_shape  # type: ignore[attr-defined]
+        self.guards.append(guard is not None and expression_shape(self.code(node.test)) == guard)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.guards.pop()
+
+    @property
+    def guarded(self) -> bool:
+        return any(self.guards)
+
+
+class _CallFinder(DetectionFinder):
+    kind: ReportCall
+
+    def __init__(self, kind: ReportCall, path: str) -> None:
+        super().__init__(kind, path)
         self.ifs = 0  # enclosing `if` statements
 
     def visit_If(self, node: cst.If) -> None:
@@ -90,8 +178,7 @@ class _CallFinder(cst.CSTVisitor):
         if kind.unguarded and self.ifs:
             return
         if kind.callee:
-            names = {q.name for q in self.get_metadata(ImportedNameProvider, node.func, set())}
-            if not names & kind.callee:
+            if not self.qualified(node.func) & kind.callee:
                 return
         else:
             func = node.func
@@ -101,7 +188,7 @@ class _CallFinder(cst.CSTVisitor):
                 return
         if (kind.args == "none" and node.args) or (kind.args == "some" and not node.args):
             return
-        self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
+        self.add(node)
 
 
 def _named(node: cst.BaseExpression, names: tuple[str, ...]) -> bool:
@@ -130,39 +217,15 @@ class ReportCall(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return tuple(name.rpartition(".")[2] for name in self.callee) or self.method
 
-    def finder(self, path: str) -> cst.CSTVisitor:
+    def finder(self, path: str) -> DetectionFinder:
         return _CallFinder(self, path)
 
 
-class _Finder(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
-        super().__init__()
-        self.kind, self.path = kind, path
-        self.found: list[Finding] = []
-
-    def add(self, node: cst.CSTNode) -> None:
-        kind = self.kind
-        self.found.append(finding_at(self, self.path, node, kind.finding, kind.severity, kind.why, kind.fix))
-
-
-class _AttributeFinder(_Finder):
+class _AttributeFinder(GuardedFinder):
     kind: ReportAttribute
 
-    def __init__(self, kind: PythonDetectionKind, path: str) -> None:
-        super().__init__(kind, path)
-        self.guards: list[bool] = []  # per enclosing `if`: is its test the guard?
-
-    def visit_If(self, node: cst.If) -> None:
-        guard = self.kind.guard_shape
-        self.guards.append(guard is not None and expression_shape(_EMPTY.code_for_node(node.test)) == guard)
-
-    def leave_If(self, original_node: cst.If) -> None:
-        self.guards.pop()
-
     def visit_Attribute(self, node: cst.Attribute) -> None:
-        if node.attr.value == self.kind.attribute and not any(self.guards):
+        if node.attr.value == self.kind.attribute and not self.guarded:
             self.add(node)
 
 
@@ -171,19 +234,16 @@ class ReportAttribute(PythonDetectionKind):
 
     def configure_match(self, options: dict[str, Any]) -> None:
         self.attribute = self.take(options, "attribute", str)
-        guard = self.take(options, "guard", str, None)
-        self.guard_shape = None if guard is None else expression_shape(guard)
-        if guard is not None and self.guard_shape is None:
-            raise RuleError(f"option 'guard' is not a Python expression: {guard!r}")
+        self.guard_shape = self.guard_option(options)
 
     def needles(self) -> tuple[str, ...]:
         return (self.attribute,)
 
-    def finder(self, path: str) -> cst.CSTVisitor:
+    def finder(self, path: str) -> DetectionFinder:
         return _AttributeFinder(self, path)
 
 
-class _KeywordFinder(_Finder):
+class _KeywordFinder(DetectionFinder):
     kind: ReportKeyword
 
     def visit_Arg(self, node: cst.Arg) -> None:
@@ -205,11 +265,11 @@ class ReportKeyword(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.keyword,)
 
-    def finder(self, path: str) -> cst.CSTVisitor:
+    def finder(self, path: str) -> DetectionFinder:
         return _KeywordFinder(self, path)
 
 
-class _SequenceFinder(_Finder):
+class _SequenceFinder(DetectionFinder):
     kind: ReportSequence
 
     def visit_List(self, node: cst.List) -> None:
@@ -234,7 +294,7 @@ class ReportSequence(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.contains,)
 
-    def finder(self, path: str) -> cst.CSTVisitor:
+    def finder(self, path: str) -> DetectionFinder:
         return _SequenceFinder(self, path)
 
 
