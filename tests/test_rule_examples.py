@@ -14,6 +14,7 @@ from latentsync_mps.findings import KINDS
 from latentsync_mps.resources import patches_dir
 from latentsync_mps.rulecheck import report_lines
 from latentsync_mps.rules import RuleKind
+from latentsync_mps.rules.report import PythonDetectionKind
 from latentsync_mps.ruleset import load
 
 PACK = load(patches_dir())
@@ -66,3 +67,7 @@ def test_detection_example(rule, index, example):
     kind = RuleKind.registry[rule.kind](rule)
     assert example.after is None
     assert report_lines(kind, example.before, example.path) == sorted(example.report)
+    if example.report and isinstance(kind, PythonDetectionKind):
+        # A file is parsed for a rule only when the rule's needles are in it: they must be in
+        # every example it reports in, or tightening a needle could silently drop findings.
+        assert kind.may_match(example.before.encode()), f"{rule.id}'s needles miss its own example"

@@ -83,8 +83,8 @@ def python_finders(
     path: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None
 ) -> list[DetectionFinder]:
     """The visitors that find what is CUDA-only in one Python file: the detection-only rules
-    (patches/findings/; default: the pack's) that can match it (one of their needles is in
-    `data`; none: the file need not be parsed for them). Each finder is told which others
+    (patches/findings/; default: the pack's) that can match it (`may_match`: one of their
+    needles is in `data`; none: the file need not be parsed for them). Each finder is told which others
     supersede it (their `supersedes` names its rule), so one reference is reported once."""
     if detectors is None:
         detectors = default_detectors()
@@ -93,7 +93,7 @@ def python_finders(
         for d in detectors
         if isinstance(d, PythonDetectionKind)
         and d.rule.covers_path(path)
-        and any(n.encode() in data for n in d.needles())
+        and d.may_match(data)
     ]
     for finder in finders:
         rule_id = finder.kind.rule.id

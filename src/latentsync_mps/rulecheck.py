@@ -85,6 +85,8 @@ def _report_problem(rule: Rule, example: Example) -> str | None:
     wanted = sorted(example.report or ())
     if lines != wanted:
         return f"reported line(s) {lines or 'none'}, the example says {wanted or 'none'}"
+    if wanted and isinstance(kind, PythonDetectionKind) and not kind.may_match(example.before.encode()):
+        return "its needles are not in the example: a file like it would not be parsed for this rule"
     return None
 
 

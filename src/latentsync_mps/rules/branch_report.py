@@ -94,6 +94,9 @@ class ReportLeftOutBranch(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return quoted(self.literal)
 
+    def also_needs(self) -> tuple[str, ...]:
+        return ("None",)  # the branch sets `self.<x> = None`
+
     def finder(self, path: str) -> DetectionFinder:
         return _LeftOutFinder(self, path)
 

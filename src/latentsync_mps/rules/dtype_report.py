@@ -168,5 +168,8 @@ class ReportNumpyMove(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.source.rpartition(".")[2],)
 
+    def also_needs(self) -> tuple[str, ...]:
+        return (".to(",)  # the move
+
     def finder(self, path: str) -> DetectionFinder:
         return _NumpyMoveFinder(self, path)
