@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import release_facts
+from latentsync_mps import doctor, release_facts
 from latentsync_mps.cli import app
 from latentsync_mps.doctor import catalog, checks
 from latentsync_mps.doctor import tree as doctor_tree
 from latentsync_mps.resources import patches_dir
 from latentsync_mps.ruleset import RuleFileError, load
-from latentsync_mps.verify import runner
+from latentsync_mps.verify import comfy_node, runner
 
 HARNESS = Path(runner.__file__).with_name("harness.py")
 
@@ -64,6 +64,9 @@ def test_every_latentsync_release_has_facts_and_the_wrapper_none():
         ("face_detection", '"insightface"', '"dlib"', "facts.face_detection: expected one of face_alignment"),
         ("whole_chunks", "false", '"no"', "facts.whole_chunks: expected true or false, got 'no'"),
         ("whisper_by_width", '{ 768 = "small" }', "{ wide = 1 }", "facts.whisper_by_width.wide: expected"),
+        ("memory_need_gb", "18.0", '"lots"', "facts.memory_need_gb: expected a positive number of GB, got 'lots'"),
+        ("memory_need_gb", "18.0", "0", "facts.memory_need_gb: expected a positive number of GB, got 0"),
+        ("reference_for_resolution", "true", '"yes"', "facts.reference_for_resolution: expected true or false"),
     ],
 )
 def test_bad_facts_are_one_line_naming_file_release_and_key(copied_pack, key, old, new, said):
@@ -168,3 +171,48 @@ def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
     assert harness.release_fact(spec, "whole_chunks") is False
     assert harness.release_fact(dict(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
     assert harness.release_fact(dict(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
+
+
+def test_memory_needs_are_the_releases_published_figures(copied_pack):
+    assert catalog.memory_need_gb(256) == 8.0 and catalog.memory_need_gb(512) == 18.0
+    assert catalog.memory_need_gb(256, "1.0") == 6.5 and catalog.memory_need_gb(512, "1.0") == 18.0
+    assert catalog.memory_need_gb(384) == 12.2  # by pixel count between 1.5's 256 and 1.6's 512
+    assert catalog.memory_need_gb(1024) == 72.0  # 1.6's figure, scaled by pixel count
+
+    change_fact(copied_pack, "1.6", "memory_need_gb", "18.0", "28.0")
+    change_fact(copied_pack, "1.0", "memory_need_gb", "6.5", "5.0")
+    assert catalog.memory_need_gb(512) == 28.0 and catalog.memory_need_gb(512, "1.6") == 28.0
+    assert catalog.memory_need_gb(256, "1.0") == 5.0
+    assert catalog.memory_need_gb(384) == 16.3
+
+
+def test_a_bare_resolution_stands_for_the_release_marked_for_it(copied_pack):
+    def guessed(resolution):
+        forecast = doctor._forecast(None, {"tree": None, "resolution": {"value": resolution}}, None, "python", False)
+        return forecast and forecast["release"]
+
+    assert (guessed(256), guessed(512), guessed(384)) == ("1.5", "1.6", None)
+    change_fact(copied_pack, "1.6", "reference_for_resolution", "true", "false")
+    path = copied_pack / "upstreams.toml"
+    text = path.read_text()
+    start = text.index('name = "main"')
+    marked = "memory_need_gb = 18.0\nreference_for_resolution = true\n"
+    path.write_text(text[:start] + text[start:].replace("memory_need_gb = 18.0\n", marked, 1))
+    assert guessed(512) == "main"
+    assert catalog.memory_need_gb(512) == 18.0
+
+
+def test_the_wrappers_node_links_whisper_by_the_facts_name(tmp_path):
+    harness = _harness()
+    comfy_node.bind(harness, None)
+    tree = tmp_path / "ComfyUI-LatentSyncWrapper"
+    (tree / "configs").mkdir(parents=True)
+    (tree / "nodes.py").write_text("")
+    weights = {name: tmp_path / f"{name}.bin" for name in ("unet", "whisper", "vae")}
+    for path in weights.values():
+        path.write_bytes(b"")
+    facts = release_facts.lookup("latentsync", "main").to_json() | {"detected": False}
+    spec = {"tree": str(tree), "work": str(tmp_path / "work"), "release_facts": facts | {"whisper": "base"}}
+    _, package = comfy_node.node_view(spec, {"weights": weights})
+    assert (package / "checkpoints" / "whisper" / "base.pt").resolve() == weights["whisper"]
+    assert not (package / "checkpoints" / "whisper" / "tiny.pt").exists()

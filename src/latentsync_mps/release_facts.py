@@ -9,6 +9,13 @@ release in patches/upstreams.toml.
     resolution        data.resolution of the config its inference.sh names
     vae               the VAE scripts/inference.py loads (AutoencoderKL.from_pretrained)
     whisper           the whisper model (checkpoints/whisper/<name>.pt) of its released configs
+                      (the wrapper, which has no facts of its own, links its checkpoint by this name)
+    memory_need_gb    upstream's published minimum GPU memory for one CUDA fp16 inference at
+                      `resolution` (1.0: about 6.5 GB; 1.6's README: 8 GB with 1.5, 18 GB with 1.6)
+    reference_for_resolution
+                      true: a bare resolution (doctor without a tree) is taken to mean this
+                      release, for its memory figure and its shipped forecast (1.5 at 256, 1.6 at
+                      512); optional, default false
     whisper_by_width  a UNet config of this cross_attention_dim loads that model instead
 
 Read by doctor (catalog, tree, checks), forecast, and verify's runner, which hands them to the
@@ -51,6 +58,8 @@ class ReleaseFacts:
     resolution: int
     vae: str
     whisper: str
+    memory_need_gb: float
+    reference_for_resolution: bool = False
     whisper_by_width: tuple[tuple[int, str], ...] = ()
 
     def whisper_for(self, cross_attention_dim: int | None) -> str:
@@ -75,8 +84,11 @@ _KEYS: dict[str, tuple[type, str]] = {
     "resolution": (int, "a positive number of pixels"),
     "vae": (str, "a Hugging Face repository such as 'stabilityai/sd-vae-ft-mse'"),
     "whisper": (str, "a whisper model name such as 'tiny'"),
+    "memory_need_gb": ((int, float), "a positive number of GB"),
+    "reference_for_resolution": (bool, "true or false"),
     "whisper_by_width": (dict, "a table of cross_attention_dim = model name"),
 }
+_OPTIONAL = ("reference_for_resolution", "whisper_by_width")
 
 
 def parse(table: Any, path: Path | str, release: str) -> ReleaseFacts:
@@ -93,18 +105,22 @@ def parse(table: Any, path: Path | str, release: str) -> ReleaseFacts:
     values: dict[str, Any] = {}
     for key, (kind, what) in _KEYS.items():
         if key not in table:
-            if key == "whisper_by_width":
+            if key in _OPTIONAL:
                 continue
             raise fail(key, f"missing ({what})")
         item = table[key]
         # bool is an int in Python: `resolution = true` must not pass as 1
-        if not isinstance(item, kind) or (kind is int and isinstance(item, bool)):
+        numeric = kind is int or (isinstance(kind, tuple) and int in kind)
+        if not isinstance(item, kind) or (numeric and isinstance(item, bool)):
             raise fail(key, f"expected {what}, got {item!r}")
         values[key] = item
     if values["face_detection"] not in FACE_DETECTORS:
         raise fail("face_detection", f"expected one of {', '.join(FACE_DETECTORS)}, got {values['face_detection']!r}")
     if values["resolution"] <= 0:
         raise fail("resolution", f"expected a positive number of pixels, got {values['resolution']!r}")
+    if values["memory_need_gb"] <= 0:
+        raise fail("memory_need_gb", f"expected a positive number of GB, got {values['memory_need_gb']!r}")
+    values["memory_need_gb"] = float(values["memory_need_gb"])
     by_width = []
     for width, name in (values.pop("whisper_by_width", None) or {}).items():
         if not str(width).isdigit() or not isinstance(name, str):
@@ -130,6 +146,18 @@ def newest(profile: str | None = None, root: Path | None = None) -> ReleaseFacts
     mine = [e for e in entries if e.profile == profile]
     chosen = mine or entries
     return chosen[-1].facts if chosen else None
+
+
+def named(release: str | None, root: Path | None = None) -> ReleaseFacts | None:
+    """The facts of the release of this name, whatever its profile (None: no such release with facts)."""
+    return next((e.facts for e in _entries(root) if e.name == release), None)
+
+
+def reference_releases(root: Path | None = None) -> dict[int, tuple[str, ReleaseFacts]]:
+    """resolution -> (release name, facts) of the releases marked `reference_for_resolution`:
+    what a bare resolution is taken to mean (the newest marked one, if several share one)."""
+    marked = sorted((e for e in _entries(root) if e.facts.reference_for_resolution), key=lambda e: e.version)
+    return {e.facts.resolution: (e.name, e.facts) for e in marked}
 
 
 @dataclass(frozen=True)

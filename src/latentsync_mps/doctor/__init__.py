@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import release_facts
 from .checks import BLOCKER, OK, STATUSES, WARNING, Check, diagnose
 
 __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagnose", "gather", "render", "run"]
@@ -178,7 +179,10 @@ def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, 
             return {"source": "live", "error": report.reason}
         return data
     tree = facts.get("tree") or {}
-    release = tree.get("release") if tree else {256: "1.5", 512: "1.6"}.get(facts["resolution"]["value"])
+    if tree:
+        release = tree.get("release")
+    else:  # a bare resolution stands for the release marked for it in upstreams.toml
+        release = (release_facts.reference_releases().get(facts["resolution"]["value"]) or (None,))[0]
     try:
         shipped = measured(release)
     except ForecastError:

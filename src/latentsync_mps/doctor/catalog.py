@@ -10,6 +10,7 @@ every release, or about packages and platforms.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -124,28 +125,33 @@ class _ResolutionByRelease(Mapping):
 
 DEFAULT_RESOLUTION: Mapping[str, int] = _ResolutionByRelease()
 
-# Minimum accelerator memory for inference, in GB, as the upstream READMEs state it for CUDA
-# with fp16: 1.0 "about 6.5GB GPU memory"; 1.6's README "8 GB with LatentSync 1.5, 18 GB with
-# LatentSync 1.6" (256x256 and 512x512).
-MEMORY_NEED_GB = {256: 8.0, 512: 18.0}
-MEMORY_NEED_GB_RELEASE = {("1.0", 256): 6.5}
-# On a Mac the figure is a lower bound: the GPU shares RAM with macOS, and MPS attention
-# materialises the whole score matrix.
+# Minimum accelerator memory for inference: each release's `memory_need_gb` in
+# patches/upstreams.toml (the upstream READMEs' figures for CUDA with fp16). On a Mac the figure
+# is a lower bound: the GPU shares RAM with macOS, and MPS attention materialises the whole score matrix.
 MEMORY_BASIS = "upstream README's minimum GPU memory for CUDA fp16 inference; a lower bound on a Mac"
 
 
 def memory_need_gb(resolution: int, release: str | None = None) -> float:
-    """Memory for one inference at `resolution` (pixels per side), from the upstream figures;
-    other sizes are interpolated by pixel count between 256 and 512, and scaled beyond."""
-    if (release, resolution) in MEMORY_NEED_GB_RELEASE:
-        return MEMORY_NEED_GB_RELEASE[(release, resolution)]
-    if resolution <= 256:
-        return MEMORY_NEED_GB[256]
-    low, high = MEMORY_NEED_GB[256], MEMORY_NEED_GB[512]
-    if resolution <= 512:
-        share = (resolution**2 - 256**2) / (512**2 - 256**2)
-        return round(low + (high - low) * share, 1)
-    return round(high * (resolution / 512) ** 2, 1)
+    """Memory for one inference at `resolution` (pixels per side): the release's own figure at
+    its own resolution; otherwise from the figures of the releases that stand for a resolution
+    (`reference_for_resolution`: 1.5 at 256, 1.6 at 512), interpolated by pixel count between
+    them and scaled beyond."""
+    own = release_facts.named(release)
+    if own is not None and own.resolution == resolution:
+        return own.memory_need_gb
+    points = sorted((res, facts.memory_need_gb) for res, (_, facts) in release_facts.reference_releases().items())
+    if not points:
+        raise release_facts.ReleaseFactsError(
+            "upstreams.toml", "*", "reference_for_resolution", "no release stands for a resolution (set it on one)"
+        )
+    if resolution <= points[0][0]:
+        return points[0][1]
+    for (low_res, low), (high_res, high) in itertools.pairwise(points):
+        if resolution <= high_res:
+            share = (resolution**2 - low_res**2) / (high_res**2 - low_res**2)
+            return round(low + (high - low) * share, 1)
+    high_res, high = points[-1]
+    return round(high * (resolution / high_res) ** 2, 1)
 
 
 # One Metal buffer may hold at most this many bytes (MTLDevice.maxBufferLength on Apple silicon).

@@ -44,7 +44,8 @@ def node_view(spec, state) -> tuple[Path, Path]:
     checkpoints = package / "checkpoints"
     (checkpoints / "whisper").mkdir(parents=True)
     (checkpoints / "latentsync_unet.pt").symlink_to(weights["unet"])
-    (checkpoints / "whisper" / "tiny.pt").symlink_to(weights["whisper"])
+    # The whisper checkpoint by the name the release facts give (patches/upstreams.toml).
+    (checkpoints / "whisper" / f"{H.release_fact(spec, 'whisper')}.pt").symlink_to(weights["whisper"])
     (checkpoints / "vae").symlink_to(weights["vae"])
     _configs(tree / "configs", package / "configs")
     state["comfy_root"], state["comfy_package"] = root, package
