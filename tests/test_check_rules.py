@@ -88,3 +88,15 @@ def test_rule_order_and_kind_placement_are_checked(tmp_path):
     result = runner.invoke(app, ["check-rules", str(pack)])
     assert result.exit_code == 9
     assert "kind 'report-call' only reports: its rules go in findings/" in result.output
+
+
+def test_supersedes_names_another_detection_rule(tmp_path):
+    pack = small_pack(tmp_path)
+    shutil.copytree(patches_dir() / "findings", pack / "findings")
+    rules = pack / "findings" / "python.toml"
+    rules.write_text(
+        rules.read_text().replace('supersedes = ["report-torch-cuda"]', 'supersedes = ["report-torch-cudaa"]', 1)
+    )
+    result = runner.invoke(app, ["check-rules", str(pack)])
+    assert result.exit_code == 9
+    assert "rule 'report-cuda-flag': option 'supersedes': no other detection rule 'report-torch-cudaa'" in result.output

@@ -165,6 +165,7 @@ def load(root: Path) -> RulePack:
         findings_dir = bundled_patches_dir() / FINDINGS_DIR
     findings = [rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR)]
     _check_unique_ids({FINDINGS_DIR: Profile(FINDINGS_DIR, "", (), 0, "", "", (), rules=findings)})
+    _check_supersedes(findings)
     order = _load_order(root / ORDER_FILE)
     for profile in profiles.values():
         profile.kind_order = order
@@ -316,6 +317,17 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
     except RuleError as error:
         raise fields.fail(str(error)) from None
     return rule
+
+
+def _check_supersedes(findings: list[Rule]) -> None:
+    """A detection rule's `supersedes` names other detection rules of the pack."""
+    known = {rule.id for rule in findings}
+    for rule in findings:
+        named = rule.options.get("supersedes", [])
+        unknown = [i for i in ([named] if isinstance(named, str) else named) if i not in known or i == rule.id]
+        if unknown:
+            message = f"option 'supersedes': no other detection rule {', '.join(map(repr, unknown))}"
+            raise RuleFileError(Path(rule.source), message, rule.id)
 
 
 def _detector(rule: Rule) -> DetectionRuleKind:
