@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from .findings import Finding, find_in_python, is_cuda_api, text_callees
+from .findings import Finding, find_in_python, is_cuda_api, text_callees, text_suffixes
 from .rules.base import HELPER, expression_shape, span_of, span_within
 from .rules.device_literal import CUDA_LITERAL
 from .rules.names import ImportedNameProvider
@@ -119,7 +119,7 @@ class _Collector(cst.CSTVisitor):
                 last = callee.rpartition(".")[2]
                 if child is not parent.func and last in ("startswith", "endswith"):
                     return "comparison"
-                if child is not parent.func and (last in text_callees() or last.endswith(_EXCEPTION_SUFFIXES)):
+                if child is not parent.func and (last in text_callees() or last.endswith(text_suffixes())):
                     return "text"
             if isinstance(parent, cst.If | cst.IfExp) and expression_shape(self._code(parent.test)) == _GUARD:
                 return "guarded"
@@ -144,8 +144,6 @@ class _Collector(cst.CSTVisitor):
     def _code(self, node: cst.CSTNode) -> str:
         return self._empty.code_for_node(node)
 
-
-_EXCEPTION_SUFFIXES = ("Error", "Exception", "Warning")
 
 
 def _dotted(node: cst.BaseExpression) -> str:

@@ -74,9 +74,24 @@ def is_cuda_api(name: str) -> bool:
     return any(d.matches(name) for d in default_detectors() if isinstance(d, ReportCudaReference))
 
 
+@functools.cache
+def _literal_rules(root: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    rules = [d for d in _detectors_of(root) if isinstance(d, ReportCudaLiteral)]
+    return frozenset(c for d in rules for c in d.text_callees), tuple(x for d in rules for x in d.text_suffixes)
+
+
 def text_callees() -> frozenset[str]:
     """Callees whose string arguments are text, not a device (the report-cuda-literal rules' option)."""
-    return frozenset(c for d in default_detectors() if isinstance(d, ReportCudaLiteral) for c in d.text_callees)
+    from .resources import patches_dir
+
+    return _literal_rules(str(patches_dir()))[0]
+
+
+def text_suffixes() -> tuple[str, ...]:
+    """Endings of callee names whose string arguments are text (`ValueError`, `UserWarning`)."""
+    from .resources import patches_dir
+
+    return _literal_rules(str(patches_dir()))[1]
 
 
 def python_finders(
