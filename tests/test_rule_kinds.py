@@ -226,3 +226,43 @@ def test_upcast_call_wraps_once_and_binds_a_non_trivial_input_once():
     after = rewrite(k, before)  # rewrite() also checks that a second run changes nothing
     assert "F.interpolate(x.to(torch.float32), scale_factor=2.0, mode='nearest').to(x.dtype)" in after
     assert "(_lsync_in := f(x))" in after and after.count("f(x)") == 1
+
+
+DETECTION_TEXTS = {"finding": "float64", "severity": "warning", "why": "w", "fix": "f"}
+
+
+def test_detection_kinds_validate_their_options():
+    with pytest.raises(RuleError, match="'guard' is only for pinned = false"):
+        kind(
+            "report-kernel-pin", callee=["a.b"], kernels=["K"], fallback="M", pinned=True, guard="x", **DETECTION_TEXTS
+        )
+    with pytest.raises(RuleError, match="not a Python expression"):
+        kind(
+            "report-cuda-reference", prefixes=["torch.cuda."], texts="torch-cuda.toml", guard="if", finding="torch-cuda"
+        )
+    with pytest.raises(RuleError, match="ends with a dot"):
+        kind("report-cuda-reference", prefixes=["torch.cuda"], texts="torch-cuda.toml", finding="torch-cuda")
+    with pytest.raises(RuleError, match="'wrap' must be"):
+        kind("report-unwrapped-call", callee="f.g", modes=["nearest"], wrap="float32", **DETECTION_TEXTS)
+    with pytest.raises(RuleError, match="'names'"):
+        kind("report-dtype-pin", names=[], positions=["dtype"], **DETECTION_TEXTS)
+    with pytest.raises(RuleError, match="missing option 'why'"):
+        kind("report-left-out-branch", literal="cpu", names=["device"], finding="cpu-branch", severity="error", fix="f")
+    with pytest.raises(RuleError, match="unknown option"):
+        kind("report-raise-unless", literal="cuda", colour="blue", **DETECTION_TEXTS)
+
+
+def test_detection_needles_come_from_the_options():
+    assert kind(
+        "report-cuda-reference",
+        names=["torch.cuda"],
+        prefixes=["torch.backends.cudnn."],
+        texts="torch-cuda.toml",
+        finding="torch-cuda",
+    ).needles() == ("cuda", "cudnn")
+    left_out = kind("report-left-out-branch", literal="cpu", names=["device"], **DETECTION_TEXTS)
+    assert left_out.needles() == ('"cpu', "'cpu")
+    assert left_out.may_match(b'if device == "cpu":\n    self.x = None\n')
+    assert not left_out.may_match(b'if device == "cpu":\n    self.x = 1\n')  # no `= None`: not parsed for it
+    vae = kind("report-call", method=["encode", "decode"], receiver="vae", **DETECTION_TEXTS)
+    assert vae.needles() == ("vae",)

@@ -287,3 +287,32 @@ def test_scan_reports_drift_and_strict_fails_on_drift_alone(tmp_path):
     assert "sdpa-flash-pin: expected at least 1 in latentsync/models/attention.py, found 0" in text
     assert runner.invoke(app, ["scan", str(tree), "--strict"]).exit_code == 6
     assert runner.invoke(app, ["apply", str(tree), "--dry-run", "--strict"]).exit_code == 6
+
+
+def kinds_found(source: str) -> list[tuple[int, str, str]]:
+    return [(f.line, f.kind, f.severity) for f in find_in_python("latentsync/x.py", textwrap.dedent(source).encode())]
+
+
+def test_one_reference_one_finding_where_rules_supersede_others():
+    """report-cuda-flag and the sdpa rules supersede report-torch-cuda on the code they are about
+    (the flag's target, the switch's callee); the guard silences all three; a reference elsewhere
+    in the same statement is its own finding."""
+    assert kinds_found("import torch\ntorch.backends.cudnn.benchmark = True\n") == [(2, "cuda-flag", "error")]
+    assert kinds_found("import torch\nwith torch.backends.cuda.sdp_kernel(enable_flash=True):\n    pass\n") == [
+        (2, "sdpa-pin", "error")
+    ]
+    assert kinds_found("import torch\nwith torch.backends.cuda.sdp_kernel(enable_math=True):\n    pass\n") == [
+        (2, "cuda-flag", "warning")
+    ]
+    assert kinds_found("import torch\ntorch.cuda.amp.autocast()\n") == [(2, "torch-cuda", "error")]
+    guarded = """\
+    import torch
+    if _lsync_port.device_type() == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.empty_cache()
+        with torch.backends.cuda.sdp_kernel(enable_math=True):
+            pass
+    """
+    assert kinds_found(guarded) == []
+    both = kinds_found("import torch\ntorch.backends.cudnn.benchmark = torch.cuda.is_available()\n")
+    assert sorted(both) == [(2, "cuda-flag", "error"), (2, "torch-cuda", "error")]

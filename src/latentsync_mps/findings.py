@@ -106,9 +106,7 @@ def python_finders(
     finders = [
         d.finder(path)
         for d in detectors
-        if isinstance(d, PythonDetectionKind)
-        and d.rule.covers_path(path)
-        and d.may_match(data)
+        if isinstance(d, PythonDetectionKind) and d.rule.covers_path(path) and d.may_match(data)
     ]
     for finder in finders:
         rule_id = finder.kind.rule.id

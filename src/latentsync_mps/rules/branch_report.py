@@ -22,12 +22,7 @@ import libcst.matchers as m
 
 from .base import HELPER, RuleError
 from .cuda_type_check import cuda_type_comparison
-from .report import DetectionFinder, PythonDetectionKind
-
-
-def quoted(literal: str) -> tuple[str, ...]:
-    """The needles of a string literal: its text after either quote (prefixes and triple quotes included)."""
-    return (f'"{literal}', f"'{literal}")
+from .report import DetectionFinder, PythonDetectionKind, quoted
 
 
 def _equality(test: cst.BaseExpression) -> tuple[cst.BaseExpression, cst.BaseCompOp, cst.BaseExpression] | None:

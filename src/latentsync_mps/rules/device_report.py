@@ -19,10 +19,9 @@ from typing import Any
 import libcst as cst
 
 from .base import HELPER
-from .branch_report import quoted
 from .cuda_reference import CudaTexts, cuda_texts
 from .device_literal import cuda_fstring, cuda_literal, is_device_move
-from .report import DetectionFinder, PythonDetectionKind
+from .report import DetectionFinder, PythonDetectionKind, quoted
 
 
 class _LiteralFinder(DetectionFinder):

@@ -55,12 +55,14 @@ class DetectionRuleKind(RuleKind):
 
     def configure(self, options: dict[str, Any]) -> None:
         self.finding = self.take(options, "finding", str)
-        required = ... if self.own_texts else ""
-        self.severity = self.take(options, "severity", str, "error" if not self.own_texts else required)
+        if self.own_texts:
+            self.severity = self.take(options, "severity", str)
+            self.why = self.take(options, "why", str)
+            self.fix = self.take(options, "fix", str)
+        else:  # each finding's texts come from the kind's table
+            self.severity, self.why, self.fix = "error", "", ""
         if self.severity not in SEVERITIES:
             raise RuleError(f"option 'severity' must be one of {', '.join(SEVERITIES)}: {self.severity!r}")
-        self.why = self.take(options, "why", str, required)
-        self.fix = self.take(options, "fix", str, required)
         self.supersedes = self.strings(options, "supersedes")
         self.configure_match(options)
         super().configure(options)
@@ -102,6 +104,11 @@ class PythonDetectionKind(DetectionRuleKind):
 
 
 _EMPTY = cst.Module(body=[])
+
+
+def quoted(literal: str) -> tuple[str, ...]:
+    """The needles of a string literal: its text after either quote (prefixes and triple quotes included)."""
+    return (f'"{literal}', f"'{literal}")
 
 
 class DetectionFinder(cst.CSTVisitor):
