@@ -145,7 +145,6 @@ class _Collector(cst.CSTVisitor):
         return self._empty.code_for_node(node)
 
 
-
 def _dotted(node: cst.BaseExpression) -> str:
     parts = []
     while isinstance(node, cst.Attribute):
