@@ -100,3 +100,13 @@ def test_supersedes_names_another_detection_rule(tmp_path):
     result = runner.invoke(app, ["check-rules", str(pack)])
     assert result.exit_code == 9
     assert "rule 'report-cuda-flag': option 'supersedes': no other detection rule 'report-torch-cudaa'" in result.output
+
+
+def test_a_bad_texts_file_is_one_line_at_load(tmp_path):
+    pack = small_pack(tmp_path)
+    shutil.copytree(patches_dir() / "findings", pack / "findings")
+    (pack / "torch-cuda.toml").write_text('[default]\nseverity = "error"\n')  # no why, no fix
+    result = runner.invoke(app, ["check-rules", str(pack)])
+    assert result.exit_code == 9
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "rule 'report-torch-cuda': option 'texts'" in lines[0], result.output

@@ -57,14 +57,18 @@ class CudaTexts:
         return self.default
 
 
-def cuda_texts(file_name: str, finding: str) -> CudaTexts:
-    """The texts file of the rule pack in use (LSYNC_PORT_PATCHES), else the bundled one."""
+def cuda_texts(file_name: str, finding: str, rule_source: str) -> CudaTexts:
+    """The texts file of the rule pack the rule comes from (`rule_source`: <pack>/findings/x.toml).
+    A bundled rule (a pack of one's own without findings/) reads the pack in use
+    (LSYNC_PORT_PATCHES) if it has the file; else the bundled file."""
     from ..resources import bundled_patches_dir, patches_dir
 
-    path = patches_dir() / file_name
-    if not path.exists():  # a rule pack of one's own without the file
-        path = bundled_patches_dir() / file_name
-    return _load_texts(path, finding)
+    own = Path(rule_source).resolve().parent.parent
+    bundled = bundled_patches_dir().resolve()
+    for root in ([] if own == bundled else [own]) + [patches_dir(), bundled]:
+        if (root / file_name).is_file():
+            return _load_texts(root / file_name, finding)
+    raise RuleError(f"option 'texts': no {file_name} in the rule pack or the bundled one")
 
 
 @functools.cache
@@ -160,10 +164,8 @@ class ReportCudaReference(PythonDetectionKind):
         self.matches = _Names(self.strings(options, "names"), self.strings(options, "prefixes"))
         self.texts_file = self.take(options, "texts", str)
         self.guard_shape = self.guard_option(options)
-
-    @property
-    def texts(self) -> CudaTexts:
-        return cuda_texts(self.texts_file, self.finding)
+        # Read now: a bad texts file is the rule pack's error, said when it is loaded.
+        self.texts: CudaTexts = cuda_texts(self.texts_file, self.finding, self.rule.source)
 
     def needles(self) -> tuple[str, ...]:
         return self.matches.needles()

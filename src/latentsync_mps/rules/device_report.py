@@ -89,10 +89,8 @@ class ReportCudaLiteral(PythonDetectionKind):
         self.text_suffixes = self.strings(options, "text_suffixes")
         self.type_prefix = self.take(options, "type_prefix", str)
         self.texts_file = self.take(options, "texts", str)
-
-    @property
-    def texts(self) -> CudaTexts:
-        return cuda_texts(self.texts_file, "torch-cuda")
+        # Read now: a bad texts file is the rule pack's error, said when it is loaded.
+        self.texts: CudaTexts = cuda_texts(self.texts_file, "torch-cuda", self.rule.source)
 
     def needles(self) -> tuple[str, ...]:
         return (*quoted("cuda"), *quoted(self.type_prefix))
