@@ -118,10 +118,14 @@ def run_pass(
         new_module = _add_imports(new_module, context)
     found = [_replaced(f, rewrites) for finder in finders for f in finder.found]
     residue = [f for f in found if f.replacement is None]
+    # Generating code is a traversal of its own: each is done once, and not at all for a file
+    # nothing rewrote (libcst round-trips its input byte for byte).
     if not rewrites:
-        return PassResult(module.bytes, [], residue, found)
-    residue = _renumber(residue, module.code, new_module.code)
-    return PassResult(new_module.bytes, [r.change for r in rewrites], residue, found)
+        return PassResult(data if isinstance(data, bytes) else module.bytes, [], residue, found)
+    new_code = new_module.code
+    if residue:
+        residue = _renumber(residue, module.code, new_code)
+    return PassResult(new_code.encode(new_module.encoding), [r.change for r in rewrites], residue, found)
 
 
 def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:

@@ -118,10 +118,14 @@ def _transform_all(
     workers = min(os.cpu_count() or 1, 8)
     if len(jobs) < PARALLEL_MIN_FILES or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [_transform_job(job) for job in jobs]
+    # Largest files first, one at a time: a file's cost grows with its size, and a worker left
+    # with the last large file while the others idle is what a size-blind split gets.
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]), reverse=True)
     with ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        return list(pool.map(_transform_job, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        done = dict(zip(order, pool.map(_transform_job, [jobs[i] for i in order]), strict=True))
+    return [done[i] for i in range(len(jobs))]
 
 
 def run_rule(kind: RuleKind, text: str, path: str, runtime_module: str) -> tuple[str, list[Change]]:
