@@ -20,8 +20,9 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import MetadataWrapper
+from libcst.metadata import MetadataWrapper, PositionProvider
 
+from .positions import LazyPositions
 from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
 from .rules.finding import Finding
 
@@ -108,7 +109,9 @@ def run_pass(
     commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.rank)]
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
-    metadata = wrapper.resolve_many(dependencies)
+    metadata = wrapper.resolve_many(dependencies - {PositionProvider})
+    if PositionProvider in dependencies:
+        metadata[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
     for visitor in [*commands, *finders]:
         visitor.metadata = metadata  # what MetadataDependent.get_metadata reads
     new_module = module.visit(_CombinedPass(commands, finders))
