@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import re
@@ -122,10 +123,19 @@ def _transform_all(
     # Largest files first, one at a time: a file's cost grows with its size, and a worker left
     # with the last large file while the others idle is what a size-blind split gets.
     order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][1]), reverse=True)
-    with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),)
-    ) as pool:
-        done = dict(zip(order, pool.map(_transform_job, [jobs[i] for i in order]), strict=True))
+    # What the workers inherit is moved out of the garbage collector's sight first: a collection
+    # in a worker would otherwise touch, and so copy, every page of the parent's objects.
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
+            done = dict(zip(order, pool.map(_transform_job, [jobs[i] for i in order]), strict=True))
+    finally:
+        gc.unfreeze()
     return [done[i] for i in range(len(jobs))]
 
 
