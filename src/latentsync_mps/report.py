@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .engine import Drift, FileProblem, Plan, ScanResult, TreeStatus
-from .findings import Finding
+
+if TYPE_CHECKING:  # annotations only: a no-op re-apply renders its stored report without the engine
+    from .engine import Drift, FileProblem, Plan, ScanResult, StoredPlan, TreeStatus
+    from .findings import Finding
 
 
-def plan_to_json(plan: Plan, written: bool) -> dict[str, Any]:
+def plan_to_json(plan: Plan | StoredPlan, written: bool) -> dict[str, Any]:
     return {
         "tool_version": __version__,
         "tree": str(plan.tree),
@@ -37,7 +39,7 @@ def plan_to_json(plan: Plan, written: bool) -> dict[str, Any]:
     }
 
 
-def render_plan(console: Console, plan: Plan, written: bool, show_diff: bool) -> None:
+def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_diff: bool) -> None:
     release = (
         f"release {plan.release.name} ({plan.release.commit})"
         if plan.release

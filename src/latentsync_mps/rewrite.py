@@ -20,8 +20,9 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import MetadataWrapper
+from libcst.metadata import MetadataWrapper, PositionProvider
 
+from .positions import LazyPositions
 from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
 from .rules.finding import Finding
 
@@ -108,7 +109,9 @@ def run_pass(
     commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.rank)]
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
-    metadata = wrapper.resolve_many(dependencies)
+    metadata = wrapper.resolve_many(dependencies - {PositionProvider})
+    if PositionProvider in dependencies:
+        metadata[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
     for visitor in [*commands, *finders]:
         visitor.metadata = metadata  # what MetadataDependent.get_metadata reads
     new_module = module.visit(_CombinedPass(commands, finders))
@@ -118,10 +121,14 @@ def run_pass(
         new_module = _add_imports(new_module, context)
     found = [_replaced(f, rewrites) for finder in finders for f in finder.found]
     residue = [f for f in found if f.replacement is None]
+    # Generating code is a traversal of its own: each is done once, and not at all for a file
+    # nothing rewrote (libcst round-trips its input byte for byte).
     if not rewrites:
-        return PassResult(module.bytes, [], residue, found)
-    residue = _renumber(residue, module.code, new_module.code)
-    return PassResult(new_module.bytes, [r.change for r in rewrites], residue, found)
+        return PassResult(data if isinstance(data, bytes) else module.bytes, [], residue, found)
+    new_code = new_module.code
+    if residue:
+        residue = _renumber(residue, module.code, new_code)
+    return PassResult(new_code.encode(new_module.encoding), [r.change for r in rewrites], residue, found)
 
 
 def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:

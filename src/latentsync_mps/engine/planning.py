@@ -62,6 +62,10 @@ class Plan:
     digest: str = ""  # of the rules and of the tree as it will be after this plan (see _digest)
     unchanged: bool = False  # the tree and rules are as the last apply left them: nothing was parsed
     summary: dict = field(default_factory=dict)  # for an unchanged plan: the last apply's counts
+    # What the plan was asked for, for the no-op record commit keeps (noop.record): the rule
+    # pack's folder and the options that chose the rules (profile name, rule ids).
+    pack_root: Path | None = None
+    request: tuple[str | None, list[str] | None] = (None, None)
 
     @property
     def changes(self) -> list[Change]:
@@ -98,7 +102,15 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
             f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine.", 8
         ) from None
     kinds = select_kinds(profile, release, rule_ids)
-    plan = Plan(tree, profile, release, [k.rule for k in kinds], previous=previous)
+    plan = Plan(
+        tree,
+        profile,
+        release,
+        [k.rule for k in kinds],
+        previous=previous,
+        pack_root=pack.root,
+        request=(profile_name, rule_ids),
+    )
     helper_path = profile.runtime_path
     figures_path = data_path(helper_path)
     candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel in (helper_path, figures_path)]

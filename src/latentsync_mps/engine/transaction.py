@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..manifest import (
@@ -25,8 +26,11 @@ from ..manifest import (
     sha256,
     stage,
 )
-from .planning import Plan
+from .noop import NOOP, record
 from .tree import TMP_SUFFIX, FileProblem, TreeError, _read_or_none, _safe_target, check_tree
+
+if TYPE_CHECKING:
+    from .planning import Plan
 
 EXIT_LOCKED = 12  # cli.Exit.LOCKED
 LOCK_WAIT_ENV = "LSYNC_PORT_LOCK_WAIT"  # seconds a second apply/revert waits for the lock (default 5)
@@ -102,6 +106,7 @@ def commit(plan: Plan) -> None:
         "drift": [asdict(d) for d in plan.drift],
         "findings": [f.to_json() for f in plan.findings],
     }
+    previous_result = {k: v for k, v in (previous.result or {}).items() if k != NOOP} if previous else None
     if (
         plan.unchanged
         or not plan.writes
@@ -115,11 +120,13 @@ def commit(plan: Plan) -> None:
                 previous.tool_version,
                 previous.rules,
                 previous.release,
-                previous.result,
+                previous_result,
             )
             == ("applied", final, __version__, rule_ids, release, result)
         )
     ):
+        if previous is not None:
+            _refresh_noop_record(state, previous, plan)
         return  # the tree already is what this plan describes
     # Everything that can fail for want of space or permission happens first, while the tree
     # is untouched: the new bytes staged in temp files beside their targets, the backups, and
@@ -156,6 +163,7 @@ def commit(plan: Plan) -> None:
             state.backup_path(rel).unlink(missing_ok=True)
         manifest.files, manifest.state = final, "applied"
         if final:
+            manifest.result = {**result, NOOP: record(plan, __version__)}  # of the tree as written
             state.write(manifest)
         else:
             state.remove()
@@ -164,6 +172,23 @@ def commit(plan: Plan) -> None:
             tmp.unlink(missing_ok=True)
         raise WriteFailed(error, "apply", changed=changed) from None
     clean_temp_files(plan.tree, [*final, *old])
+
+
+def _refresh_noop_record(state: State, previous: Manifest, plan: Plan) -> None:
+    """A plan that changes nothing found what the last apply left, but the no-op check before it
+    did not (a file it need not read was touched, other options named the same rules): store the
+    key of the tree as it is now, so the next re-apply is answered early again. Best effort: a
+    tree that cannot be written is no reason to fail an apply with nothing to do."""
+    if previous.state != "applied" or previous.tool_version != __version__ or not previous.result:
+        return
+    fresh = record(plan, __version__)
+    if previous.result.get(NOOP) == fresh:
+        return
+    previous.result = {**previous.result, NOOP: fresh}
+    try:
+        state.write(previous)
+    except OSError:
+        pass
 
 
 def _drop_backups(state: State, created: list[Path], had_manifest: bool) -> None:

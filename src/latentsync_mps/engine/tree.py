@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..manifest import STATE_DIR
-from ..rules.base import path_matches
 
 # Folders that are never part of an upstream's source.
 SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", "checkpoints", ".mypy_cache"}
@@ -69,6 +68,9 @@ def _safe_target(tree: Path, rel: str) -> str | None:
 def _language(relpath: str) -> str | None:
     if relpath.endswith(".py"):
         return "python"
+    # Imported here: rules/ brings libcst, and walk() serves the no-op check, which must not load it.
+    from ..rules.base import path_matches
+
     if path_matches(relpath, REQUIREMENTS_GLOBS):
         return "requirements"
     if path_matches(relpath, SHELL_GLOBS):
