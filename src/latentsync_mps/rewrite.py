@@ -100,8 +100,8 @@ def run_pass(
     data: bytes | str, kinds: Sequence[PythonRuleKind], file: FileContext, finders: Sequence[cst.CSTVisitor] = ()
 ) -> PassResult:
     """Rewrite `data` with `kinds` (already filtered to this file; they run by `rank`, from
-    order.toml) and let `finders` (visitors that collect findings in `.found`: detection-only
-    rules, findings.PythonFinder) report. A finding a rewrite covered gets that rewrite's code as
+    order.toml) and let `finders` (visitors that collect findings in `.found`: the detection-only
+    rules of patches/findings/) report. A finding a rewrite covered gets that rewrite's code as
     its `replacement`; the others are the residue."""
     module = cst.parse_module(data)
     context = CodemodContext(filename=file.path)
