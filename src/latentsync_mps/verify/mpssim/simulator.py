@@ -40,15 +40,27 @@ FALLBACK_ENV = "PYTORCH_ENABLE_MPS_FALLBACK"
 METAL_BUFFER_LIMIT = 2**32
 
 
-# Ops whose CPU float16 kernels are many times slower than float32 (strided convolution up to 20x,
-# grid_sample and gelu 20-40x): computed in float32 and rounded to float16. The result is what a
-# float16 kernel that accumulates in float32 gives, as the CPU's own float16 kernels (and Metal's) do.
+# Ops whose CPU float16 kernels are many times slower than float32, computed in float32 and rounded to
+# float16. The result is what a float16 kernel that accumulates in float32 gives, as the CPU's own
+# float16 kernels (and Metal's) do. Measured on one thread, torch 2.13 and 2.14 (docs/benchmarks.md):
+# strided convolution up to 20x slower in float16, grid_sample 20-40x, and the matrix products 7 to 28x
+# (addmm 20480x32 @ 32x256: 127 ms against 19 ms upcast; bmm 20x1024x32 @ 32x1024: 1306 against 105).
 _FLOAT32_COMPUTE = {
     torch.ops.aten.convolution.default,
     torch.ops.aten.grid_sampler_2d.default,
-    torch.ops.aten.gelu.default,
-    torch.ops.aten.native_group_norm.default,
-    torch.ops.aten.silu.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.mm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+}
+# Ops whose float16 kernel is slower only on small tensors, where the float32 copies stay in the cache:
+# upcast below this many elements of the first argument. Above it the copies cost more than the op
+# (10x32x256x256, a VAE decoder's: gelu 36 ms in float16 against 129 upcast, group_norm 55 against 130;
+# 2x32x10x32x32, a UNet's: gelu 0.62 against 0.47, group_norm 0.78 against 0.32). silu's float16
+# kernel was as fast or faster at every size measured, so silu is never upcast.
+_FLOAT32_BELOW = {
+    torch.ops.aten.gelu.default: 2**21,
+    torch.ops.aten.native_group_norm.default: 2**21,
 }
 
 
@@ -57,6 +69,16 @@ def _has_half(args) -> bool:
         if isinstance(value, torch.Tensor) and value.dtype is torch.float16:
             return True
     return False
+
+
+def _computes_in_float32(func, args) -> bool:
+    """Whether a float16 op is computed through float32 copies (the faster way on this CPU)."""
+    if func in _FLOAT32_COMPUTE:
+        return _has_half(args)
+    limit = _FLOAT32_BELOW.get(func)
+    if limit is None or not args or not isinstance(args[0], torch.Tensor):
+        return False
+    return args[0].dtype is torch.float16 and args[0].numel() < limit
 
 
 _HALF_MISSING = re.compile(r"not implemented for '(Half|BFloat16)'")
@@ -524,7 +546,7 @@ class Simulator:
         cpu_args = _unwrap(args)
         cpu_kwargs = {k: _unwrap(v) for k, v in kwargs.items()} if kwargs else kwargs
         try:
-            if func in _FLOAT32_COMPUTE and _has_half(cpu_args):
+            if _computes_in_float32(func, cpu_args):
                 out = self._upcast_call(func, info, cpu_args, cpu_kwargs, missing=False)
             else:
                 out = func(*cpu_args, **cpu_kwargs)
