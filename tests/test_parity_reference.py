@@ -97,3 +97,15 @@ def test_an_edited_tree_gets_a_fresh_reference_and_a_drift_on_mps_still_fails(fi
     # Not compared with the reference of the unedited tree: computed afresh, and kept under a key of its own.
     assert len(list(own_cache.glob("*.mp4"))) == 2
     assert "differs from the CPU float32 run: PSNR" in report["reason"] and "reused" not in report["reason"]
+
+
+def test_the_tree_digest_follows_the_code_not_the_pipelines_scratch_files(fixture_tree):
+    from latentsync_mps.verify.runner import tree_digest
+
+    before = tree_digest(fixture_tree)
+    (fixture_tree / "temp").mkdir(exist_ok=True)
+    (fixture_tree / "temp" / "video.mp4").write_bytes(b"what the last run wrote")  # 1.0 and 1.5 write temp/
+    assert tree_digest(fixture_tree) == before
+    path = fixture_tree / PIPELINE
+    path.write_text(path.read_text() + "\n# an edit\n")
+    assert tree_digest(fixture_tree) != before

@@ -198,13 +198,19 @@ def run_verify(
     return report
 
 
+SCRATCH_FOLDER = "temp/"
+
+
 def tree_digest(tree: Path) -> str:
     """The tree's files (those lsync-port reads: no checkpoints, .git or .lsync-port), by content; a
-    file over 16 MiB by its size and time."""
+    file over 16 MiB by its size and time. temp/ is left out: LatentSync's pipeline writes its
+    scratch files there (1.0, 1.5: temp/video.mp4, temp/audio.wav) and reads none it did not write."""
     import hashlib
 
     digest = hashlib.sha256()
     for relpath in walk(tree):
+        if relpath.startswith(SCRATCH_FOLDER):
+            continue
         path = tree / relpath
         try:
             status = path.stat()
