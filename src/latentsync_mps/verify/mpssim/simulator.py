@@ -254,7 +254,9 @@ class Simulator:
         except (RuntimeError, NotImplementedError):
             return 0
         if not address:
-            return 0
+            if not elem.is_meta:
+                return 0
+            address = storage._cdata  # a shadow's storage (see _checked_on_shadows): counted as the real one
         entry = self._storages.get(address)
         if entry is not None:
             entry[1] += 1
@@ -759,9 +761,58 @@ class Simulator:
         mask = attn_mask
         if mask is not None and mask.dtype is torch.bool:
             mask = torch.zeros_like(mask, dtype=query.dtype).masked_fill_(mask.logical_not(), float("-inf"))
-        return torch.ops.aten._scaled_dot_product_attention_math.default(
-            query, key, value, mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
-        )[0]
+
+        def math_path(q, k, v, m):
+            return torch.ops.aten._scaled_dot_product_attention_math.default(
+                q, k, v, m, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
+            )[0]
+
+        if dropout_p == 0.0 and self._checked_on_shadows(math_path, (query, key, value, mask)):
+            # The values: the CPU's fused kernel, which computes the same attention in float32 without
+            # materialising the scores (the math path's (batch, heads, tokens, tokens) softmax was most
+            # of a real 1.5 mps-sim verify).
+            out = _ORIGINALS["sdpa"](
+                _unwrap(query),
+                _unwrap(key),
+                _unwrap(value),
+                attn_mask=_unwrap(mask),
+                is_causal=is_causal,
+                scale=scale,
+                enable_gqa=enable_gqa,
+            )
+            return _wrap(out)
+        return math_path(query, key, value, mask)
+
+    def _checked_on_shadows(self, run, tensors) -> bool:
+        """Run `run` (the attention's math path) on shadows of `tensors`: simulated tensors whose data is a
+        meta tensor of the same shape, strides and dtype. Every op goes through dispatch as it would with
+        data (statuses, dtype rules, buffer sizes: the checks read no values) and nothing is computed.
+        Float32 only: a float16 math path can overflow where the fused float32 kernel does not, so float16
+        keeps computing op by op. False, with nothing recorded, when the shadows cannot stand in (a CPU
+        tensor among the inputs, a float16 one, an op without a meta kernel)."""
+        given = [t for t in tensors if t is not None]
+        if not all(type(t) is MPSSimTensor and t.dtype is torch.float32 for t in given):
+            return False
+        saved = (
+            {key: dict(value) for key, value in self.findings.items()},
+            self.op_count,
+            set(self.ops_seen),
+            dict(self.largest_buffer),
+            self.peak_bytes,
+        )
+        try:
+            run(*(None if t is None else self._shadow(t) for t in tensors))
+        except (RuntimeError, NotImplementedError, TypeError):
+            self.findings, self.op_count, self.ops_seen, self.largest_buffer, self.peak_bytes = saved
+            return False
+        return True
+
+    def _shadow(self, tensor: MPSSimTensor) -> MPSSimTensor:
+        """A simulated tensor like `tensor`, holding no data; its own bytes are not counted twice."""
+        elem = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device="meta")
+        shadow = MPSSimTensor(elem)
+        self.untrack(shadow.__dict__.pop("_sim_storage", 0))
+        return shadow
 
 
 def _unwrap_index(index):
