@@ -587,8 +587,18 @@ def build_pipeline(spec, state, device, dtype):
 
 
 def run_pipeline(spec, state, device, dtype, out_path):
+    import random
+
+    import numpy as np
+
     torch = state["torch"]
     pipeline = build_pipeline(spec, state, device, dtype)
+    # The same draws whatever ran before in this process (building the synthetic weights draws from the
+    # global generator): a tree that draws without the generator still gives the run of a fresh process,
+    # and the parity reference kept by a cpu verify is the one a later run would compute.
+    torch.manual_seed(spec["seed"])
+    np.random.seed(spec["seed"])
+    random.seed(spec["seed"])
     config = state["config"]
     generator = torch.Generator().manual_seed(spec["seed"])
     arguments = {
