@@ -2,7 +2,7 @@
 path's ops are checked on shadows (meta data, no arithmetic) and the values come from the CPU's fused
 kernel, in float32. Its verdict must be the one computing the math path op by op gives: the same ops,
 findings and largest buffer (an attention whose scores exceed Metal's 2**32-byte buffer is still
-caught), the same values; float16 still computes op by op.
+caught), the same values; a float16 attention whose scores could overflow still computes op by op.
 """
 
 from __future__ import annotations
@@ -47,17 +47,22 @@ def seen():
 
 torch.manual_seed(0)
 out = {}
-for dtype in ("float32", "float16"):
-    q, k, v = (torch.randn(2, 3, 64, 8).to("mps").to(getattr(torch, dtype)) for _ in range(3))
+# float16 at 300: scores up to about 2e5, over float16's 65504 (the math path overflows, as on MPS).
+for name, dtype, size in (("float32", "float32", 1.0), ("float16", "float16", 1.0), ("overflow", "float16", 300.0)):
+    q, k, v = ((size * torch.randn(2, 3, 64, 8)).to("mps").to(getattr(torch, dtype)) for _ in range(3))
     mask = torch.randn(2, 1, 64, 64).to("mps").to(getattr(torch, dtype))
     reset()
+    before = simulator.peak_bytes
     routed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    out[dtype + "_routed"] = seen()
+    out[name + "_routed"] = seen()
     reset()
     op_by_op = torch.ops.aten._scaled_dot_product_attention_math.default(q, k, v, mask, 0.0, False, None)[0]
-    out[dtype + "_op_by_op"] = seen()
-    out[dtype + "_max_difference"] = float((routed.cpu().float() - op_by_op.cpu().float()).abs().max())
-    out[dtype + "_device"] = str(routed.device)
+    out[name + "_op_by_op"] = seen()
+    a, b = routed.cpu().float(), op_by_op.cpu().float()
+    out[name + "_same_nan"] = bool((a.isnan() == b.isnan()).all())
+    out[name + "_nan"] = bool(b.isnan().any() or b.isinf().any())
+    out[name + "_max_difference"] = float((a - b).nan_to_num().abs().max())
+    out[name + "_device"] = str(routed.device)
 # Scores of 1 x 1 x 34000 x 34000 float32: 4.6 GB, over Metal's 2**32 bytes. Not one byte of them exists here.
 reset()
 big = torch.randn(1, 1, 34000, 4).to("mps")
@@ -96,9 +101,18 @@ def test_float32_attention_is_judged_on_shadows_as_op_by_op_and_computes_the_sam
     assert attention["float32_device"] == "mps:0"
 
 
-def test_float16_attention_still_computes_op_by_op(attention):
-    assert attention["float16_routed"] == attention["float16_op_by_op"]
-    assert attention["float16_max_difference"] == 0.0
+def test_float16_attention_that_cannot_overflow_is_judged_on_shadows_too(attention):
+    routed, op_by_op = attention["float16_routed"], attention["float16_op_by_op"]
+    assert set(op_by_op["ops"]) <= set(routed["ops"])
+    assert routed["findings"] == op_by_op["findings"] and routed["largest"] == op_by_op["largest"]
+    # float32 arithmetic rounded once against float16 rounded at every step: a few float16 ulps.
+    assert attention["float16_max_difference"] < 2e-2 and not attention["float16_nan"]
+    assert attention["float16_max_difference"] > 0  # the fused kernel's values, not the math path's
+
+
+def test_float16_attention_that_may_overflow_computes_op_by_op_and_overflows_as_mps_would(attention):
+    assert attention["overflow_routed"] == attention["overflow_op_by_op"]
+    assert attention["overflow_same_nan"] and attention["overflow_max_difference"] == 0.0
 
 
 def test_scores_over_metals_buffer_limit_are_caught_without_being_made(attention):

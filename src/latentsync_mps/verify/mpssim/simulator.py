@@ -767,31 +767,29 @@ class Simulator:
                 q, k, v, m, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
             )[0]
 
-        if dropout_p == 0.0 and self._checked_on_shadows(math_path, (query, key, value, mask)):
-            # The values: the CPU's fused kernel, which computes the same attention in float32 without
-            # materialising the scores (the math path's (batch, heads, tokens, tokens) softmax was most
-            # of a real 1.5 mps-sim verify).
+        tensors = (query, key, value, mask)
+        if dropout_p == 0.0 and _fits_float16(query, key, mask, scale) and self._checked_on_shadows(math_path, tensors):
+            # The values: the CPU's fused kernel, in float32 (rounded back to float16 where the inputs
+            # were), which computes the same attention without materialising the scores (the math path's
+            # (batch, heads, tokens, tokens) softmax was most of a real 1.0 or 1.5 mps-sim verify).
+            low = query.dtype
+            up = [None if t is None else _unwrap(t).float() for t in tensors]
             out = _ORIGINALS["sdpa"](
-                _unwrap(query),
-                _unwrap(key),
-                _unwrap(value),
-                attn_mask=_unwrap(mask),
-                is_causal=is_causal,
-                scale=scale,
-                enable_gqa=enable_gqa,
+                up[0], up[1], up[2], attn_mask=up[3], is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
             )
-            return _wrap(out)
+            return _wrap(out.to(low))
         return math_path(query, key, value, mask)
 
     def _checked_on_shadows(self, run, tensors) -> bool:
         """Run `run` (the attention's math path) on shadows of `tensors`: simulated tensors whose data is a
         meta tensor of the same shape, strides and dtype. Every op goes through dispatch as it would with
         data (statuses, dtype rules, buffer sizes: the checks read no values) and nothing is computed.
-        Float32 only: a float16 math path can overflow where the fused float32 kernel does not, so float16
-        keeps computing op by op. False, with nothing recorded, when the shadows cannot stand in (a CPU
-        tensor among the inputs, a float16 one, an op without a meta kernel)."""
+        False, with nothing recorded, when the shadows cannot stand in (a CPU tensor among the inputs,
+        inputs of different dtypes, an op without a meta kernel)."""
         given = [t for t in tensors if t is not None]
-        if not all(type(t) is MPSSimTensor and t.dtype is torch.float32 for t in given):
+        if not all(type(t) is MPSSimTensor and t.dtype is given[0].dtype for t in given):
+            return False
+        if given[0].dtype not in (torch.float32, torch.float16):
             return False
         saved = (
             {key: dict(value) for key, value in self.findings.items()},
@@ -813,6 +811,23 @@ class Simulator:
         shadow = MPSSimTensor(elem)
         self.untrack(shadow.__dict__.pop("_sim_storage", 0))
         return shadow
+
+
+def _fits_float16(query, key, mask, scale) -> bool:
+    """Whether a float16 math path cannot overflow, so that the fused float32 kernel computes what it
+    would: every score |q.k| * scale is at most max|q| * max|k| * scale (Cauchy-Schwarz), and with the
+    mask's largest finite value it stays under float16's 65504; the softmax and its product with v
+    cannot exceed that. Float32 always fits. Otherwise the math path runs op by op, and overflows as MPS does."""
+    if query.dtype is not torch.float16:
+        return True
+    q, k = _unwrap(query).float(), _unwrap(key).float()
+    factor = scale if scale is not None else q.size(-1) ** -0.5
+    bound = float(q.norm(dim=-1).amax()) * float(k.norm(dim=-1).amax()) * factor
+    if mask is not None:
+        finite = _unwrap(mask).float()
+        finite = finite[torch.isfinite(finite)]
+        bound += float(finite.abs().amax()) if finite.numel() else 0.0
+    return bound < torch.finfo(torch.float16).max
 
 
 def _unwrap_index(index):
