@@ -681,7 +681,8 @@ def check_parity(spec, state):
             cached.store(state["output"])  # a later verify off cpu compares with this run
             kept = "; its output is kept as the CPU float32 reference of a later verify off cpu"
         raise SkipCheck(f"cpu is the reference device{kept}")
-    reference, reused = (cached.path, True) if cached is not None and cached.exists() else (None, False)
+    reuse = cached is not None and (spec.get("reference") or {}).get("reuse") and cached.exists()
+    reference, reused = (cached.path, True) if reuse else (None, False)
     if reference is None:
         reference = Path(spec["work"]) / "reference_cpu.mp4"
         run_reference(spec, state, reference)
@@ -783,9 +784,10 @@ class ReferenceCache:
 
 
 def reference_cache(spec, state) -> ReferenceCache | None:
-    """The reference's place in the cache, or None when the runner asked for a fresh reference."""
+    """The reference's place in the cache (None when the runner gave none). A fresh reference
+    (--fresh-reference) is kept there too, replacing the one it was not compared with."""
     given = spec.get("reference") or {}
-    if not given.get("reuse") or not given.get("folder"):
+    if not given.get("folder"):
         return None
     inputs = reference_key(spec, state)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
