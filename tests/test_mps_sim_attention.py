@@ -69,6 +69,14 @@ big = torch.randn(1, 1, 34000, 4).to("mps")
 F.scaled_dot_product_attention(big, big, big)
 out["big"] = seen()
 out["big_peak"] = simulator.peak_bytes
+# diffusers' own attention (0.11, LatentSync 1.0): baddbmm with beta=0 on an empty input, in float16.
+reset()
+q16, k16 = torch.randn(4, 64, 8), torch.randn(4, 8, 64)
+empty = torch.empty(4, 64, 64).half().to("mps")
+scores = torch.baddbmm(empty, q16.half().to("mps"), k16.half().to("mps"), beta=0, alpha=0.35)
+expected = torch.baddbmm(torch.zeros(4, 64, 64), q16.half().float(), k16.half().float(), beta=0, alpha=0.35)
+difference = float((scores.cpu().float() - expected).abs().max())
+out["baddbmm"] = [str(scores.dtype), str(scores.device), difference, seen()["ops"]]
 import resource
 out["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(out))
@@ -122,3 +130,9 @@ def test_scores_over_metals_buffer_limit_are_caught_without_being_made(attention
     # Counted on the simulated device as MPS would hold them, never allocated on this machine.
     assert attention["big_peak"] >= 34000 * 34000 * 4
     assert attention["max_rss"] < 2**31  # the math path op by op would have held the 4.6 GB scores
+
+
+def test_baddbmm_that_ignores_its_input_is_judged_and_computes_the_product(attention):
+    dtype, device, difference, ops = attention["baddbmm"]
+    assert (dtype, device) == ("torch.float16", "mps:0") and "aten::baddbmm" in ops
+    assert difference < 5e-3  # float32 product, scaled, rounded to float16 once
