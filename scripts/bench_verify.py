@@ -3,7 +3,7 @@
 goal mps-sim <= 2x cpu), on the same ported tree (the fixture by default).
 
     python scripts/bench_verify.py [--tree /path/to/ported/LatentSync] [--rounds 3] [--threads N]
-                                   [--python PATH] [--json] [--max-ratio 2] [--no-warm]
+                                   [--python PATH] [--json] [--max-ratio 2] [--no-warm] [--fresh-reference]
 
 Each round runs both commands, one after the other, each as a fresh `lsync-port verify` process
 (the parent, the child, its imports, everything a user waits for). The synthetic checkpoints and
@@ -13,6 +13,11 @@ of the best times is printed too). Each run's CPU time (user+sys of the verify p
 child) and the load average after it are recorded beside its wall time: on a machine shared with
 other work, wall time mostly measures the others, and the CPU-time ratio is the steadier figure.
 Exit 1 when --max-ratio is given and exceeded (medians of wall time).
+
+The mps-sim runs' parity check reuses the cpu runs' output as its CPU float32 reference (the same
+tree and inputs: verify keeps it), and the figures say so (`parity_reference`: reused); with
+--fresh-reference each mps-sim run computes its reference again, the cost of an mps-sim verify with
+no cpu verify before it.
 
 On a machine shared with other work, torch's worker threads wait on each other whenever a core is
 taken (a 2-core machine with a load of 3 makes both runs 2-3x slower, and erratically so):
@@ -98,9 +103,11 @@ def bench_verify(
     extra: list[str] | None = None,
     threads: int | None = None,
     warm: bool = True,
+    fresh_reference: bool = False,
 ) -> dict:
     """Median and best wall times of `verify --device cpu` and `--device mps-sim`, and their ratio."""
     extra = extra or []
+    extras = {"cpu": extra, "mps-sim": [*extra, "--fresh-reference"] if fresh_reference else extra}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with tempfile.TemporaryDirectory(prefix="lsync-bench-verify-") as work:
         if tree is None:
@@ -108,7 +115,7 @@ def bench_verify(
             shutil.copytree(FIXTURE, tree)
             subprocess.run([*LSYNC, "apply", str(tree)], check=True, capture_output=True)
         for device in DEVICES if warm else ():  # warm: synthetic checkpoints, MPS support table, file caches
-            _verify(tree, device, extra, env)
+            _verify(tree, device, extras[device], env)
         times: dict[str, list[float]] = {device: [] for device in DEVICES}
         cpu_times: dict[str, list[float]] = {device: [] for device in DEVICES}
         loads: dict[str, list[float]] = {device: [] for device in DEVICES}
@@ -116,7 +123,7 @@ def bench_verify(
         for index in range(rounds):
             order = DEVICES if index % 2 == 0 else DEVICES[::-1]
             for device in order:
-                seconds, cpu, report = _verify(tree, device, extra, env)
+                seconds, cpu, report = _verify(tree, device, extras[device], env)
                 times[device].append(seconds)
                 cpu_times[device].append(cpu)
                 loads[device].append(round(os.getloadavg()[0], 2))
@@ -136,6 +143,8 @@ def bench_verify(
             "checks_s": checks,
         }
     result["mps-sim"]["ops"] = reports["mps-sim"].get("simulator", {}).get("ops")
+    parity = next((c for c in reports["mps-sim"]["checks"] if c["name"] == "parity"), {})
+    result["mps-sim"]["parity_reference"] = (parity.get("data") or {}).get("reference")
     result["ratio_median"] = result["mps-sim"]["median_s"] / result["cpu"]["median_s"]
     result["ratio_best"] = result["mps-sim"]["best_s"] / result["cpu"]["best_s"]
     result["ratio_cpu"] = result["mps-sim"]["median_cpu_s"] / result["cpu"]["median_cpu_s"]
@@ -153,9 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-warm", action="store_true", help="no untimed first runs (an earlier verify of the tree built its caches)"
     )
+    parser.add_argument(
+        "--fresh-reference",
+        action="store_true",
+        help="mps-sim runs compute their parity reference again instead of reusing the cpu runs' output",
+    )
     args = parser.parse_args(argv)
     extra = ["--python", args.python] if args.python else []
-    result = bench_verify(args.tree, args.rounds, extra, args.threads, warm=not args.no_warm)
+    result = bench_verify(
+        args.tree, args.rounds, extra, args.threads, warm=not args.no_warm, fresh_reference=args.fresh_reference
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    per check: {r['checks_s']}")
         print(
             f"mps-sim / cpu: {result['ratio_median']:.2f} (medians), {result['ratio_best']:.2f} (best times), "
-            f"{result['ratio_cpu']:.2f} (CPU time); goal <= 2; {result['mps-sim']['ops']} device ops simulated"
+            f"{result['ratio_cpu']:.2f} (CPU time); goal <= 2; {result['mps-sim']['ops']} device ops simulated; "
+            f"parity reference: {result['mps-sim']['parity_reference']}"
         )
     if args.max_ratio is not None and result["ratio_median"] > args.max_ratio:
         return 1

@@ -382,6 +382,15 @@ def verify(
             "mouths (default: a folder per tree and device under the system's temp folder).",
         ),
     ] = None,
+    fresh_reference: Annotated[
+        bool,
+        typer.Option(
+            "--fresh-reference",
+            help="Off cpu: run the CPU float32 reference for the parity check again, even when an earlier "
+            "`verify --device cpu` of the same tree and inputs left its output (by default that output is "
+            "reused, and the report says so).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run smoke inference with TREE's own code on a device and say plainly whether it works.
@@ -425,6 +434,7 @@ def verify(
             on_event=on_event,
             target_torch=target_torch,
             out_dir=out,
+            reuse_reference=not fresh_reference,
         )
     if json_out:
         print(json.dumps(report.to_json(), indent=2))

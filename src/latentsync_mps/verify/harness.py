@@ -500,18 +500,23 @@ def check_decode(spec, state):
     return f"{len(frames)} frames {size} through the tree's decord path (decord {decord.__version__})"
 
 
-def check_audio(spec, state):
-    torch = state["torch"]
-    weights = state["weights"]
+def load_audio_encoder(spec, state, device: str):
+    """The tree's Audio2Feature with the checkpoint's whisper, on `device`."""
     audio_module = importlib.import_module("latentsync.whisper.audio2feature")
     config = state["config"]
     options = {
-        "model_path": weights["whisper"],
-        "device": spec["device"],
+        "model_path": state["weights"]["whisper"],
+        "device": device,
         "num_frames": config["data"]["num_frames"],
         "audio_feat_length": list(config["data"].get("audio_feat_length", [2, 2])),
     }
-    encoder = audio_module.Audio2Feature(**accepted(audio_module.Audio2Feature.__init__, options))
+    return audio_module.Audio2Feature(**accepted(audio_module.Audio2Feature.__init__, options))
+
+
+def check_audio(spec, state):
+    torch = state["torch"]
+    config = state["config"]
+    encoder = load_audio_encoder(spec, state, spec["device"])
     state["audio_encoder"] = encoder
     features = encoder.audio2feat(str(state["audio"]))
     chunks = encoder.feature2chunks(feature_array=features, fps=FPS)
@@ -531,14 +536,20 @@ def check_audio(spec, state):
     return f"{len(chunks)} chunks of shape {tuple(stacked.shape[1:])}"
 
 
+def load_unet(spec, state, device: str, dtype):
+    """The tree's UNet3DConditionModel from the checkpoint, loaded on the CPU, then moved to `device` in `dtype`."""
+    unet_module = importlib.import_module("latentsync.models.unet")
+    model = state["config"]["model"]
+    model_config = model if spec["weights"] == "real" else shrink_unet_config(model)
+    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(model_config, state["weights"]["unet"], device="cpu")
+    return unet.to(device, dtype=dtype).eval()
+
+
 def check_unet(spec, state):
     torch = state["torch"]
-    unet_module = importlib.import_module("latentsync.models.unet")
     config = state["config"]
     dtype = state["dtype"]
-    model_config = config["model"] if spec["weights"] == "real" else shrink_unet_config(config["model"])
-    unet, _ = unet_module.UNet3DConditionModel.from_pretrained(model_config, state["weights"]["unet"], device="cpu")
-    unet = unet.to(spec["device"], dtype=dtype).eval()
+    unet = load_unet(spec, state, spec["device"], dtype)
     state["unet"] = unet
     latent = state["resolution"] // 8
     frames = min(spec["frames"], config["data"]["num_frames"])
@@ -576,8 +587,18 @@ def build_pipeline(spec, state, device, dtype):
 
 
 def run_pipeline(spec, state, device, dtype, out_path):
+    import random
+
+    import numpy as np
+
     torch = state["torch"]
     pipeline = build_pipeline(spec, state, device, dtype)
+    # The same draws whatever ran before in this process (building the synthetic weights draws from the
+    # global generator): a tree that draws without the generator still gives the run of a fresh process,
+    # and the parity reference kept by a cpu verify is the one a later run would compute.
+    torch.manual_seed(spec["seed"])
+    np.random.seed(spec["seed"])
+    random.seed(spec["seed"])
     config = state["config"]
     generator = torch.Generator().manual_seed(spec["seed"])
     arguments = {
@@ -653,29 +674,162 @@ def check_parity(spec, state):
     import numpy as np
 
     torch = state["torch"]
+    cached = reference_cache(spec, state)
     if spec["device"] == "cpu":
-        raise SkipCheck("cpu is the reference device")
-    reference = Path(spec["work"]) / "reference_cpu.mp4"
-    state["unet"] = state["unet"].to("cpu", dtype=torch.float32)
-    state["audio_encoder"].model.to("cpu")
-    simulator = state.get("simulator")
-    # Under the MPS simulator the reference run records no findings: only the mps run is judged.
-    with simulator.paused() if simulator is not None else contextlib.nullcontext():
-        run_pipeline(spec, state, "cpu", torch.float32, reference)
+        kept = ""
+        if cached is not None and state["dtype"] == torch.float32 and not spec.get("simulate"):
+            cached.store(state["output"])  # a later verify off cpu compares with this run
+            kept = "; its output is kept as the CPU float32 reference of a later verify off cpu"
+        raise SkipCheck(f"cpu is the reference device{kept}")
+    reuse = cached is not None and (spec.get("reference") or {}).get("reuse") and cached.exists()
+    reference, reused = (cached.path, True) if reuse else (None, False)
+    if reference is None:
+        reference = Path(spec["work"]) / "reference_cpu.mp4"
+        run_reference(spec, state, reference)
+        if cached is not None:
+            cached.store(reference)
     ref_frames, _ = read_video_frames(reference)
     frames = state["output_frames"]
+    reused_note = (
+        f"; the CPU float32 reference was reused from an earlier verify of the same tree and inputs ({reference})"
+        if reused
+        else ""
+    )
     if ref_frames.shape != frames.shape:
-        raise CheckFailed(f"output shape {frames.shape} differs from the CPU float32 run's {ref_frames.shape}")
+        raise CheckFailed(
+            f"output shape {frames.shape} differs from the CPU float32 run's {ref_frames.shape}{reused_note}"
+        )
     diff = np.abs(frames.astype(np.float32) - ref_frames.astype(np.float32))
     mse = float((diff**2).mean())
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-    data = {"max_abs_error": float(diff.max()), "psnr": psnr}
+    data = {
+        "max_abs_error": float(diff.max()),
+        "psnr": psnr,
+        "reference": "reused" if reused else "computed",
+        "reference_file": str(reference) if reused else None,
+    }
     if psnr < spec["min_psnr"]:
         raise CheckFailed(
             f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec['min_psnr']} dB, "
-            f"max abs error {diff.max():.0f}"
+            f"max abs error {diff.max():.0f}{reused_note}"
         )
-    return f"vs CPU float32: PSNR {psnr:.1f} dB, max abs error {diff.max():.0f}/255", data
+    how = " (reference reused from an earlier verify of the same tree and inputs)" if reused else ""
+    return f"vs CPU float32{how}: PSNR {psnr:.1f} dB, max abs error {diff.max():.0f}/255", data
+
+
+def run_reference(spec, state, out_path: Path) -> None:
+    """The CPU float32 run of the same inputs, computed as a plain cpu verify computes it: the UNet and
+    the audio encoder loaded afresh in float32 on the CPU (the device's copies were rounded to its dtype)."""
+    torch = state["torch"]
+    state["unet"] = None  # the device's copy: its memory is needed for the float32 one
+    simulator = state.get("simulator")
+    # Under the MPS simulator the reference run records no findings: only the mps run is judged.
+    with simulator.paused() if simulator is not None else contextlib.nullcontext():
+        state["unet"] = load_unet(spec, state, "cpu", torch.float32)
+        state["audio_encoder"] = load_audio_encoder(spec, state, "cpu")
+        run_pipeline(spec, state, "cpu", torch.float32, out_path)
+
+
+# What a CPU float32 run's output depends on beyond the tree, the inputs and the weights: the
+# interpreter's packages on the inference path (any that is installed).
+REFERENCE_PACKAGES = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "huggingface-hub",
+    "numpy",
+    "scipy",
+    "eva-decord",
+    "decord",
+    "opencv-python",
+    "opencv-python-headless",
+    "kornia",
+    "imageio",
+    "imageio-ffmpeg",
+    "omegaconf",
+    "einops",
+    "librosa",
+    "soundfile",
+    "insightface",
+    "onnxruntime",
+    "mediapipe",
+    "face-alignment",
+    "pillow",
+)
+
+
+class ReferenceCache:
+    """The CPU float32 reference of one tree and its inputs: a plain cpu verify's output video, kept so
+    that a verify off cpu (mps-sim above all) need not run the pipeline a second time. The key covers
+    everything that run's numbers depend on that verify can see (see `reference_key`)."""
+
+    def __init__(self, folder: Path, key: str, inputs: dict):
+        self.folder, self.key, self.inputs = folder, key, inputs
+        self.path = folder / f"{key}.mp4"
+
+    def exists(self) -> bool:
+        return self.path.is_file() and (self.folder / f"{self.key}.json").is_file()
+
+    def store(self, video: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f"{self.key}.{os.getpid()}.partial"
+        shutil.copyfile(video, partial)
+        os.replace(partial, self.path)
+        facts = json.dumps({"key": self.key, "stored": time.time(), "inputs": self.inputs}, indent=1, default=str)
+        (self.folder / f"{self.key}.json.{os.getpid()}.partial").write_text(facts)
+        os.replace(self.folder / f"{self.key}.json.{os.getpid()}.partial", self.folder / f"{self.key}.json")
+
+
+def reference_cache(spec, state) -> ReferenceCache | None:
+    """The reference's place in the cache (None when the runner gave none). A fresh reference
+    (--fresh-reference) is kept there too, replacing the one it was not compared with."""
+    given = spec.get("reference") or {}
+    if not given.get("folder"):
+        return None
+    inputs = reference_key(spec, state)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return ReferenceCache(Path(given["folder"]), key, inputs)
+
+
+def reference_key(spec, state) -> dict:
+    """Everything the CPU float32 run's output depends on that verify can see: the tree (its files'
+    digest, from the runner), this harness and lsync-port, the inputs verify makes (frames, size,
+    steps, seed), the weights (their files' sizes and times), the interpreter and its packages, the
+    torch thread count (it changes the order of float32 sums), the ffmpeg that encodes the video,
+    and the LATENTSYNC_* settings the runtime helper reads."""
+    from importlib import metadata
+
+    torch = state["torch"]
+    given = spec.get("reference") or {}
+    here = Path(__file__).resolve().parent
+    versions = {}
+    for name in REFERENCE_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    weights = {}
+    for name in ("unet", "whisper", "vae"):
+        path = Path(state["weights"][name])
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        weights[name] = [str(path), [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]]
+    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = os.path.realpath(ffmpeg) if ffmpeg else None  # not the per-run link _ffmpeg_on_path makes
+    return {
+        "tree_digest": given.get("tree_digest"),
+        "tool_version": given.get("tool_version"),
+        "harness": [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in ("harness.py", "landmarks.py")],
+        "inputs": [spec["frames"], state["resolution"], spec["steps"], spec["seed"], spec["config"], spec["weights"]],
+        "weights": weights,
+        "python": [sys.executable, sys.version],
+        "packages": versions,
+        "threads": torch.get_num_threads(),
+        "ffmpeg": [ffmpeg, os.stat(ffmpeg).st_size, os.stat(ffmpeg).st_mtime_ns] if ffmpeg else None,
+        "environment": sorted(
+            (k, v) for k, v in os.environ.items() if k.startswith("LATENTSYNC_") and k != "LATENTSYNC_DEVICE"
+        ),
+    }
 
 
 def load_config(spec, state):

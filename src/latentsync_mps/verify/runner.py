@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..engine import check_tree, detect
+from ..engine.tree import walk
 from ..release_facts import spec_facts
 from ..ruleset import RulePack
 from .target_torch import resolve as resolve_target
@@ -126,8 +128,8 @@ def run_verify(
     min_psnr: float = 25.0,
     on_event: Callable[[dict], None] | None = None,
     target_torch: str | None = None,
-
     out_dir: Path | None = None,
+    reuse_reference: bool = True,
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
@@ -165,6 +167,14 @@ def run_verify(
             # What the release is like at run time (patches/upstreams.toml): the harness reads no lsync-port data.
             "release_facts": spec_facts(pack, profile, release),
             "preview": str(out / "preview.png"),
+            # Parity off cpu: the output of an earlier cpu verify of the same tree and inputs is the
+            # CPU float32 reference, when the harness finds one under the same key (harness.reference_key).
+            "reference": {
+                "reuse": reuse_reference,
+                "folder": str(_cache_dir().with_name("verify-reference")),
+                "tree_digest": tree_digest(tree),
+                "tool_version": __version__,
+            },
         }
         if not frames:
             spec["frames"] = 8
@@ -186,6 +196,30 @@ def run_verify(
     out.mkdir(parents=True, exist_ok=True)
     Path(report.report_file).write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+SCRATCH_FOLDER = "temp/"
+
+
+def tree_digest(tree: Path) -> str:
+    """The tree's files (those lsync-port reads: no checkpoints, .git or .lsync-port), by content; a
+    file over 16 MiB by its size and time. temp/ is left out: LatentSync's pipeline writes its
+    scratch files there (1.0, 1.5: temp/video.mp4, temp/audio.wav) and reads none it did not write."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for relpath in walk(tree):
+        if relpath.startswith(SCRATCH_FOLDER):
+            continue
+        path = tree / relpath
+        try:
+            status = path.stat()
+            large = status.st_size > 16 * 2**20
+            data = f"{status.st_size} {status.st_mtime_ns}".encode() if large else path.read_bytes()
+        except OSError:
+            continue
+        digest.update(relpath.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
 
 
 def default_out_dir(tree: Path, device: str) -> Path:

@@ -32,7 +32,9 @@ What it does, once `install(tree)` has run (before the tree's modules are import
      is intercepted before its C++ dispatch (which on a Linux build would pick CPU-only flash
      kernels) and judged as MPS would run it: `_scaled_dot_product_attention_math_for_mps` when
      dropout is 0, no input needs a gradient and q/k/v are contiguous (or macOS 15), else the
-     composite math path, op by op.
+     composite math path, op by op. Without dropout that path's ops are judged on shadows (meta
+     tensors of the same shapes and dtypes: the same checks, buffer sizes included) and the values
+     come from the CPU's fused kernel in float32, unless float16 scores could overflow (then op by op).
   2. dtype: a float64 (or complex128) tensor created on the device is an error finding carrying
      the real MPS error text; bfloat16 is a warning (needs macOS 14; emulated on M1/M2).
   3. device mismatch: an op mixing simulated-mps tensors with CPU tensors of one dimension or
@@ -55,8 +57,9 @@ What it does, once `install(tree)` has run (before the tree's modules are import
   ops). An op whose CPU kernel lacks Half (or bfloat16) is computed in float32 and cast back, so
   the run goes on; that is the simulator's doing, not a finding (the stats list such ops). A few
   ops whose CPU float16 kernels are many times slower than float32 (`_FLOAT32_COMPUTE`:
-  convolution, grid_sample, gelu, silu, group_norm) are computed in float32 and rounded to
-  float16 too, as a float16 kernel that accumulates in float32 would.
+  convolution, grid_sample, addmm, mm, bmm, baddbmm; `_FLOAT32_BELOW`: gelu and group_norm on
+  small tensors) are computed in float32 and rounded to float16 too, as a float16 kernel that
+  accumulates in float32 would.
 * Entry points that on a Linux build reach an MPS device guard in C++ before any dispatch
   (`Tensor.to`, `torch.tensor(..., device=)`, indexing, `contiguous`, `copy_`, `torch.load`'s
   `map_location`, ...) are handled in Python: see `MPSSimTensor` and `install`.

@@ -40,15 +40,28 @@ FALLBACK_ENV = "PYTORCH_ENABLE_MPS_FALLBACK"
 METAL_BUFFER_LIMIT = 2**32
 
 
-# Ops whose CPU float16 kernels are many times slower than float32 (strided convolution up to 20x,
-# grid_sample and gelu 20-40x): computed in float32 and rounded to float16. The result is what a
-# float16 kernel that accumulates in float32 gives, as the CPU's own float16 kernels (and Metal's) do.
+# Ops whose CPU float16 kernels are many times slower than float32, computed in float32 and rounded to
+# float16. The result is what a float16 kernel that accumulates in float32 gives, as the CPU's own
+# float16 kernels (and Metal's) do. Measured on one thread, torch 2.13 and 2.14 (docs/benchmarks.md):
+# strided convolution up to 20x slower in float16, grid_sample 20-40x, and the matrix products 7 to 28x
+# (addmm 20480x32 @ 32x256: 127 ms against 19 ms upcast; bmm 20x1024x32 @ 32x1024: 1306 against 105).
 _FLOAT32_COMPUTE = {
     torch.ops.aten.convolution.default,
     torch.ops.aten.grid_sampler_2d.default,
-    torch.ops.aten.gelu.default,
-    torch.ops.aten.native_group_norm.default,
-    torch.ops.aten.silu.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.mm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+}
+_BADDBMM, _BMM = torch.ops.aten.baddbmm.default, torch.ops.aten.bmm.default
+# Ops whose float16 kernel is slower only on small tensors, where the float32 copies stay in the cache:
+# upcast below this many elements of the first argument. Above it the copies cost more than the op
+# (10x32x256x256, a VAE decoder's: gelu 36 ms in float16 against 129 upcast, group_norm 55 against 130;
+# 2x32x10x32x32, a UNet's: gelu 0.62 against 0.47, group_norm 0.78 against 0.32). silu's float16
+# kernel was as fast or faster at every size measured, so silu is never upcast.
+_FLOAT32_BELOW = {
+    torch.ops.aten.gelu.default: 2**21,
+    torch.ops.aten.native_group_norm.default: 2**21,
 }
 
 
@@ -57,6 +70,16 @@ def _has_half(args) -> bool:
         if isinstance(value, torch.Tensor) and value.dtype is torch.float16:
             return True
     return False
+
+
+def _computes_in_float32(func, args) -> bool:
+    """Whether a float16 op is computed through float32 copies (the faster way on this CPU)."""
+    if func in _FLOAT32_COMPUTE:
+        return _has_half(args)
+    limit = _FLOAT32_BELOW.get(func)
+    if limit is None or not args or not isinstance(args[0], torch.Tensor):
+        return False
+    return args[0].dtype is torch.float16 and args[0].numel() < limit
 
 
 _HALF_MISSING = re.compile(r"not implemented for '(Half|BFloat16)'")
@@ -232,7 +255,9 @@ class Simulator:
         except (RuntimeError, NotImplementedError):
             return 0
         if not address:
-            return 0
+            if not elem.is_meta:
+                return 0
+            address = storage._cdata  # a shadow's storage (see _checked_on_shadows): counted as the real one
         entry = self._storages.get(address)
         if entry is not None:
             entry[1] += 1
@@ -524,7 +549,12 @@ class Simulator:
         cpu_args = _unwrap(args)
         cpu_kwargs = {k: _unwrap(v) for k, v in kwargs.items()} if kwargs else kwargs
         try:
-            if func in _FLOAT32_COMPUTE and _has_half(cpu_args):
+            if func is _BADDBMM and cpu_kwargs.get("beta", 1) == 0 and _has_half(cpu_args):
+                # beta=0: the input is not read, and diffusers' attention passes an empty one the size of
+                # the scores; upcasting it cost as much as the product (732 against 325 ms, 32x1024x1024).
+                product = _BMM(cpu_args[1].float(), cpu_args[2].float())
+                out = product.mul_(cpu_kwargs.get("alpha", 1)).to(cpu_args[1].dtype)
+            elif _computes_in_float32(func, cpu_args):
                 out = self._upcast_call(func, info, cpu_args, cpu_kwargs, missing=False)
             else:
                 out = func(*cpu_args, **cpu_kwargs)
@@ -737,9 +767,73 @@ class Simulator:
         mask = attn_mask
         if mask is not None and mask.dtype is torch.bool:
             mask = torch.zeros_like(mask, dtype=query.dtype).masked_fill_(mask.logical_not(), float("-inf"))
-        return torch.ops.aten._scaled_dot_product_attention_math.default(
-            query, key, value, mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
-        )[0]
+
+        def math_path(q, k, v, m):
+            return torch.ops.aten._scaled_dot_product_attention_math.default(
+                q, k, v, m, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
+            )[0]
+
+        tensors = (query, key, value, mask)
+        if dropout_p == 0.0 and _fits_float16(query, key, mask, scale) and self._checked_on_shadows(math_path, tensors):
+            # The values: the CPU's fused kernel, in float32 (rounded back to float16 where the inputs
+            # were), which computes the same attention without materialising the scores (the math path's
+            # (batch, heads, tokens, tokens) softmax was most of a real 1.0 or 1.5 mps-sim verify).
+            low = query.dtype
+            up = [None if t is None else _unwrap(t).float() for t in tensors]
+            out = _ORIGINALS["sdpa"](
+                up[0], up[1], up[2], attn_mask=up[3], is_causal=is_causal, scale=scale, enable_gqa=enable_gqa
+            )
+            return _wrap(out.to(low))
+        return math_path(query, key, value, mask)
+
+    def _checked_on_shadows(self, run, tensors) -> bool:
+        """Run `run` (the attention's math path) on shadows of `tensors`: simulated tensors whose data is a
+        meta tensor of the same shape, strides and dtype. Every op goes through dispatch as it would with
+        data (statuses, dtype rules, buffer sizes: the checks read no values) and nothing is computed.
+        False, with nothing recorded, when the shadows cannot stand in (a CPU tensor among the inputs,
+        inputs of different dtypes, an op without a meta kernel)."""
+        given = [t for t in tensors if t is not None]
+        if not all(type(t) is MPSSimTensor and t.dtype is given[0].dtype for t in given):
+            return False
+        if given[0].dtype not in (torch.float32, torch.float16):
+            return False
+        saved = (
+            {key: dict(value) for key, value in self.findings.items()},
+            self.op_count,
+            set(self.ops_seen),
+            dict(self.largest_buffer),
+            self.peak_bytes,
+        )
+        try:
+            run(*(None if t is None else self._shadow(t) for t in tensors))
+        except (RuntimeError, NotImplementedError, TypeError):
+            self.findings, self.op_count, self.ops_seen, self.largest_buffer, self.peak_bytes = saved
+            return False
+        return True
+
+    def _shadow(self, tensor: MPSSimTensor) -> MPSSimTensor:
+        """A simulated tensor like `tensor`, holding no data; its own bytes are not counted twice."""
+        elem = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device="meta")
+        shadow = MPSSimTensor(elem)
+        self.untrack(shadow.__dict__.pop("_sim_storage", 0))
+        return shadow
+
+
+def _fits_float16(query, key, mask, scale) -> bool:
+    """Whether a float16 math path cannot overflow, so that the fused float32 kernel computes what it
+    would: every score |q.k| * scale is at most max|q| * max|k| * scale (Cauchy-Schwarz), and with the
+    mask's largest finite value it stays under float16's 65504; the softmax and its product with v
+    cannot exceed that. Float32 always fits. Otherwise the math path runs op by op, and overflows as MPS does."""
+    if query.dtype is not torch.float16:
+        return True
+    q, k = _unwrap(query).float(), _unwrap(key).float()
+    factor = scale if scale is not None else q.size(-1) ** -0.5
+    bound = float(q.norm(dim=-1).amax()) * float(k.norm(dim=-1).amax()) * factor
+    if mask is not None:
+        finite = _unwrap(mask).float()
+        finite = finite[torch.isfinite(finite)]
+        bound += float(finite.abs().amax()) if finite.numel() else 0.0
+    return bound < torch.finfo(torch.float16).max
 
 
 def _unwrap_index(index):
