@@ -116,3 +116,19 @@ def test_the_tree_digest_follows_the_code_not_the_pipelines_scratch_files(fixtur
     path = fixture_tree / PIPELINE
     path.write_text(path.read_text() + "\n# an edit\n")
     assert tree_digest(fixture_tree) != before
+
+
+def test_a_cache_that_cannot_take_the_reference_is_skipped_not_an_error(tmp_path):
+    """Keeping the reference is an optimisation: a full disk or a read-only home must not fail verify."""
+    from latentsync_mps.verify.harness import ReferenceCache
+
+    video = tmp_path / "out.mp4"
+    video.write_bytes(b"frames")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    cache = ReferenceCache(blocked / "verify-reference", "k", {"frames": 4})
+    assert cache.store(video) is False and not cache.exists()
+
+    cache = ReferenceCache(tmp_path / "verify-reference", "k", {"frames": 4})
+    assert cache.store(video) is True and cache.exists() and cache.path.read_bytes() == b"frames"
+    assert not list(cache.folder.glob("*.partial"))

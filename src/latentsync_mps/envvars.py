@@ -121,7 +121,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
         DOCTOR,
         "default `~/.cache`",
         "The cache root doctor searches, and where verify keeps its synthetic weights "
-        "(`lsync-port/synthetic/` under it).",
+        "(`lsync-port/synthetic/` under it) and a cpu verify's output as the parity reference of a later "
+        "verify off cpu (`lsync-port/verify-reference/`).",
     ),
     EnvVar(
         "PATH",

@@ -678,8 +678,8 @@ def check_parity(spec, state):
     if spec["device"] == "cpu":
         kept = ""
         if cached is not None and state["dtype"] == torch.float32 and not spec.get("simulate"):
-            cached.store(state["output"])  # a later verify off cpu compares with this run
-            kept = "; its output is kept as the CPU float32 reference of a later verify off cpu"
+            if cached.store(state["output"]):  # a later verify off cpu compares with this run
+                kept = "; its output is kept as the CPU float32 reference of a later verify off cpu"
         raise SkipCheck(f"cpu is the reference device{kept}")
     reuse = cached is not None and (spec.get("reference") or {}).get("reuse") and cached.exists()
     reference, reused = (cached.path, True) if reuse else (None, False)
@@ -773,14 +773,24 @@ class ReferenceCache:
     def exists(self) -> bool:
         return self.path.is_file() and (self.folder / f"{self.key}.json").is_file()
 
-    def store(self, video: Path) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def store(self, video: Path) -> bool:
+        """Keep `video` as this key's reference; False when the cache cannot take it (full disk,
+        read-only home): keeping is an optimisation, never a reason for verify to fail."""
         partial = self.folder / f"{self.key}.{os.getpid()}.partial"
-        shutil.copyfile(video, partial)
-        os.replace(partial, self.path)
+        facts_partial = self.folder / f"{self.key}.json.{os.getpid()}.partial"
         facts = json.dumps({"key": self.key, "stored": time.time(), "inputs": self.inputs}, indent=1, default=str)
-        (self.folder / f"{self.key}.json.{os.getpid()}.partial").write_text(facts)
-        os.replace(self.folder / f"{self.key}.json.{os.getpid()}.partial", self.folder / f"{self.key}.json")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(video, partial)
+            os.replace(partial, self.path)
+            facts_partial.write_text(facts)
+            os.replace(facts_partial, self.folder / f"{self.key}.json")
+        except OSError:
+            for leftover in (partial, facts_partial):
+                with contextlib.suppress(OSError):  # the folder itself may be what failed
+                    leftover.unlink()
+            return False
+        return True
 
 
 def reference_cache(spec, state) -> ReferenceCache | None:
