@@ -183,6 +183,9 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         detail = report.reason or f"{report.seconds:.0f} s"
         if report.target_torch:  # mps-sim: whose MPS kernels it was judged against, and why those
             detail += f"; target torch {report.target_torch['version']} ({report.target_torch['origin']})"
+        parity = next((c for c in report.checks if c.name == "parity"), None)
+        if parity is not None and (parity.data or {}).get("reference") == "reused":
+            detail += "; parity against the cpu verify's kept output"  # not a second CPU pipeline run
         judged_by = report.target_torch.get("version", "") if report.target_torch else ""
         return Step("pass" if report.passed else "fail", detail=detail, target_torch=judged_by)
 
@@ -303,7 +306,9 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
         f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of a "
         f"step's child processes, e.g. verify's child ({load}: the machine is shared, and a verify's wall time "
-        f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s.\n\n"
+        f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s. "
+        "verify mps-sim runs after verify cpu of the same tree and inputs, so its parity check compares with "
+        "the cpu run's kept output where the step says so, instead of running the CPU pipeline again.\n\n"
         "## Per release and device\n\n" + summary(rows) + "\n## Every step\n\n" + markdown(rows)
     )
     path.write_text(text)
