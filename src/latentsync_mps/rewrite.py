@@ -25,6 +25,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from .positions import LazyPositions
 from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
 from .rules.finding import Finding
+from .rules.names import ImportedNameProvider, lazy_imported_names
 
 
 @dataclass
@@ -109,9 +110,12 @@ def run_pass(
     commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.rank)]
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
-    metadata = wrapper.resolve_many(dependencies - {PositionProvider})
+    lazy: dict[Any, Any] = {}
     if PositionProvider in dependencies:
-        metadata[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
+        lazy[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
+    if ImportedNameProvider in dependencies and (names := lazy_imported_names(module)) is not None:
+        lazy[ImportedNameProvider] = names  # rules/names.py: resolved per lookup, no traversal
+    metadata = {**wrapper.resolve_many(dependencies - lazy.keys()), **lazy}
     for visitor in [*commands, *finders]:
         visitor.metadata = metadata  # what MetadataDependent.get_metadata reads
     new_module = module.visit(_CombinedPass(commands, finders))
