@@ -92,8 +92,10 @@ def _resolve(aliases: dict[str, str], dotted: str) -> set[QualifiedName]:
 
 class LazyImportedNames(Mapping[cst.CSTNode, set[QualifiedName]]):
     """What `MetadataWrapper.resolve(ImportedNameProvider)` returns for a module whose import
-    table is `aliases` at every node: each lookup is resolved when asked. Iterating (which no
-    rule does) runs the provider itself."""
+    table is `aliases` at every node: each lookup is resolved when asked. A Name or Attribute
+    chain that is not of the module (a node a rule built) gets an answer too, where the provider
+    has none: the rules and finders only ask about the parsed nodes. Iterating (which no rule
+    does) runs the provider itself."""
 
     def __init__(self, module: cst.Module, aliases: dict[str, str]) -> None:
         self._module, self._aliases = module, aliases
