@@ -222,3 +222,50 @@ def test_the_early_parser_knows_apply_s_options_as_typer_does():
     assert early_options == typer_options
     flags = {opt for p in command.params if getattr(p, "is_flag", False) for opt in p.opts}
     assert flags == {opt for a in parser._actions if a.nargs == 0 for opt in a.option_strings}
+
+
+def _answers(tree: Path, *options: str) -> dict[str, tuple[str, int, str]]:
+    """The first apply, then the re-apply answered early and the one planned in full (the no-op
+    record dropped, so the plan's digest decides): (stdout, exit code, which path answered)."""
+    runs = {}
+    for name in ("first", "early", "full"):
+        if name == "full":
+            drop_the_record(tree)
+        done = lsync("apply", str(tree), *options)
+        runs[name] = (done.stdout, done.returncode, done.stderr.strip().splitlines()[-1])
+    return runs
+
+
+def test_a_re_apply_after_problems_reports_them_again_with_the_same_exit_code(fixture_tree):
+    broken = fixture_tree / "latentsync" / "broken.py"
+    broken.write_text("import torch\nx = torch.cuda.is_available(\n")  # a candidate that cannot be parsed
+    runs = _answers(fixture_tree, "--json")
+    problems = [{"path": "latentsync/broken.py", "reason": json.loads(runs["first"][0])["problems"][0]["reason"]}]
+    assert runs["first"][1] == cli.Exit.PARTIAL and "cannot be parsed" in problems[0]["reason"]
+    for name in ("early", "full"):
+        out, code, how = runs[name]
+        assert how == ("early answer" if name == "early" else "libcst loaded"), name
+        report = json.loads(out)
+        assert report["unchanged"] and report["problems"] == problems, name
+        assert code == cli.Exit.PARTIAL, name
+    text = lsync("apply", str(fixture_tree))
+    assert text.returncode == cli.Exit.PARTIAL
+    assert "not processed: latentsync/broken.py: cannot be parsed" in text.stdout
+    assert "Nothing to do" in text.stdout and "1 problem(s)" in text.stdout
+
+
+def test_a_file_edited_by_hand_stays_a_problem_on_every_re_apply(fixture_tree):
+    applied(fixture_tree)
+    (fixture_tree / "predict.py").write_text("# edited by hand\n")
+    codes = [lsync("apply", str(fixture_tree), "--json") for _ in range(3)]
+    for done in codes:
+        assert done.returncode == cli.Exit.PARTIAL, done.stdout
+        assert [p["path"] for p in json.loads(done.stdout)["problems"]] == ["predict.py"]
+    assert codes[-1].stderr.strip().splitlines()[-1] == "early answer"
+
+
+def test_strict_exits_as_the_first_apply_did_on_a_no_op_re_apply(fixture_tree):
+    runs = _answers(fixture_tree, "--strict", "--rules", ",".join(SUBSET))
+    assert runs["first"][1] == cli.Exit.STRICT
+    assert [runs[name][1] for name in ("early", "full")] == [cli.Exit.STRICT] * 2
+    assert [runs[name][2] for name in ("early", "full")] == ["early answer", "libcst loaded"]

@@ -53,7 +53,7 @@ class Manifest:
     rules: list[str]
     state: str  # "applying" while files are being written, "applied" once all are
     files: dict[str, Entry]
-    # What the last apply reported (matches, drift, residue) and the digest of the tree and rules
+    # What the last apply reported (matches, drift, residue, problems) and the digest of the tree and rules
     # it saw afterwards: an apply that finds the same digest has nothing to do (see engine).
     result: dict | None = None
 

@@ -96,7 +96,7 @@ def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_d
         console.print(
             f"[green]Nothing to do:[/] the tree and the rules are as the last apply left them "
             f"({last.get('files', 0)} file(s) ported, {last.get('rewrites', 0)} rewrite(s), {len(plan.drift)} drift, "
-            f"{len(plan.residue)} residue)."
+            f"{len(plan.residue)} residue, {len(plan.problems)} problem(s))."
         )
     elif not plan.writes:
         console.print(f"[green]Nothing to write:[/] the tree already is as this version ports it. {summary}")

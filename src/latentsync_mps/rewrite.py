@@ -18,13 +18,16 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst import parse_statement
 from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor
+from libcst.codemod.visitors import AddImportsVisitor, ImportItem
+from libcst.helpers import get_absolute_module_from_package_for_import
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .positions import LazyPositions
 from .rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
 from .rules.finding import Finding
+from .rules.names import ImportedNameProvider, lazy_imported_names
 
 
 @dataclass
@@ -109,9 +112,12 @@ def run_pass(
     commands = [kind.command(context, kind, file, log) for kind in sorted(kinds, key=lambda k: k.rank)]
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     dependencies = {dep for visitor in [*commands, *finders] for dep in visitor.get_inherited_dependencies()}
-    metadata = wrapper.resolve_many(dependencies - {PositionProvider})
+    lazy: dict[Any, Any] = {}
     if PositionProvider in dependencies:
-        metadata[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
+        lazy[PositionProvider] = LazyPositions(module)  # positions.py: on first lookup, cheaper
+    if ImportedNameProvider in dependencies and (names := lazy_imported_names(module)) is not None:
+        lazy[ImportedNameProvider] = names  # rules/names.py: resolved per lookup, no traversal
+    metadata = {**wrapper.resolve_many(dependencies - lazy.keys()), **lazy}
     for visitor in [*commands, *finders]:
         visitor.metadata = metadata  # what MetadataDependent.get_metadata reads
     new_module = module.visit(_CombinedPass(commands, finders))
@@ -132,11 +138,16 @@ def run_pass(
 
 
 def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:
-    """libcst's AddImportsVisitor, shown only the module's leading block (docstring and first
-    imports) and a stand-in for the statement after it (whose leading blank lines it adjusts):
-    that is where it inserts and what it reads, and a full traversal of a 20 kB file costs it
-    some 200 ms. An import that a file makes only after other code is not seen, so at worst it
-    is imported twice, which is harmless."""
+    """The imports the rewrites asked for (AddImportsVisitor.add_needed_import), added as libcst's
+    AddImportsVisitor adds them: `_plain_imports` where the case is the plain one, else the
+    visitor itself, shown only the module's leading block (docstring and first imports) and a
+    stand-in for the statement after it (whose leading blank lines it adjusts): that is where it
+    inserts and what it reads, and a full traversal of a 20 kB file costs it some 200 ms. An
+    import that a file makes only after other code is not seen, so at worst it is imported
+    twice, which is harmless."""
+    plain = _plain_imports(module, AddImportsVisitor._get_imports_from_context(context))
+    if plain is not None:
+        return plain
     end = 1 if module.body and m.matches(module.body[0], _DOCSTRING) else 0
     while end < len(module.body) and m.matches(module.body[end], _IMPORT_LINE):
         end += 1
@@ -149,8 +160,55 @@ def _add_imports(module: cst.Module, context: CodemodContext) -> cst.Module:
     return head.with_changes(body=[*body, *rest])
 
 
+def _plain_imports(module: cst.Module, needed: Sequence[ImportItem]) -> cst.Module | None:
+    """What AddImportsVisitor makes of `module` when every needed import is absolute and
+    unaliased (`import torch`, `from latentsync import _lsync_port`), the module starts with a
+    plain docstring or none, and none of its first imports is from a module it must import
+    from (which the visitor would extend): the missing imports, one statement per module in
+    sorted order, after the first block of imports, and a blank line before the statement that
+    follows. Setting up the visitor and its import gatherer costs some 15 ms a file, most of
+    the helper-import step. None: any other case, which the visitor handles.
+    (tests/test_rewrite_imports.py compares the two.)"""
+    if any(item.alias is not None or item.relative or item.module == "__future__" for item in needed):
+        return None
+    body = module.body
+    start = 1 if body and m.matches(body[0], _PLAIN_DOCSTRING) else 0
+    if start == 0 and body and m.matches(body[0], _DOCSTRING | _STRICT_FLAG):
+        return None  # the visitor's own rule for what comes before the imports
+    modules = {item.module for item in needed if item.obj_name is None}
+    objects: dict[str, set[str]] = {}
+    for item in needed:
+        if item.obj_name is not None:
+            objects.setdefault(item.module, set()).add(item.obj_name)
+    end = start
+    while end < len(body) and m.matches(body[end], _IMPORT_LINE):
+        statement = cst.ensure_type(body[end], cst.SimpleStatementLine).body[0]
+        if isinstance(statement, cst.Import):
+            modules -= {alias.evaluated_name for alias in statement.names if alias.asname is None}
+        elif get_absolute_module_from_package_for_import(None, statement) in objects:
+            return None
+        end += 1
+    if not modules and not objects:
+        return module
+    config = module.config_for_parsing
+    added = [parse_statement(f"import {name}", config=config) for name in sorted(modules)]
+    added += [
+        parse_statement(f"from {name} import {', '.join(sorted(objects[name]))}", config=config)
+        for name in sorted(objects)
+    ]
+    after = list(body[end:])
+    if after and not after[0].leading_lines:
+        after[0] = after[0].with_changes(leading_lines=(cst.EmptyLine(),))
+    elif after and after[0].leading_lines[0].comment is not None:
+        after[0] = after[0].with_changes(leading_lines=(cst.EmptyLine(), *after[0].leading_lines))
+    return module.with_changes(body=[*body[:end], *added, *after])
+
+
 _DOCSTRING = m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString() | m.ConcatenatedString())])
 _IMPORT_LINE = m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])
+# What AddImportsVisitor keeps before the imports it adds (its _skip_first).
+_PLAIN_DOCSTRING = m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])
+_STRICT_FLAG = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("__strict__"))])])
 
 
 def _surviving(log: list[Rewrite]) -> list[Rewrite]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import __version__
 from ..manifest import Manifest, ManifestError, State
-from .tree import check_tree, walk
+from .tree import FileProblem, check_tree, walk
 
 NOOP = "noop"  # the key of the record in the manifest's `result`
 FINDINGS_DIR = "findings"  # ruleset.FINDINGS_DIR (ruleset imports the rule kinds)
@@ -98,7 +98,7 @@ class StoredPlan:
     restores: list = field(default_factory=list)
     changes: list = field(default_factory=list)
     writes: list = field(default_factory=list)
-    problems: list = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -152,6 +152,7 @@ def stored_plan(
         findings=findings,
         residue=[findings[i] for i in stored["residue"]],
         summary={"files": result.get("files", 0), "rewrites": result.get("rewrites", 0)},
+        problems=[FileProblem(**p) for p in result.get("problems", [])],
     )
 
 

@@ -209,6 +209,7 @@ def _unchanged_plan(plan: Plan, result: dict, digest: str) -> Plan:
     plan.summary = {"files": result.get("files", 0), "rewrites": result.get("rewrites", 0)}
     plan.drift = [Drift(**d) for d in result.get("drift", [])]
     plan.findings = [Finding(**f) for f in result.get("findings", [])]
+    plan.problems = [FileProblem(**p) for p in result.get("problems", [])]
     return plan
 
 

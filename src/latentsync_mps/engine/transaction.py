@@ -105,6 +105,9 @@ def commit(plan: Plan) -> None:
         "rewrites": len(plan.changes),
         "drift": [asdict(d) for d in plan.drift],
         "findings": [f.to_json() for f in plan.findings],
+        # The files left untouched, and why: a re-apply that changes nothing reports them again
+        # (and exits as this apply did).
+        "problems": [asdict(p) for p in plan.problems],
     }
     previous_result = {k: v for k, v in (previous.result or {}).items() if k != NOOP} if previous else None
     if (
