@@ -191,17 +191,26 @@ def bench_verify(rounds: int) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_verify import bench_verify as measure
 
-    figures = measure(rounds=rounds, threads=1)
+    # mps-sim twice: with a parity reference of its own (the goal's case: a user who runs only
+    # mps-sim) and with the cpu verify's kept output (a verify run after a cpu verify of the same tree).
+    fresh = measure(rounds=rounds, threads=1, fresh_reference=True)
+    reused = measure(rounds=rounds, threads=1)
     results = {
         device: {
-            "seconds": figures[device]["median_s"],
-            "cpu_s": figures[device]["median_cpu_s"],
-            "passed": figures[device]["passed"],
+            "seconds": fresh[device]["median_s"],
+            "cpu_s": fresh[device]["median_cpu_s"],
+            "passed": fresh[device]["passed"],
         }
         for device in ("cpu", "mps-sim")
     }
-    results["mps_sim_vs_cpu"] = figures["ratio_median"]
-    results["mps_sim_vs_cpu_in_cpu_time"] = figures["ratio_cpu"]
+    results["mps_sim_vs_cpu"] = fresh["ratio_median"]
+    results["mps_sim_vs_cpu_in_cpu_time"] = fresh["ratio_cpu"]
+    results["reused_reference"] = {
+        "seconds": reused["mps-sim"]["median_s"],
+        "cpu_s": reused["mps-sim"]["median_cpu_s"],
+        "passed": reused["mps-sim"]["passed"],
+        "mps_sim_vs_cpu_in_cpu_time": reused["ratio_cpu"],
+    }
     return results
 
 
@@ -347,7 +356,17 @@ def render(r: dict) -> str:
             )
     if "mps_sim_vs_cpu" in v:
         ratio, in_cpu = v["mps_sim_vs_cpu"], v["mps_sim_vs_cpu_in_cpu_time"]
-        lines.append(f"| mps-sim / cpu verify | {ratio:.2f} wall, {in_cpu:.2f} CPU time | <= 2 | {mark(ratio <= 2)} |")
+        lines.append(
+            f"| mps-sim / cpu verify (parity reference of its own) | {ratio:.2f} wall, {in_cpu:.2f} CPU time "
+            f"| <= 2 | {mark(in_cpu <= 2)} |"
+        )
+    if "reused_reference" in v:
+        kept = v["reused_reference"]
+        lines.append(
+            f"| verify on the fixture, mps-sim after a cpu verify (its output reused as the parity reference) "
+            f"| {kept['seconds']:.1f} s wall, {kept['cpu_s']:.1f} s CPU (passed: {kept['passed']}; "
+            f"{kept['mps_sim_vs_cpu_in_cpu_time']:.2f} of cpu in CPU time) | | |"
+        )
     lines.append(f"| `lsync-port --help` start-up | {r['help_s']:.2f} s | <= 0.3 s | {mark(r['help_s'] <= 0.3)} |")
     if "forecast" in r:
         lines.append(render_forecast(r["forecast"]))
