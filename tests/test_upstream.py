@@ -126,6 +126,9 @@ def test_real_upstream_runs_on_its_own_torch_and_decides_when_called(upstream_co
     the ops the pinned Mac torch lacks go through the helper, and dtype and device defaults are
     decided when called."""
     upstream_copy, _ = upstream_copy
+    affine = upstream_copy / "latentsync/utils/affine_transform.py"
+    # 1.6 defaults AlignRestore to float16; the wrapper's copy (556b673) to float32, which needs no decision.
+    float16_default = "dtype=torch.float16" in affine.read_text()
     assert runner.invoke(app, ["apply", str(upstream_copy)]).exit_code == 0
     pipeline = (upstream_copy / "latentsync/pipelines/lipsync_pipeline.py").read_text()
     assert "weight_dtype = _lsync_port.dtype()" in pipeline and "= torch.float16" not in pipeline
@@ -136,10 +139,10 @@ def test_real_upstream_runs_on_its_own_torch_and_decides_when_called(upstream_co
     assert resnet.count("_lsync_port.interpolate(") == 2 and "F.interpolate(" not in resnet
     inference = (upstream_copy / "scripts/inference.py").read_text()
     assert "torch.float16 if is_fp16_supported else torch.float32" not in inference
-    affine = upstream_copy / "latentsync/utils/affine_transform.py"
     if "kornia" in affine.read_text():  # 1.6 and later: AlignRestore on the device
         text = affine.read_text()
         assert "_lsync_port.det(" in text and "torch.det(" not in text
-        assert "dtype = _lsync_port.restore_dtype(device)" in text
+        assert "dtype=torch.float16" not in text
+        assert ("dtype = _lsync_port.restore_dtype(device)" in text) == float16_default
         detector = (upstream_copy / "latentsync/utils/face_detector.py").read_text()
         assert "def __init__(self, device=None):" in detector
