@@ -183,6 +183,10 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         detail = report.reason or f"{report.seconds:.0f} s"
         if report.target_torch:  # mps-sim: whose MPS kernels it was judged against, and why those
             detail += f"; target torch {report.target_torch['version']} ({report.target_torch['origin']})"
+            stats = report.simulator
+            if stats.get("macos"):  # the Mac it modelled besides the torch: macOS, and memory for the dtype policy
+                memory = f", {stats['mac_memory_bytes'] / 2**30:.0f} GB" if stats.get("mac_memory_bytes") else ""
+                detail += f"; simulated macOS {stats['macos']}{memory}"
         parity = next((c for c in report.checks if c.name == "parity"), None)
         if parity is not None and (parity.data or {}).get("reference") == "reused":
             detail += "; parity against the cpu verify's kept output"  # not a second CPU pipeline run
@@ -304,7 +308,8 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
         "Written by `scripts/repatch_upstream.py` (never by hand): every release re-ported from its commit, "
         f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
-        f"not a Mac, judged against each tree's own target torch. Seconds are wall time; CPU is user+sys of a "
+        f"not a Mac, judged against each tree's own target torch and the simulated Mac "
+        f"(macOS version, memory) each mps-sim step names. Seconds are wall time; CPU is user+sys of a "
         f"step's child processes, e.g. verify's child ({load}: the machine is shared, and a verify's wall time "
         f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s. "
         "verify mps-sim runs after verify cpu of the same tree and inputs, so its parity check compares with "

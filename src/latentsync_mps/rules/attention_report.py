@@ -55,8 +55,7 @@ class ReportKernelPin(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return tuple(sorted({name.rpartition(".")[2] for name in self.callee}))
 
-    def finder(self, path: str) -> GuardedFinder:
-        return _KernelPinFinder(self, path)
+    finder_class = _KernelPinFinder
 
 
 class _UnwrappedCallFinder(DetectionFinder):
@@ -94,5 +93,4 @@ class ReportUnwrappedCall(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.callee.rpartition(".")[2],)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _UnwrappedCallFinder(self, path)
+    finder_class = _UnwrappedCallFinder

@@ -48,8 +48,7 @@ class ReportCudaTypeComparison(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return quoted("cuda")
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _ComparisonFinder(self, path)
+    finder_class = _ComparisonFinder
 
 
 _NONE_TO_SELF = m.Assign(targets=[m.AssignTarget(m.Attribute(value=m.Name("self")))], value=m.Name("None"))
@@ -92,8 +91,7 @@ class ReportLeftOutBranch(PythonDetectionKind):
     def also_needs(self) -> tuple[str, ...]:
         return ("None",)  # the branch sets `self.<x> = None`
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _LeftOutFinder(self, path)
+    finder_class = _LeftOutFinder
 
 
 class _RaiseFinder(DetectionFinder):
@@ -119,8 +117,7 @@ class ReportRaiseUnless(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return quoted(self.literal)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _RaiseFinder(self, path)
+    finder_class = _RaiseFinder
 
 
 class _SwitchFinder(DetectionFinder):
@@ -141,5 +138,4 @@ class ReportUncheckedSwitch(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.method,)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _SwitchFinder(self, path)
+    finder_class = _SwitchFinder

@@ -170,8 +170,7 @@ class ReportCudaReference(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return self.matches.needles()
 
-    def finder(self, path: str) -> GuardedFinder:
-        return _ReferenceFinder(self, path)
+    finder_class = _ReferenceFinder
 
 
 class _AssignmentFinder(GuardedFinder):
@@ -201,5 +200,4 @@ class ReportAssignment(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return _Names((), self.prefixes).needles()
 
-    def finder(self, path: str) -> GuardedFinder:
-        return _AssignmentFinder(self, path)
+    finder_class = _AssignmentFinder

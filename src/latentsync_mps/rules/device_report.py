@@ -95,5 +95,4 @@ class ReportCudaLiteral(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (*quoted("cuda"), *quoted(self.type_prefix))
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _LiteralFinder(self, path)
+    finder_class = _LiteralFinder

@@ -67,8 +67,7 @@ class ReportDtypePin(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return _last_parts(self.names)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _DtypePinFinder(self, path)
+    finder_class = _DtypePinFinder
 
 
 class _DefaultOnFinder(DetectionFinder):
@@ -101,8 +100,7 @@ class ReportDefaultOn(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.switch,)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _DefaultOnFinder(self, path)
+    finder_class = _DefaultOnFinder
 
 
 class _DtypeAttributeFinder(DetectionFinder):
@@ -135,8 +133,7 @@ class ReportDtypeAttribute(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return _last_parts(self.names)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _DtypeAttributeFinder(self, path)
+    finder_class = _DtypeAttributeFinder
 
 
 class _NumpyMoveFinder(DetectionFinder):
@@ -171,5 +168,4 @@ class ReportNumpyMove(PythonDetectionKind):
     def also_needs(self) -> tuple[str, ...]:
         return (".to(",)  # the move
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _NumpyMoveFinder(self, path)
+    finder_class = _NumpyMoveFinder

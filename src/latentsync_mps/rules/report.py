@@ -82,8 +82,10 @@ class DetectionRuleKind(RuleKind):
 class PythonDetectionKind(DetectionRuleKind):
     """Reports in Python files, inside the file's single pass (a visitor of the original nodes)."""
 
+    finder_class: ClassVar[type[DetectionFinder]]  # the visitor that reports this kind's findings
+
     def finder(self, path: str) -> DetectionFinder:
-        raise NotImplementedError
+        return self.finder_class(self, path)
 
     def also_needs(self) -> tuple[str, ...]:
         """Texts a file must contain, every one, besides one of `needles()`, for this rule to
@@ -234,8 +236,7 @@ class ReportCall(PythonDetectionKind):
         # (`vae` rather than `decode`, which tokenizers and box utilities call too).
         return tuple(name.rpartition(".")[2] for name in self.callee) or self.receiver or self.method
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _CallFinder(self, path)
+    finder_class = _CallFinder
 
 
 class _AttributeFinder(GuardedFinder):
@@ -256,8 +257,7 @@ class ReportAttribute(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.attribute,)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _AttributeFinder(self, path)
+    finder_class = _AttributeFinder
 
 
 class _KeywordFinder(DetectionFinder):
@@ -282,8 +282,7 @@ class ReportKeyword(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.keyword,)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _KeywordFinder(self, path)
+    finder_class = _KeywordFinder
 
 
 class _SequenceFinder(DetectionFinder):
@@ -311,8 +310,7 @@ class ReportSequence(PythonDetectionKind):
     def needles(self) -> tuple[str, ...]:
         return (self.contains,)
 
-    def finder(self, path: str) -> DetectionFinder:
-        return _SequenceFinder(self, path)
+    finder_class = _SequenceFinder
 
 
 class RequirementReport(DetectionRuleKind):
