@@ -32,8 +32,10 @@ def test_an_output_that_drifts_on_mps_only_fails_parity_with_its_psnr(fixture_tr
     assert text.count(PASTE_BACK) == 1
     path.write_text(text.replace(PASTE_BACK, DRIFT_ON_MPS))
 
-    # One chunk (the fixture's num_frames, 4) is enough: the drift is in every frame.
-    result = CliRunner().invoke(app, ["verify", str(fixture_tree), "--json", "--device", "mps-sim", "--frames", "4"])
+    # One chunk (the fixture's num_frames, 4) is enough: the drift is in every frame. A reference of
+    # its own: a cpu verify of the same fixture by another test may have kept one in the shared cache.
+    command = ["verify", str(fixture_tree), "--json", "--device", "mps-sim", "--frames", "4", "--fresh-reference"]
+    result = CliRunner().invoke(app, command)
     report = json.loads(result.output)
     assert result.exit_code == 11 and report["passed"] is False
     statuses = {c["name"]: c["status"] for c in report["checks"]}
