@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -87,6 +88,32 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
+
+def _exit_codes_named(command):
+    """Fill `{Exit.NAME}` in a command's docstring with the code, so that its --help never states a
+    number the Exit enum does not give (tests/test_help_exit_codes.py)."""
+    command.__doc__ = re.sub(r"\{Exit\.(\w+)\}", lambda m: str(Exit[m.group(1)].value), command.__doc__ or "")
+    return command
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        console.print(f"lsync-port {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print lsync-port's version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
 TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
 ProfileOpt = Annotated[
@@ -143,6 +170,7 @@ def _locked(tree: Path, command: str):
 
 
 @app.command()
+@_exit_codes_named
 def apply(
     tree: TreeArg,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
@@ -152,7 +180,7 @@ def apply(
         str | None, typer.Option("--rules", help="Only these rule ids, comma-separated (see list-rules).")
     ] = None,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 6 when a rule drifted or CUDA residue remains.")
+        bool, typer.Option("--strict", help=f"Exit {Exit.STRICT.value} when a rule drifted or CUDA residue remains.")
     ] = False,
     profile: ProfileOpt = None,
 ) -> None:
@@ -253,11 +281,13 @@ def _reapply_early(argv: list[str]) -> bool:
 
 
 @app.command()
+@_exit_codes_named
 def scan(
     tree: TreeArg,
     json_out: JsonOpt = False,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 6 on CUDA residue on the inference path or on drift.")
+        bool,
+        typer.Option("--strict", help=f"Exit {Exit.STRICT.value} on CUDA residue on the inference path or on drift."),
     ] = False,
     profile: ProfileOpt = None,
 ) -> None:
@@ -284,6 +314,7 @@ def scan(
 
 
 @app.command()
+@_exit_codes_named
 def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     """Tell whether TREE is patched, by which version, and which files differ from the manifest."""
     from . import engine, report
@@ -310,6 +341,7 @@ def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
+@_exit_codes_named
 def revert(
     tree: TreeArg,
     force: Annotated[
@@ -340,6 +372,7 @@ WEIGHTS = ("auto", "synthetic", "real")
 
 
 @app.command()
+@_exit_codes_named
 def verify(
     tree: TreeArg,
     device: Annotated[
@@ -398,7 +431,7 @@ def verify(
     The tree's code runs in a child process, from the tree's root, under --timeout: device check,
     imports, video decoding (decord), audio features, a UNet forward pass, a short denoising run
     writing a video, output sanity (frames, fps, finite, mouth not black) and, off cpu, parity with
-    a CPU float32 run. Exit 0 when every check passes, 11 when one fails.
+    a CPU float32 run. Exit {Exit.OK} when every check passes, {Exit.VERIFY_FAILED} when one fails.
 
     --device mps-sim runs the same checks on a simulated MPS device (no Mac needed): the tree sees
     mps, computes on the CPU, and every op on the device is checked against the MPS rules of the
@@ -445,6 +478,7 @@ def verify(
 
 
 @app.command()
+@_exit_codes_named
 def forecast(
     tree: TreeArg,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
@@ -470,7 +504,7 @@ def forecast(
     cores suffice. Every allocation is counted: peak bytes (weights included) and the largest
     single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
     mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
-    buffer over 2**32 bytes stops the run: Metal's limit. Exit 12 when the run fails.
+    buffer over 2**32 bytes stops the run: Metal's limit. Exit {Exit.FORECAST_FAILED} when the run fails.
 
     Example: lsync-port apply ./LatentSync && lsync-port forecast ./LatentSync --python ~/venv/bin/python.
     The port's chunk budget, LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES, is honoured when set.
@@ -491,6 +525,7 @@ def forecast(
 
 
 @app.command("list-rules")
+@_exit_codes_named
 def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
     """List the rules of each profile: id, kind, releases and what they are for."""
     from rich.table import Table
@@ -531,6 +566,7 @@ def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
+@_exit_codes_named
 def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rules.")]) -> None:
     """Show one rule in full: why it exists, where it applies, and its before/after examples."""
     pack = _pack()
@@ -558,6 +594,7 @@ def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rul
 
 
 @app.command("check-rules")
+@_exit_codes_named
 def check_rules(
     directory: Annotated[
         Path,
@@ -571,9 +608,9 @@ def check_rules(
     """Validate a rule pack and run every example of every rule (the counterpart of `fixit test`).
 
     Loads DIR as LSYNC_PORT_PATCHES=DIR would, so a malformed file fails here with the file and
-    rule it concerns (exit 9). Then runs each example: a rewriting rule's `before` must become its
+    rule it concerns (exit {Exit.RULES}). Then runs each example: a rewriting rule's `before` must become its
     `after` (and stay so when run again), a detection-only rule's `before` must be reported at the
-    lines its `report` lists. Prints pass/fail per example; exits 9 when any fails.
+    lines its `report` lists. Prints pass/fail per example; exits {Exit.RULES} when any fails.
     """
     from .rulecheck import check_pack
     from .ruleset import RuleFileError, load
@@ -603,6 +640,7 @@ def check_rules(
 
 
 @app.command()
+@_exit_codes_named
 def demo(
     directory: Annotated[
         Path | None,
@@ -625,6 +663,7 @@ def demo(
 
 
 @app.command()
+@_exit_codes_named
 def doctor(
     tree: Annotated[
         Path | None,
@@ -656,7 +695,7 @@ def doctor(
 
     The facts are gathered by a small script run in that interpreter (a child process). The memory
     check compares this machine with the memory forecast of the tree's release (shipped with
-    lsync-port; --forecast measures this tree). Exit 10 when any check is a blocker.
+    lsync-port; --forecast measures this tree). Exit {Exit.DOCTOR_BLOCKER} when any check is a blocker.
     """
     from .doctor import DoctorError, render, run
 

@@ -378,7 +378,8 @@ def check_device(spec, state):
                     if built
                     else "(this torch was built without MPS)"
                 )
-                + "; run with --device cpu"
+                + "; run with --device cpu (this machine's CPU) or --device mps-sim (the MPS code path, "
+                "simulated on the CPU)"
             )
     elif kind == "cuda" and not torch.cuda.is_available():
         raise CheckFailed("no CUDA device here: torch.cuda.is_available() is False; run with --device cpu")
