@@ -646,8 +646,12 @@ def demo(
         Path | None,
         typer.Argument(help="Where to copy the example (default: a new temporary folder).", show_default=False),
     ] = None,
+    diff: Annotated[bool, typer.Option("--diff", help="Also print the diff of every ported file.")] = False,
+    show_new: Annotated[
+        bool, typer.Option("--show-new", help="With --diff, also the files the port adds (the runtime helper).")
+    ] = False,
 ) -> None:
-    """Copy the built-in example tree to DIRECTORY, port it, and show the report and diff."""
+    """Copy the built-in example tree to DIRECTORY, port it, and show the report (--diff: and the diff)."""
     from . import engine, report
     from .resources import example_tree
 
@@ -658,7 +662,7 @@ def demo(
     console.print(f"Copied the example LatentSync-shaped tree to {target}\n")
     plan = _engine_call(engine.make_plan, target, _pack())
     _engine_call(engine.commit, plan)
-    report.render_plan(console, plan, written=True, show_diff=True)
+    report.render_plan(console, plan, written=True, show_diff=diff or show_new, show_new=show_new)
     console.print(f"\nNext: `lsync-port status {target}`, then `lsync-port revert {target}`.")
 
 

@@ -39,7 +39,9 @@ def plan_to_json(plan: Plan | StoredPlan, written: bool) -> dict[str, Any]:
     }
 
 
-def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_diff: bool) -> None:
+def render_plan(
+    console: Console, plan: Plan | StoredPlan, written: bool, show_diff: bool, show_new: bool = True
+) -> None:
     release = (
         f"release {plan.release.name} ({plan.release.commit})"
         if plan.release
@@ -84,7 +86,7 @@ def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_d
     )
     render_problems(console, plan.problems)
     if show_diff:
-        render_diff(console, plan)
+        render_diff(console, plan, show_new)
 
     changed = [f for f in plan.files if f.pristine is not None]
     summary = (
@@ -130,13 +132,19 @@ def render_problems(console: Console, problems: list[FileProblem]) -> None:
         console.print(f"[red]not processed:[/] {p.path}: {p.reason}")
 
 
-def render_diff(console: Console, plan: Plan) -> None:
+def render_diff(console: Console, plan: Plan, show_new: bool = True) -> None:
+    """A unified diff per file to write; a file the port adds diffs from /dev/null, as in git. With
+    show_new False, each added file (the helper is some 900 lines) is one line instead."""
     for f in plan.files + plan.restores:
         if not f.needs_write:
             continue
-        before = (f.current or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
         after = f.new.decode("utf-8", errors="replace").splitlines(keepends=True)
-        diff = difflib.unified_diff(before, after, f"a/{f.path}", f"b/{f.path}")
+        if f.pristine is None and not show_new:
+            console.print(f"new file {f.path}: {len(after)} lines (--show-new prints it)", highlight=False)
+            continue
+        before = (f.current or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
+        old_name = "/dev/null" if f.current is None else f"a/{f.path}"
+        diff = difflib.unified_diff(before, after, old_name, f"b/{f.path}")
         console.print("".join(diff), markup=False, highlight=False, end="")
 
 
