@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps import __version__
@@ -43,3 +50,35 @@ def test_new_files_diff_from_dev_null(tmp_path, fixture_tree):
     dry = runner.invoke(app, ["apply", str(fixture_tree), "--dry-run", "--diff"])
     assert dry.exit_code == 0, dry.output
     assert "--- /dev/null\n+++ b/latentsync/_lsync_port.py" in dry.output
+
+
+def _in_a_pipe(*args: str, columns: str | None) -> str:
+    """The console script's stdout as a pipe gives it, at COLUMNS (None: unset, rich's 80)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    result = subprocess.run(
+        [sys.executable, "-m", "latentsync_mps.cli", *args], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _whole(rule_id: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(rule_id)}(?![\w-])", text) is not None
+
+
+@pytest.mark.parametrize("columns", ["80", None])
+def test_rule_ids_are_never_cut_at_80_columns_or_in_a_pipe(fixture_tree, pack, columns):
+    report = _in_a_pipe("apply", str(fixture_tree), "--dry-run", columns=columns)
+    listing = _in_a_pipe("list-rules", columns=columns)
+    for text in (report, listing):
+        assert "…" not in text
+        tables = [line for line in text.splitlines() if "│" in line or "┃" in line]
+        assert tables and max(map(len, tables)) <= 80, "a table is wider than 80 columns"
+    ported = {m.group(1) for m in re.finditer(r"^ *(\S+) .*│", report, re.M)}
+    assert "latentsync/pipelines/lipsync_pipeline.py" in ported, "a path in the Files table was cut"
+    every_id = {rule.id for profile in pack.profiles.values() for rule in profile.rules}
+    assert [i for i in every_id if not _whole(i, listing)] == []
+    matched = json.loads(_in_a_pipe("apply", str(fixture_tree), "--dry-run", "--json", columns=columns))["matches"]
+    assert [i for i in matched if not _whole(i, report)] == []

@@ -554,14 +554,24 @@ def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
             )
         )
         return
+    from .report import add_rule_id_column
+
+    # Rule ids are never cut (they are pasted into `explain`); below 120 columns the kind goes.
+    with_kind = console.width >= 120
     for p in chosen:
         table = Table(title=f"{p.name} ({p.title})", title_justify="left", show_edge=False)
-        for column in ("rule", "kind", "releases", "summary"):
-            table.add_column(column, overflow="fold")
+        add_rule_id_column(table, "rule", [r.id for r in p.rules])
+        if with_kind:
+            table.add_column("kind", no_wrap=True)
+        table.add_column("releases", no_wrap=True)
+        # The summary takes what is left (rich would not fold it below its longest word).
+        taken = [max(len(r.id) for r in p.rules) + 1, max(len(str(r.releases) or "all") for r in p.rules)]
+        taken += [max(len(r.kind) for r in p.rules)] if with_kind else []
+        room = console.width - sum(taken) - 3 * len(taken) - 2
+        table.add_column("summary", overflow="fold", width=max(room, 20))
         for r in p.rules:
-            table.add_row(
-                r.id + ("" if r.default else " (off by default)"), r.kind, str(r.releases) or "all", r.summary
-            )
+            rule = r.id + ("" if r.default else " (off by default)")
+            table.add_row(rule, *([r.kind] if with_kind else []), str(r.releases) or "all", r.summary)
         console.print(table)
 
 
