@@ -82,3 +82,15 @@ def test_rule_ids_are_never_cut_at_80_columns_or_in_a_pipe(fixture_tree, pack, c
     assert [i for i in every_id if not _whole(i, listing)] == []
     matched = json.loads(_in_a_pipe("apply", str(fixture_tree), "--dry-run", "--json", columns=columns))["matches"]
     assert [i for i in matched if not _whole(i, report)] == []
+
+
+def test_scan_of_a_ported_tree_accounts_for_the_helper_without_scanning_it(fixture_tree):
+    assert runner.invoke(app, ["apply", str(fixture_tree)]).exit_code == 0
+    scanned = runner.invoke(app, ["scan", str(fixture_tree), "--json"])
+    assert scanned.exit_code == 0, scanned.output
+    report = json.loads(scanned.output)
+    assert "latentsync/_lsync_port.py" in report["not_scanned"]
+    assert [f for f in report["findings"] if f["path"].startswith("latentsync/_lsync_port")] == []
+    text = runner.invoke(app, ["scan", str(fixture_tree)]).output
+    assert "lsync-port's runtime helper: latentsync/_lsync_port.py" in text and "not scanned" in text
+    assert "latentsync/_lsync_port.py:" not in text  # no finding at a line of it

@@ -308,6 +308,7 @@ def scan(
         report.render_findings(console, residue, "CUDA-only on the inference path")
         others = [f for f in result.findings if f not in residue]
         report.render_findings(console, others, "Elsewhere, and warnings")
+        report.render_own_files(console, result.own)
         report.render_problems(console, result.problems)
     if strict and (residue or result.drift):
         raise typer.Exit(int(Exit.STRICT))

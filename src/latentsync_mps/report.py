@@ -151,6 +151,14 @@ def render_findings(console: Console, findings: list[Finding], title: str) -> No
         console.print(f"      {f.why}; fix: {f.fix}", highlight=False, style="dim")
 
 
+def render_own_files(console: Console, own: list[str]) -> None:
+    if own:
+        console.print(
+            f"lsync-port's runtime helper: {', '.join(own)}: not scanned (added by apply; revert removes it).",
+            highlight=False,
+        )
+
+
 def render_problems(console: Console, problems: list[FileProblem]) -> None:
     for p in problems:
         console.print(f"[red]not processed:[/] {p.path}: {p.reason}")
@@ -180,6 +188,7 @@ def scan_to_json(result: ScanResult) -> dict[str, Any]:
         "drift": [d.__dict__ for d in result.drift],
         "findings": [dict(f.to_json(), inference_path=result.in_scope(f)) for f in result.findings],
         "counts": dict(Counter(f.kind for f in result.findings if f.severity == "error" and result.in_scope(f))),
+        "not_scanned": result.own,
         "problems": [p.__dict__ for p in result.problems],
     }
 
