@@ -94,3 +94,19 @@ def test_scan_of_a_ported_tree_accounts_for_the_helper_without_scanning_it(fixtu
     text = runner.invoke(app, ["scan", str(fixture_tree)]).output
     assert "lsync-port's runtime helper: latentsync/_lsync_port.py" in text and "not scanned" in text
     assert "latentsync/_lsync_port.py:" not in text  # no finding at a line of it
+
+
+@pytest.mark.parametrize("value", ["float8", "float16"])
+def test_doctor_gives_one_verdict_per_fact(monkeypatch, value):
+    """LATENTSYNC_DTYPE=float8 was a blocker in the device row and "ok" in the environment row."""
+    pytest.importorskip("torch", reason="the device row needs the runtime helper, which imports torch")
+    monkeypatch.setenv("LATENTSYNC_DTYPE", value)
+    monkeypatch.delenv("LATENTSYNC_DEVICE", raising=False)
+    report = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
+    naming = {c["name"]: c["status"] for c in report["checks"] if f"LATENTSYNC_DTYPE={value}" in c["detail"]}
+    naming |= {c["name"]: c["status"] for c in report["checks"] if f"LATENTSYNC_DTYPE='{value}'" in c["detail"]}
+    assert len(naming) <= 1, f"LATENTSYNC_DTYPE={value} judged in several rows: {naming}"
+    by_name = {c["name"]: c for c in report["checks"]}
+    if value == "float8":
+        assert by_name["device"]["status"] == "blocker" and "float8" in by_name["device"]["detail"]
+    assert "LATENTSYNC_DTYPE: see the device row" in by_name["environment"]["detail"]
