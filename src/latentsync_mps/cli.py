@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 class Exit(IntEnum):
@@ -125,7 +126,7 @@ ProfileOpt = Annotated[
 
 
 def fail(message: str, code: Exit) -> typer.Exit:
-    errors.print(f"[red]error:[/] {message}", highlight=False)
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False)  # 'lsync-port[verify]' is not markup
     return typer.Exit(int(code))
 
 
@@ -149,6 +150,16 @@ def _engine_call(function, *args, **kwargs):
         raise fail(str(error), Exit(error.exit_code)) from None
     except PermissionError as error:
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None
+
+
+def _needs(command: str, tree: Path, python: str | None, code: Exit) -> None:
+    """One line, before the run, when the interpreter lacks what the command imports (needs.py)."""
+    from .needs import Unavailable, check
+
+    try:
+        check(command, tree, python)
+    except Unavailable as error:
+        raise fail(str(error), code) from None
 
 
 @contextmanager
@@ -451,6 +462,7 @@ def verify(
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
     if target_torch is not None and device != "mps-sim":
         raise fail("--target-torch applies to --device mps-sim only", Exit.USAGE)
+    _needs("verify --device mps-sim" if device == "mps-sim" else "verify", tree, python, Exit.VERIFY_FAILED)
     from .verify.runner import run_verify
 
     pack = _pack()
@@ -515,6 +527,7 @@ def forecast(
 
     if python is not None and shutil.which(python) is None and not Path(python).is_file():
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    _needs("forecast", tree, python, Exit.FORECAST_FAILED)
     # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
     report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout)
     if json_out:
