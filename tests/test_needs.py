@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,11 @@ from latentsync_mps.cli import app
 from latentsync_mps.forecast import Configuration, ForecastReport
 from latentsync_mps.forecast.render import render
 from latentsync_mps.verify.distributions import distribution_for, requirement_for
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 

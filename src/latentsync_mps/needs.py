@@ -33,9 +33,7 @@ def _missing_in(python: str | None, modules: list[str]) -> list[str]:
         return distributions.missing_modules(modules)
     script = Path(distributions.__file__)
     try:
-        done = subprocess.run(
-            [python, str(script), *modules], capture_output=True, text=True, timeout=60, check=False
-        )
+        done = subprocess.run([python, str(script), *modules], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise Unavailable(f"{python} does not run: {error}") from None
     if done.returncode != 0:
