@@ -350,6 +350,12 @@ def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     for f in result.files:
         if f.state != "patched":
             console.print(f"  {f.path}: {f.state}")
+    if (result.tree / ".git").exists():  # what a git pull would do to the port (update.py)
+        from .update import diagnose
+
+        advice = diagnose(result.tree).advice(result.tree)
+        if advice:
+            console.print(advice, highlight=False)
 
 
 @app.command()
@@ -377,6 +383,26 @@ def revert(
             Exit.REFUSED,
         )
     console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
+
+
+@app.command("update")
+@_exit_codes_named
+def update_command(tree: TreeArg) -> None:
+    """Bring a ported git checkout to upstream's newer commit and port it again: revert, git pull, apply.
+
+    Files you edited since apply are kept: update stops before changing anything and names them
+    (exit {Exit.REFUSED}). A tree that ComfyUI Manager (or `git pull`) already updated under the
+    port is ported again from the code git left. When the pull fails, the tree is ported again on
+    the commit it had, and git's message says why (exit {Exit.USAGE}).
+    """
+    from .update import update
+
+    with _locked(tree, "update"):
+        result, plan = _engine_call(update, tree, _pack())
+    moved = f"{result.before} → {result.after}" if result.before != result.after else f"{result.after}: no newer commit"
+    stale = f"; {len(result.stale)} file(s) git had already replaced" if result.stale else ""
+    console.print(f"update {tree}: {moved}; the port taken off ({len(result.restored)} file(s)){stale}, then:")
+    _show_plan(plan, False, False, False, False)
 
 
 DEVICES = ("auto", "mps", "cuda", "cpu", "mps-sim")
