@@ -110,3 +110,28 @@ def test_doctor_gives_one_verdict_per_fact(monkeypatch, value):
     if value == "float8":
         assert by_name["device"]["status"] == "blocker" and "float8" in by_name["device"]["detail"]
     assert "LATENTSYNC_DTYPE: see the device row" in by_name["environment"]["detail"]
+
+
+def _messages(root) -> list[tuple[str, str]]:
+    """(file, text) of every string literal passed to print() or warnings.warn() under root."""
+    import ast
+
+    found = []
+    for path in sorted(p for p in root.rglob("*.py") if ".lsync-port" not in p.parts):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("print", "warnings.warn"):
+                for arg in node.args:
+                    texts = [v.value for v in ast.walk(arg) if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+                    found += [(path.relative_to(root).as_posix(), text) for text in texts]
+    return found
+
+
+def test_the_ported_trees_messages_name_the_device_the_helper_chose(fixture_tree):
+    """scripts/inference.py printed "Running on cuda" on a Mac; whisper warned that CUDA was available."""
+    cuda_in_use = re.compile(r"\bon cuda\b|\bcuda is available", re.IGNORECASE)
+    before = [m for m in _messages(fixture_tree) if cuda_in_use.search(m[1])]
+    assert {f for f, _ in before} == {"scripts/inference.py", "latentsync/whisper/whisper/transcribe.py"}
+    assert runner.invoke(app, ["apply", str(fixture_tree)]).exit_code == 0
+    assert [m for m in _messages(fixture_tree) if cuda_in_use.search(m[1])] == []
+    inference = (fixture_tree / "scripts/inference.py").read_text()
+    assert 'print(f"Running on {_lsync_port.device()} with {dtype}")' in inference
