@@ -108,3 +108,21 @@ def test_a_forecast_that_measured_nothing_says_why_first_and_alone():
     text = console.export_text()
     assert "NonexNone" not in text and "fail:" not in text and "lsync-port apply" not in text
     assert text.splitlines()[1].startswith("forecast failed: cannot read")
+
+
+def test_a_too_old_package_is_named_by_its_distribution(tmp_path):
+    """`from google.protobuf.internal import builder` fails on an old protobuf: the fix installs
+    protobuf (the tree's pin), never 'google'."""
+    from latentsync_mps.verify import harness
+
+    (tmp_path / "requirements.txt").write_text("protobuf==4.25.3\n")
+    (tmp_path / "mod.py").write_text(
+        "def load():\n    raise ImportError('cannot import name builder', name='google.protobuf.internal')\n"
+    )
+    namespace: dict = {}
+    exec(compile((tmp_path / "mod.py").read_text(), str(tmp_path / "mod.py"), "exec"), namespace)
+    try:
+        namespace["load"]()
+    except ImportError as error:
+        line = harness.missing_dependency(error, tmp_path.resolve())
+    assert "protobuf" in line and "-m pip install 'protobuf==4.25.3'" in line and "install 'google" not in line
