@@ -64,3 +64,14 @@ def test_a_placeholder_naming_no_member_fails_at_import():
 
     with pytest.raises(KeyError):
         cli._exit_codes_named(command)
+
+
+def test_no_message_types_an_exit_code():
+    """What the commands print names codes from the enum too (doctor's "exit code 10")."""
+    sources = Path(cli.__file__).parent.rglob("*.py")
+    typed = [
+        f"{path.name}: {m.group(0)}"
+        for path in sources
+        for m in re.finditer(r"(?i)\bexit(?: code)? \(?\d+", path.read_text())
+    ]
+    assert not typed, f"exit codes typed by hand: {typed}"
