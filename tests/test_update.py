@@ -121,3 +121,14 @@ def test_a_failed_pull_leaves_the_tree_ported_as_it_was(checkout):
 def test_a_tree_that_is_not_a_git_checkout_is_told_what_to_do(fixture_tree):
     result = runner.invoke(app, ["update", str(fixture_tree)])
     assert result.exit_code == Exit.USAGE and "not a git checkout" in result.output
+
+
+def test_a_port_committed_in_git_is_refused_with_the_fix(checkout):
+    upstream, clone = checkout
+    upstream_commit(upstream)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "the port, committed")
+    before = tree_hashes(clone)
+    result = runner.invoke(app, ["update", str(clone)])
+    assert result.exit_code == Exit.REFUSED and "committed in git" in result.output
+    assert tree_hashes(clone) == before

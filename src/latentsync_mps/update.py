@@ -39,6 +39,7 @@ class Diagnosis:
     replaced: list[str] = field(default_factory=list)  # ported files git has put back to HEAD's
     patched: list[str] = field(default_factory=list)  # still the port's bytes
     added: list[str] = field(default_factory=list)  # files apply created
+    committed: list[str] = field(default_factory=list)  # ported files whose port is in a git commit
 
     def advice(self, tree: Path) -> str | None:
         """One line for `status`: what a pull did or will do to the port, and the fix."""
@@ -101,6 +102,8 @@ def diagnose(tree: Path) -> Diagnosis:
     for f in status.files:
         if entries[f.path].original is None:
             found.added.append(f.path)
+        elif f.path not in changed and f.state == "patched":  # HEAD has the port's bytes: committed
+            found.committed.append(f.path)
         elif f.path not in changed:  # the port's change is gone: git checked out HEAD's file
             found.replaced.append(f.path)
         elif f.state == "patched":
@@ -141,6 +144,13 @@ def update(tree: Path, pack, pull: list[str] | None = None) -> tuple[UpdateResul
         found = diagnose(tree)
     except ManifestError as error:
         raise TreeError(f"{tree / STATE_DIR}: {error}", 8) from None
+    if found.committed:
+        raise UpdateRefused(
+            f"the port is committed in git ({', '.join(found.committed[:3])}...): update takes a port off "
+            f"before pulling, and cannot take off a commit. Undo that commit (git -C {tree} revert or reset), "
+            f"or pull and merge by hand, then `lsync-port apply {tree}`",
+            EXIT_REFUSED,
+        )
     if found.edited:
         files = " ".join(found.edited)
         raise UpdateRefused(
