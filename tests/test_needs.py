@@ -126,3 +126,9 @@ def test_a_too_old_package_is_named_by_its_distribution(tmp_path):
     except ImportError as error:
         line = harness.missing_dependency(error, tmp_path.resolve())
     assert "protobuf" in line and "-m pip install 'protobuf==4.25.3'" in line and "install 'google" not in line
+
+
+def test_doctor_forecast_says_it_first_too(bare_python, fixture_tree):
+    result = CliRunner().invoke(app, ["doctor", str(fixture_tree), "--forecast", "--python", bare_python])
+    assert result.exit_code == 2 and result.output.startswith("error: forecast runs the tree with")
+    assert "pip install" in result.output and result.output.count("\n") == 1

@@ -755,6 +755,8 @@ def doctor(
 
     if live_forecast and tree is None:
         raise fail("--forecast needs TREE: it forecasts that tree's memory", Exit.USAGE)
+    if live_forecast:
+        _needs("forecast", tree, python, Exit.USAGE)
     try:
         result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast)
     except DoctorError as error:
