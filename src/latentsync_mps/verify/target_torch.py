@@ -198,8 +198,18 @@ def _requirement_lines(tree: Path):
 
 @functools.cache
 def _tables() -> dict[str, dict]:
-    """Every release's table, rebuilt from the base and the chain of diffs."""
-    data = _data()
+    return rebuild(_data())
+
+
+def releases() -> list[dict]:
+    """What is known of each release, oldest first: torch, source (the wheel it was derived from),
+    wheel, min_macos (from the wheel's platform tag), built (the wheel's build date)."""
+    keys = ("torch", "source", "wheel", "min_macos", "built")
+    return [{k: release.get(k) for k in keys} for release in _data()["releases"]]
+
+
+def rebuild(data: dict) -> dict[str, dict]:
+    """Every release's table, rebuilt from the base and the chain of diffs (mps_tables.json's layout)."""
     ops = {name: status for status, names in data["base"]["ops"].items() for name in names}
     inner = dict(data["base"]["inner"])
     api: dict[str, list[str]] = {}
@@ -219,6 +229,7 @@ def _tables() -> dict[str, dict]:
             "version": data["support_version"],
             "torch": release["torch"],
             "source": release["source"],
+            "min_macos": release.get("min_macos"),  # the oldest macOS its wheel installs on
             "counts": release["counts"],
             "ops": dict(ops),
             "inner": dict(inner),

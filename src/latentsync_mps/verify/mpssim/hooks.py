@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import tensor as _tensor
-from .simulator import _ORIGINALS, SIMULATED_MAC_RAM, SIMULATED_MACOS, Simulator, _Mode, _split_copy
+from .simulator import _ORIGINALS, SIMULATED_MAC_RAM, Simulator, _Mode, _split_copy
 from .support import load_support_table
 from .tensor import MPSSimTensor, SimGenerator, _active, _is_mps
 
@@ -243,8 +243,8 @@ def install(
     # lru_cache-wrapped like torch's own (torch._dynamo reads `is_available.__wrapped__`).
     backend.is_available = functools.lru_cache(lambda: True)
     backend.is_built = lambda: True
-    backend.is_macos_or_newer = functools.lru_cache(lambda major, minor: SIMULATED_MACOS >= (major, minor))
-    backend.is_macos13_or_newer = functools.lru_cache(lambda minor=0: SIMULATED_MACOS >= (13, minor))
+    backend.is_macos_or_newer = functools.lru_cache(lambda major, minor: simulator.macos >= (major, minor))
+    backend.is_macos13_or_newer = functools.lru_cache(lambda minor=0: simulator.macos >= (13, minor))
     for name in (
         "is_available",
         "device_count",
