@@ -1322,8 +1322,8 @@ def test_target_torch_installed_older_lists_the_missing_kernels():
 
 
 def test_target_torch_installed_without_a_table():
-    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "2.12.0")
-    expect(checks.check_target_torch, facts, WARNING, "no MPS table for torch 2.12.0", "torch==2.5.1")
+    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "1.13.1")
+    expect(checks.check_target_torch, facts, WARNING, "no MPS table for torch 1.13.1", "torch==2.5.1")
 
 
 def test_target_torch_does_not_apply_off_a_mac():
