@@ -145,7 +145,7 @@ def git(*args: str) -> str:
         raise Unreachable(f"git {args[0]}: {error}") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise Unreachable(f"git {' '.join(args[:1])} {args[-1]}: {last}")
+        raise Unreachable(f"git {' '.join(args)}: {last}")
     return done.stdout
 
 
