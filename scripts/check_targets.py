@@ -2,7 +2,7 @@
 
     python scripts/check_targets.py                 # check: exit 1 and say what is new, with the diff
     python scripts/check_targets.py --refresh       # fetch what is new, regenerate, rewrite the files
-    python scripts/check_targets.py --dry-run --repo https://github.com/Comfy-Org/desktop=/work/.mirror/Comfy-Org+desktop/repo ...
+    python scripts/check_targets.py --dry-run --repo https://github.com/Comfy-Org/desktop=PATH ...
 
 What it compares with patches/watched.toml (what was seen last) and the MPS tables:
 
@@ -38,11 +38,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import tomllib
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -282,7 +282,10 @@ def news(old: dict, new: dict, missing: list[str]) -> list[str]:
         before = old.get("packages", {}).get(name, {})
         for version in entry["macos_arm64"]:
             if version not in before.get("macos_arm64", {}):
-                lines.append(f"{name} {version}: new on the index with a macOS arm64 wheel (macOS {entry['macos_arm64'][version]}+)")
+                lines.append(
+                    f"{name} {version}: new on the index with a macOS arm64 wheel "
+                    f"(macOS {entry['macos_arm64'][version]}+)"
+                )
         for version in entry["no_macos_wheel"]:
             if version not in before.get("no_macos_wheel", []):
                 lines.append(f"{name} {version}: new on the index with no macOS arm64 wheel (skipped)")
@@ -290,7 +293,9 @@ def news(old: dict, new: dict, missing: list[str]) -> list[str]:
         before = old.get("desktop", {}).get("pins", {})
         after = new["desktop"]["pins"]
         changed = [
-            f"{k} {before.get(k, '-')} -> {after.get(k, '-')}" for k in sorted({*before, *after}) if before.get(k) != after.get(k)
+            f"{k} {before.get(k, '-')} -> {after.get(k, '-')}"
+            for k in sorted({*before, *after})
+            if before.get(k) != after.get(k)
         ]
         lines.append(
             f"ComfyUI Desktop's {DESKTOP['path']} changed (commit {new['desktop']['commit'][:8]}): "
@@ -301,7 +306,8 @@ def news(old: dict, new: dict, missing: list[str]) -> list[str]:
     for entry in new["upstream"]:
         if old_heads.get(entry["repository"]) != entry["head"]:
             lines.append(
-                f"{entry['repository']}: new HEAD {entry['head'][:7]} (was {str(old_heads.get(entry['repository']))[:7]}): "
+                f"{entry['repository']}: new HEAD {entry['head'][:7]} "
+                f"(was {str(old_heads.get(entry['repository']))[:7]}): "
                 "the upstream matrix re-ports it; add a release to patches/upstreams.toml if it is one"
             )
     return lines
@@ -331,13 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--refresh", action="store_true", help="fetch what is new and rewrite the shipped files")
-    mode.add_argument("--dry-run", action="store_true", help="check and show what --refresh would change; write nothing")
-    parser.add_argument("--index", default=INDEX, help=f"package index URL (PEP 691), or a folder of <project>.json (default {INDEX})")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="check and show what --refresh would change; write nothing"
+    )
+    parser.add_argument(
+        "--index", default=INDEX, help=f"package index URL (PEP 691), or a folder of <project>.json (default {INDEX})"
+    )
     parser.add_argument(
         "--repo", action="append", default=[], metavar="URL=PATH",
         help="read a GitHub repository from a local git repository (a mirror) instead; repeatable",
     )  # fmt: skip
-    parser.add_argument("--wheels", type=Path, help="keep the downloaded torch wheels here (default: a temporary folder)")
+    parser.add_argument(
+        "--wheels", type=Path, help="keep the downloaded torch wheels here (default: a temporary folder)"
+    )
     parser.add_argument("--watched", type=Path, default=WATCHED, help=argparse.SUPPRESS)  # tests
     parser.add_argument("--today", default=None, help=argparse.SUPPRESS)  # tests: a fixed date
     args = parser.parse_args(argv)
@@ -359,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     found = news(old, new, missing)
     before = args.watched.read_text(encoding="utf-8") if args.watched.is_file() else ""
     after = render(new)
-    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), str(args.watched), "refreshed"))
+    diff = "".join(
+        difflib.unified_diff(before.splitlines(True), after.splitlines(True), str(args.watched), "refreshed")
+    )
 
     if not args.refresh:
         if not found and not diff:

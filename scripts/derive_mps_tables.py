@@ -363,7 +363,12 @@ def shipped(path: Path) -> dict[str, dict]:
     for release in data["releases"]:
         entry = {k: v for k, v in release.items() if k not in ("diff", "mps_api")}
         table = tables[release["torch"]]
-        out[release["torch"]] = {"entry": entry, "ops": table["ops"], "inner": table["inner"], "mps_api": table["mps_api"]}
+        out[release["torch"]] = {
+            "entry": entry,
+            "ops": table["ops"],
+            "inner": table["inner"],
+            "mps_api": table["mps_api"],
+        }
     return out
 
 
@@ -377,7 +382,11 @@ def serialise(releases: dict[str, dict]) -> dict:
         if previous is None or release["mps_api"] != previous["mps_api"]:
             entry["mps_api"] = release["mps_api"]
         if previous is None:
-            data["base"] = {"torch": version, "ops": grouped(release["ops"]), "inner": dict(sorted(release["inner"].items()))}
+            data["base"] = {
+                "torch": version,
+                "ops": grouped(release["ops"]),
+                "inner": dict(sorted(release["inner"].items())),
+            }
         else:
             entry["diff"] = diff(previous, release)
         data["releases"].append(entry)
@@ -406,8 +415,11 @@ def main() -> int:
     partial.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n", encoding="utf-8")
     partial.replace(args.out)
     kept = len(releases) - len(found)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB, {len(releases)} releases"
-          + (f", {kept} kept as they were" if kept else "") + ")")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB, {len(releases)} releases"
+        + (f", {kept} kept as they were" if kept else "")
+        + ")"
+    )
     return 0
 
 

@@ -35,6 +35,10 @@ def simulated_macos(table: dict) -> tuple[int, ...]:
 # 10.7 GiB. The runtime helper's dtype policy then takes the float16 path such a Mac takes,
 # whatever the memory of the machine running the simulation.
 SIMULATED_MAC_RAM = 16 * 2**30
+# What torch.backends.mps.get_name() / get_core_count() (torch 2.15 and later) answer: a base M4, whose
+# GPU has 10 cores and which ships with 16 GB.
+SIMULATED_MAC_NAME = "Apple M4"
+SIMULATED_MAC_GPU_CORES = 10
 
 FLOAT64_ERROR = (
     "Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64. "
