@@ -208,6 +208,20 @@ def releases() -> list[dict]:
     return [{k: release.get(k) for k in keys} for release in _data()["releases"]]
 
 
+def min_macos(version: str) -> tuple[int, ...] | None:
+    """The oldest macOS a known release's macOS arm64 wheel installs on, (14, 0); None if unknown."""
+    for release in releases():
+        if release["torch"] == version and release["min_macos"]:
+            return tuple(int(part) for part in release["min_macos"].split("."))
+    return None
+
+
+def newest_for_macos(macos: tuple[int, ...]) -> str | None:
+    """The newest known release whose macOS wheel installs on that macOS."""
+    fits = [r["torch"] for r in releases() if r["min_macos"] and min_macos(r["torch"]) <= macos]
+    return max(fits, key=Version) if fits else None
+
+
 def rebuild(data: dict) -> dict[str, dict]:
     """Every release's table, rebuilt from the base and the chain of diffs (mps_tables.json's layout)."""
     ops = {name: status for status, names in data["base"]["ops"].items() for name in names}
