@@ -16,6 +16,9 @@ What it compares with patches/watched.toml (what was seen last) and the MPS tabl
 * LatentSync and the ComfyUI wrapper (the repositories in patches/upstreams.toml): the HEAD of
   their default branch (git ls-remote) against the one recorded.
 
+When anything is new, --refresh also regenerates the host stacks (scripts/derive_stacks.py, where the
+checkout has it) from Desktop's file at the HEAD read here and the registry.
+
 Inputs can be local for a dry run or a test: `--index` a folder of PEP 691 JSON pages
 (<project>.json) instead of a URL, `--repo URL=PATH` a local git repository (a mirror) for a
 GitHub URL. `--dry-run` checks and prints what --refresh would change, and writes nothing.
@@ -50,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 WATCHED = REPO / "patches/watched.toml"
 UPSTREAMS = REPO / "patches/upstreams.toml"
 TABLES = REPO / "src/latentsync_mps/verify/mps_tables.json"
+STACKS_SCRIPT = REPO / "scripts/derive_stacks.py"  # regenerates patches/stacks.toml (the host stacks)
 INDEX = "https://pypi.org/simple"
 REFRESH = "python scripts/check_targets.py --refresh"
 # The oldest release of each package the tool tracks: torch 2.1 is the oldest any known upstream
@@ -386,6 +390,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refresh with: {REFRESH}" + (" (dry run: nothing written)" if args.dry_run else ""))
         return 1
 
+    # The host stacks (patches/stacks.toml) follow Desktop's file and the newest wheels: their own
+    # script regenerates them, first, since it leaves its file as it was when a source is unreachable.
+    if found and STACKS_SCRIPT.is_file():
+        desktop = local_for(DESKTOP["repository"], repos)
+        if not Path(desktop).is_dir():
+            owner_name = DESKTOP["repository"].removeprefix("https://github.com/")
+            desktop = f"https://raw.githubusercontent.com/{owner_name}/{new['desktop']['commit']}/{DESKTOP['path']}"
+        else:
+            desktop += f"@{new['desktop']['commit']}"
+        command = [sys.executable, str(STACKS_SCRIPT), "--desktop", desktop]
+        if args.wheels:
+            command += ["--wheels", str(args.wheels)]
+        if subprocess.run(command, check=False).returncode != 0:
+            print(f"error: {STACKS_SCRIPT.name} failed; nothing was changed", file=sys.stderr)
+            return 2
     if missing:
         from tempfile import TemporaryDirectory
 

@@ -201,3 +201,20 @@ def test_the_shipped_record_names_every_shipped_torch_table():
     assert served == _shipped_torch()
     assert {"2.12.0", "2.13.0", "2.14.1"} <= set(served)
     assert isinstance(record["packages"]["torch"]["no_macos_wheel"], list)
+
+
+def test_refresh_regenerates_the_host_stacks_when_something_is_new(sources, capsys, tmp_path, monkeypatch):
+    """scripts/derive_stacks.py (patches/stacks.toml) runs on news, with Desktop's file at the HEAD read."""
+    run([*sources["args"], "--refresh"], capsys)
+    called = tmp_path / "called.json"
+    fake = tmp_path / "derive_stacks.py"
+    fake.write_text(f"import json, sys\nopen({str(called)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    monkeypatch.setattr(check, "STACKS_SCRIPT", fake)
+    code, _, _ = run([*sources["args"], "--refresh"], capsys)
+    assert code == 0 and not called.exists()  # nothing new: the stacks are left alone
+    desktop = sources["repos"][DESKTOP]
+    commit(desktop, {"assets/requirements/macos.compiled": COMPILED.replace("2.10.0", "2.11.0")}, "bump")
+    code, out, _ = run([*sources["args"], "--refresh"], capsys)
+    assert code == 0 and "refreshed:" in out
+    head = git(desktop, "rev-parse", "HEAD").strip()
+    assert json.loads(called.read_text()) == ["--desktop", f"{desktop}@{head}"]
