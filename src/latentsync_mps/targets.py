@@ -99,9 +99,10 @@ def render(console, data: dict) -> None:
         source = release["wheel"] or release["source"]
         table.add_row(release["torch"], release["min_macos"] or "?", release["built"] or "?", source)
     console.print(table)
-    if torch["skipped"]:
+    if torch["checked"]:
+        skipped = ", ".join(torch["skipped"]) or "none"
         console.print(
-            f"Skipped (on the registry with no macOS arm64 wheel): {', '.join(torch['skipped'])}", highlight=False
+            f"Skipped (on the registry with no macOS arm64 wheel, {torch['checked']}): {skipped}", highlight=False
         )
 
     stacks = data["host_stacks"]
@@ -123,12 +124,11 @@ def render(console, data: dict) -> None:
         console.print(table)
 
     table = Table(title=f"\nupstream releases and wrapper commits (patches/{UPSTREAMS})", title_justify="left")
-    for column in ("release", "profile", "commit", "date", "repository"):
-        table.add_column(column)
+    for column in ("release", "profile", "commit", "date", "repository (GitHub)"):
+        table.add_column(column, overflow="fold")
     for release in data["upstreams"]:
-        table.add_row(
-            release["name"], release["profile"], release["commit"], release["date"] or "?", release["repository"]
-        )
+        where = release["repository"].removeprefix("https://github.com/")
+        table.add_row(release["name"], release["profile"], release["commit"], release["date"] or "?", where)
     console.print(table)
 
     watched = data["watched"]
