@@ -475,3 +475,18 @@ if torch.backends.mps.is_available():
     }
     with pytest.raises(SystemExit, match="unknown list NEW_XFAILLIST"):
         script.expectations(text.replace("ON_MPS_XFAILLIST", "NEW_XFAILLIST"))
+
+
+def test_the_derive_script_keeps_the_shipped_releases_as_they_are_on_update():
+    """--update rebuilds every shipped release from the file and writes it back unchanged, so adding one
+    release's wheel leaves the others byte for byte (and their macOS wheel sources) as they were."""
+    pytest.importorskip("torch", reason="the script imports the simulator (verify extra)")
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "derive_mps_tables.py"
+    spec = importlib.util.spec_from_file_location("derive_mps_tables", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = json.loads(target_torch.TABLES.read_text(encoding="utf-8"))
+    assert script.serialise(script.shipped(target_torch.TABLES)) == shipped
+    assert script.min_macos({"macosx_14_0_arm64"}) == "14.0" and script.min_macos({"manylinux_2_28_x86_64"}) is None
