@@ -490,3 +490,15 @@ def test_the_derive_script_keeps_the_shipped_releases_as_they_are_on_update():
     shipped = json.loads(target_torch.TABLES.read_text(encoding="utf-8"))
     assert script.serialise(script.shipped(target_torch.TABLES)) == shipped
     assert script.min_macos({"macosx_14_0_arm64"}) == "14.0" and script.min_macos({"manylinux_2_28_x86_64"}) is None
+
+
+def test_an_expectation_narrowed_by_its_release_judges_only_the_ops_it_names():
+    # torch 2.8 to 2.12 list grid_sample for every dtype ("Unsupported Border padding mode": both samplers,
+    # a warning since both have MPS kernels); 2.15 lists it for float32 only, for the 5-D bicubic sampler.
+    old = target_torch.table_for("2.12.0")["dtype_rules"]
+    assert [r["level"] for r in old["grid_sampler_2d"]] == ["warning"]
+    new = target_torch.table_for("2.15.0")["dtype_rules"]
+    assert "grid_sampler_2d" not in new
+    assert new["grid_sampler_3d"] == [
+        {"key": "nn.functional.grid_sample", "list": "UNIMPLEMENTED_XFAILLIST", "dtypes": ["float32"], "level": "error"}
+    ]

@@ -72,6 +72,13 @@ OPINFO_ATEN = {
     "nn.functional.norm": (),
     "nn.functional.interpolatearea": (),  # adaptive_avg_pool*, which MPS runs for divisible sizes
 }
+# OpInfo keys whose entry names fewer aten ops from some release on, as torch's comment beside it says:
+# key -> [(releases, aten ops)], the first match wins, else OPINFO_ATEN.
+OPINFO_ATEN_BY_RELEASE = {
+    # 2.8 to 2.12: "Unsupported Border padding mode" (every dtype: the 2-D and 3-D samplers). 2.15: "No 5-D
+    # bicubic sampler on MPS. float32 only": the 3-D sampler; the 2-D one (AlignRestore's) runs float32.
+    "nn.functional.grid_sample": [(">=2.15", ("grid_sampler_3d",))],
+}
 # Dtypes the simulator already judges on its own (no float64 or complex128 on MPS at all).
 OWN_DTYPES = {"float64", "complex128"}
 
@@ -289,7 +296,7 @@ def dtype_rules(table: dict) -> dict[str, list[dict]]:
             wanted = [d for d in dtypes if d not in OWN_DTYPES] if dtypes is not None else None
             if wanted == []:
                 continue
-            for base in _aten_bases(key, bases):
+            for base in _aten_bases(key, bases, table["torch"]):
                 has_kernel = "mps" in bases[base]
                 if list_name in UNSUPPORTED_LISTS:
                     if wanted is None and not has_kernel:
@@ -301,8 +308,13 @@ def dtype_rules(table: dict) -> dict[str, list[dict]]:
     return rules
 
 
-def _aten_bases(key: str, bases: dict[str, set[str]]) -> list[str]:
-    if key in OPINFO_ATEN:
+def _aten_bases(key: str, bases: dict[str, set[str]], version: str) -> list[str]:
+    narrowed = [
+        ops for releases, ops in OPINFO_ATEN_BY_RELEASE.get(key, []) if SpecifierSet(releases).contains(version)
+    ]
+    if narrowed:
+        names = narrowed[0]
+    elif key in OPINFO_ATEN:
         names = OPINFO_ATEN[key]
     else:
         name = key.removeprefix("nn.functional.").replace(".", "_")
