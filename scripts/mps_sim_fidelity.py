@@ -132,6 +132,13 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "the simulator cannot resize a wrapper tensor in place (the meta-tensor trick it uses for in-place "
         "view ops trips an assert in Resize.cpp); verify would show this as a crash, not as a finding",
     ),
+    "nn.functional.grid_sample": (
+        "A mode gap of one MPS kernel (grid_sample)",
+        'torch 2.15 lists grid_sample float32 as unimplemented for one mode: "No 5-D bicubic sampler on MPS" '
+        "(its comment in common_mps.py); grid_sampler_3d has an MPS kernel for the other modes, and the "
+        "simulator checks kernels, not modes. verify folds that entry into grid_sampler_3d only, not the 2-D "
+        "sampler (target_torch.OPINFO_ATEN_BY_RELEASE)",
+    ),
     "stft": (
         "No float16 FFT on the CPU",
         "the CPU has no float16 FFT (MKL), and the simulator computes in float32 only for ops whose CPU "
