@@ -130,7 +130,8 @@ def check_version(version: str, what: str) -> str:
     if public not in known_versions():
         raise TargetTorchError(
             f"{what}: no MPS table for torch {public} (known: {_known_list()}); "
-            "add its wheel and run scripts/derive_mps_tables.py"
+            "`lsync-port targets` lists them; from a checkout, `python scripts/check_targets.py --refresh` adds "
+            "every newer release with a macOS arm64 wheel"
         )
     return public
 
