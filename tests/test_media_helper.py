@@ -207,11 +207,11 @@ def test_ffmpeg_runs_when_one_is_installed():
 
 def test_comfyui_temp_directory_is_comfyuis_even_after_the_wrapper_repoints_it(tmp_path):
     root = tmp_path / "ComfyUI"
-    folder_paths = types.SimpleNamespace(temp_directory=str(root / "temp"))
+    folder_paths = types.SimpleNamespace(__file__=str(root / "folder_paths.py"), temp_directory="/data/comfy/temp")
     folder_paths.get_temp_directory = lambda: "/tmp/latentsync_1234"  # what the wrapper sets after import
-    assert helper.comfyui_temp_directory(folder_paths) == str(root / "temp")
-    older = types.SimpleNamespace(get_temp_directory=lambda: str(root / "temp"))
-    assert helper.comfyui_temp_directory(older) == str(root / "temp")
+    assert helper.comfyui_temp_directory(folder_paths) == "/data/comfy/temp"  # --temp-directory /data/comfy
+    without = types.SimpleNamespace(__file__=str(root / "folder_paths.py"), get_temp_directory=lambda: "/tmp/x")
+    assert helper.comfyui_temp_directory(without) == str(root / "temp")  # ComfyUI's default, in its root
 
 
 def test_importing_the_helper_imports_no_media_library():

@@ -11,16 +11,19 @@ knows), the import stays and the finder report-import reports it, naming the fil
     import math
 
 It runs when the whole module has been rewritten (at the module's end), on the module's own
-top-level statements; `import a, torchaudio` keeps `a`. Comment lines above a removed statement
-stay above the next one.
+top-level statements, or with `anywhere` on imports inside functions and blocks too (a name that
+nothing in the whole module reads any more); `import a, torchaudio` keeps `a`. Comment lines above
+a removed statement stay above the next one; a block left empty gets `pass`.
 
 Options:
   modules = ["torchaudio"]      the modules, imported plainly (`import torchaudio`, `as` allowed),
                                 and their submodules (`import torchaudio.functional as F`)
+  anywhere = false              also imports inside functions and blocks
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import libcst as cst
@@ -69,35 +72,49 @@ class _Uses(cst.CSTVisitor):
 
 
 class DropUnusedImportCommand(RuleCommand["DropUnusedImport"]):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.blocks = 0  # indented blocks around the node being visited
+        self.originals: list[cst.SimpleStatementLine] = []  # the import lines in reach, in order
+
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        self.blocks += 1
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock) -> Any:
+        self.blocks -= 1
+        return updated_node
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        if (self.kind.anywhere or self.blocks == 0) and _imports_of(node, self.kind.modules):
+            self.originals.append(node)
+
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        modules = self.kind.modules
-        if not any(_imports_of(s, modules) for s in updated_node.body):
+        if not self.originals:
             return updated_node
         uses = _Uses()
         updated_node.visit(uses)
-        originals = [s for s in original_node.body if _imports_of(s, modules)]
-        body: list[cst.BaseStatement] = []
-        carried: tuple[cst.EmptyLine, ...] = ()
-        for statement in updated_node.body:
-            if carried:
-                statement = statement.with_changes(leading_lines=(*carried, *statement.leading_lines))
-                carried = ()
-            imports = _imports_of(statement, modules)
-            unused = {name for _, name in imports if name not in uses.names}
-            if not unused:
-                body.append(statement)
-                continue
-            original = originals.pop(0) if originals else statement
-            assert isinstance(statement, cst.SimpleStatementLine)
-            kept = [new for small in statement.body if (new := self._without(small, unused)) is not None]
-            if kept:
-                new = statement.with_changes(body=_last_without_semicolon(kept))
-                body.append(new)
-                self._note(original, cst.Module(body=[]).code_for_node(new).strip())
-            else:
-                carried = tuple(statement.leading_lines)
-                self._note(original, "(removed: nothing uses it after the port)")
-        return updated_node.with_changes(body=body)
+        unused = {name for line in self.originals for _, name in _imports_of(line, self.kind.modules)} - uses.names
+        if not unused:
+            return updated_node
+        return updated_node.visit(_Remove(self, unused))
+
+    def without(self, line: cst.SimpleStatementLine, unused: set[str]) -> cst.SimpleStatementLine | None:
+        """`line` without the imports that bind an unused name (None: nothing left), noted."""
+        original = self.take_original(line)
+        kept = [new for small in line.body if (new := self._without(small, unused)) is not None]
+        if kept:
+            new = line.with_changes(body=_last_without_semicolon(kept))
+            self._note(original, cst.Module(body=[]).code_for_node(new).strip())
+            return new
+        self._note(original, "(removed: nothing uses it after the port)")
+        return None
+
+    def take_original(self, line: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+        """The parsed line that `line` (of the rewritten module) was: the first one not yet taken with
+        the same code (no rule rewrites import lines, and blocks are not left in source order)."""
+        code = _code(line)
+        index = next(i for i, original in enumerate(self.originals) if _code(original) == code)
+        return self.originals.pop(index)
 
     def _without(self, small: cst.BaseSmallStatement, unused: set[str]) -> cst.BaseSmallStatement | None:
         """`small` without the aliases that bind an unused name; None when none is left."""
@@ -117,6 +134,54 @@ class DropUnusedImportCommand(RuleCommand["DropUnusedImport"]):
         self.log.append(Rewrite(change, span_of(position), span_of(position)))
 
 
+class _Remove(cst.CSTTransformer):
+    """Takes the unused imports out of the rewritten module, in the order they were visited; comment
+    lines above a removed statement move to the next one, and an emptied block gets `pass`."""
+
+    def __init__(self, command: DropUnusedImportCommand, unused: set[str]) -> None:
+        super().__init__()
+        self.command, self.unused = command, unused
+        self.blocks = 0
+
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        self.blocks += 1
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock) -> Any:
+        body = self._filter(updated_node.body)  # while self.blocks counts this block
+        self.blocks -= 1
+        return updated_node.with_changes(body=body or [cst.SimpleStatementLine([cst.Pass()])])
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        return updated_node.with_changes(body=self._filter(updated_node.body))
+
+    def _filter(self, statements: Sequence[cst.BaseStatement]) -> list[cst.BaseStatement]:
+        kind = self.command.kind
+        out: list[cst.BaseStatement] = []
+        carried: tuple[cst.EmptyLine, ...] = ()
+        for statement in statements:
+            if carried:
+                statement = statement.with_changes(leading_lines=(*carried, *statement.leading_lines))
+                carried = ()
+            in_reach = kind.anywhere or self.blocks == 0
+            imports = _imports_of(statement, kind.modules) if in_reach else []
+            if not any(name in self.unused for _, name in imports):
+                if imports:
+                    self.command.take_original(statement)  # in reach and kept: used
+                out.append(statement)
+                continue
+            assert isinstance(statement, cst.SimpleStatementLine)
+            new = self.command.without(statement, self.unused)
+            if new is None:
+                carried = tuple(statement.leading_lines)
+            else:
+                out.append(new)
+        return out
+
+
+def _code(line: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(line.with_changes(leading_lines=())).strip()  # type: ignore[attr-defined]
+
+
 def _last_without_semicolon(statements: list[cst.BaseSmallStatement]) -> list[cst.BaseSmallStatement]:
     last = statements[-1]
     if isinstance(getattr(last, "semicolon", None), cst.Semicolon):
@@ -133,6 +198,7 @@ class DropUnusedImport(PythonRuleKind):
         if not modules or not all(isinstance(m, str) and m for m in modules):
             raise RuleError("option 'modules' must be a list of module names")
         self.modules = frozenset(modules)
+        self.anywhere = self.take(options, "anywhere", bool, False)
         super().configure(options)
 
     def needles(self) -> tuple[str, ...]:

@@ -1253,10 +1253,14 @@ def resampler(orig_freq=16000, new_freq=16000, resampling_method="sinc_interp_ha
 
 
 def comfyui_temp_directory(folder_paths=None) -> str:
-    """ComfyUI's own temp directory (what `folder_paths.get_temp_directory()` answers, `--temp-directory`
-    included): never a folder outside the ComfyUI root. Read from `folder_paths.temp_directory`, where
-    ComfyUI keeps it, because the wrapper later points `get_temp_directory` at a folder of its own."""
+    """ComfyUI's own temp directory, what `folder_paths.get_temp_directory()` answers in ComfyUI
+    (`--temp-directory` included): `folder_paths.temp_directory`, where ComfyUI keeps it, else its
+    default, `temp` in the ComfyUI root (the folder of folder_paths.py). Never a folder outside
+    ComfyUI. get_temp_directory() itself is not asked: the wrapper points it at a folder of its own
+    after import, and two folders up from that is the system's temp folder."""
     if folder_paths is None:
         import folder_paths
     kept = getattr(folder_paths, "temp_directory", None)
-    return kept if isinstance(kept, str) and kept else folder_paths.get_temp_directory()
+    if isinstance(kept, str) and kept:
+        return kept
+    return os.path.join(os.path.dirname(os.path.abspath(folder_paths.__file__)), "temp")
