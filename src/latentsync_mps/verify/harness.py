@@ -595,7 +595,11 @@ def run_pipeline(spec, state, device, dtype, out_path):
         "mask_image_path": config["data"].get("mask_image_path", "latentsync/utils/mask.png"),
         "generator": generator,
     }
-    pipeline(**accepted(type(pipeline).__call__, arguments))
+    simulator = state.get("simulator")
+    # Under the MPS simulator: count the stalls of the denoising loop per step (the reference run records nothing).
+    watch = simulator.watch_denoising(pipeline) if simulator is not None else contextlib.nullcontext()
+    with watch:
+        pipeline(**accepted(type(pipeline).__call__, arguments))
     if not out_path.exists():
         raise CheckFailed(f"the pipeline finished but wrote no video at {out_path}")
 
