@@ -211,5 +211,7 @@ def render_stalls(console: Console, report: VerifyReport) -> None:
     console.print(table)
     hidden = len(sites) - len(shown)
     if hidden:
-        console.print(f"[dim]{hidden} more site(s) outside the loop (copies to the device: weights, inputs) in --json.[/]")
+        console.print(
+            f"[dim]{hidden} more site(s) outside the loop (copies to the device: weights, inputs): --json.[/]"
+        )
     console.print("[dim]docs/stalls.md says why each one in the loop is there and what it costs on a Mac.[/]")
