@@ -819,7 +819,8 @@ def set_timesteps(scheduler, *args, **kwargs):
     scheduler.timesteps = on_device
     _HOST_TIMESTEPS.clear()
     if on_device.dim() == 1:
-        address, offset, stride = on_device.untyped_storage().data_ptr(), on_device.storage_offset(), on_device.stride(0)
+        address, offset = on_device.untyped_storage().data_ptr(), on_device.storage_offset()
+        stride = on_device.stride(0)
         for index in range(len(host)):
             _HOST_TIMESTEPS[(address, offset + index * stride)] = host[index]
     return result
