@@ -155,7 +155,9 @@ def gpu_seconds(work: dict, chip: Chip, dtype: str, steps: int = INFERENCE_STEPS
 def cpu_seconds(frames: int, cpu: dict | None) -> dict:
     if not cpu:
         return {"parts": {}, "seconds": 0.0}
-    parts = {name: part["per_frame_s"] * frames for name, part in cpu.get("parts", {}).items()}
+    parts = {
+        name: part["per_frame_s"] * frames for name, part in cpu.get("parts", {}).items() if part.get("counted", True)
+    }
     return {"parts": {k: round(v, 4) for k, v in parts.items()}, "seconds": round(sum(parts.values()), 3)}
 
 
