@@ -78,8 +78,8 @@ def speed_phrase(facts: ProbeFacts, row: dict | None) -> str:
     estimate = chunk_estimate(row["work"], chip, row["dtype"], frames, load_cpu_parts())
     return (
         f"; about {estimate['seconds']:.0f} s per {frames}-frame chunk on this Mac ({chip.name}; "
-        "a roofline "
-        "estimate: every kernel at the chip's peak, so expect a real run to be several times slower; docs/benchmarks.md)"
+        "a roofline estimate: every kernel at the chip's peak, so expect a real run to be several times "
+        "slower; docs/benchmarks.md)"
     )
 
 
