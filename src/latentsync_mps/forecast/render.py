@@ -79,6 +79,12 @@ def _render_failure(console: Console, report: ForecastReport) -> None:
 _TIMED = ("mps-float16-chunked", "mps-float32-chunked")
 
 
+def _label(name: str) -> str:
+    """ "mps-float16-chunked" -> "float16, chunking on" (the table names no configuration: that is the rows above)."""
+    _, dtype, chunking = name.split("-")
+    return f"{dtype}, chunking {'on' if chunking == 'chunked' else 'off'}"
+
+
 def _flops(value: float) -> str:
     return f"{value / 1e12:.2f} TFLOP" if value >= 1e11 else f"{value / 1e9:.1f} GFLOP"
 
@@ -92,7 +98,7 @@ def render_estimate(console: Console, estimate: dict) -> None:
     work = rows[shown[0]]["work"]
     parts = work["parts"]
     console.print(
-        f"Work of one chunk ({shown[0]}, {work['steps']} denoising steps): "
+        f"Work of one chunk on mps ({_label(shown[0])}, {work['steps']} denoising steps): "
         f"{_flops(work['chunk']['flops'])}, {work['chunk']['bytes'] / GIB:.1f} GiB moved; "
         f"UNet per step {_flops(parts['unet per step']['flops'])} (attention "
         f"{_flops(parts['unet per step']['attention_flops'])}), VAE encode {_flops(parts['vae encode']['flops'])}, "
@@ -106,8 +112,8 @@ def render_estimate(console: Console, estimate: dict) -> None:
     )
     table.add_column("chip")
     for name in shown:
-        table.add_column(name.removeprefix("mps-"), justify="right")
-    table.add_column("of which CPU", justify="right")
+        table.add_column(f"{_label(name)}\ns", justify="right")
+    table.add_column("of which\nCPU s", justify="right")
     for index, chip in enumerate(rows[shown[0]]["chips"]):
         cells = [f"{rows[name]['chips'][index]['seconds']:.1f}" for name in shown]
         table.add_row(chip["chip"].removeprefix("Apple "), *cells, f"{chip['cpu_seconds']:.1f}")
