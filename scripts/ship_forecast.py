@@ -61,8 +61,9 @@ def main() -> int:
         print(f"{report['release']}: {len(rows)} configurations at {report['resolution']}x{report['resolution']}")
     shipped["about"] = (
         "lsync-port forecast on ported copies of the real releases (scripts/ship_forecast.py); "
-        "peak_bytes includes the weights; one 16-frame chunk, classifier-free guidance; work: FLOPs, bytes moved "
-        "and the roofline's intensity bins per phase (forecast's work.py; the last denoising step stands for every step)"
+        "peak_bytes includes the weights; one 16-frame chunk, classifier-free guidance; work: FLOPs, bytes "
+        "moved and the roofline's intensity bins per phase (forecast's work.py; the last denoising step stands "
+        "for every step)"
     )
     target.write_text(json.dumps(shipped, indent=1, sort_keys=True) + "\n")
     print(f"wrote {target}")
