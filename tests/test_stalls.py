@@ -160,3 +160,30 @@ def test_the_report_shows_the_loops_stalls_by_site():
     text = console.export_text()
     assert "Stalls in the denoising loop (1 steps in 1 loop(s)): 1 read(s) back to the host" in text
     assert f"{PIPELINE}:77 in __call__ (inside diffusers/x.py:1 in step)" in text
+
+
+def test_a_real_release_has_no_stalls_in_its_denoising_loop(tmp_path, pack):
+    """Opt-in (LSYNC_UPSTREAM, LSYNC_UPSTREAM_PYTHON): a real 1.6-or-later checkout, ported, judged
+    against its own target torch; the fixture tests above cover the same counting."""
+    import shutil
+
+    from conftest import real_latentsync_16
+
+    from latentsync_mps import engine
+    from latentsync_mps.cli import app
+
+    real = real_latentsync_16()
+    if real is None:
+        pytest.skip("set LSYNC_UPSTREAM to real checkouts to run this")
+    source, python = real
+    tree = tmp_path / "latentsync"
+    shutil.copytree(source, tree, ignore=shutil.ignore_patterns(".git", "checkpoints"))
+    engine.commit(engine.make_plan(tree, pack))
+    result = runner.invoke(
+        app, ["verify", str(tree), "--json", "--device", "mps-sim", "--python", python, "--timeout", "2400"]
+    )
+    report = json.loads(result.output)
+    assert report["passed"], report["reason"]
+    stalls = report["simulator"]["stalls"]
+    assert stalls["denoising_steps"] > 0
+    assert stalls["in_loop"] == {"readbacks": 0, "copies": 0, "copy_bytes": 0, "cpu_ops": 0}, stalls["sites"]
