@@ -248,11 +248,13 @@ def bench_cpu_parts(python: str, write: bool) -> int:
     if result.returncode != 0:
         print(result.stderr[-2000:])
         return 1
-    parts = json.loads(result.stdout)
+    measured = json.loads(result.stdout)
+    parts = measured["parts"]
     figures = {
         "date": datetime.date.today().isoformat(),
-        "machine": machine(),
+        "machine": machine().split(", torch ")[0],  # the parts ran under `python`, with `versions`
         "python": python,
+        "versions": measured["versions"],
         "about": "seconds per video frame of the parts that run on a Mac's CPU too, measured by scripts/bench.py "
         "--only-cpu-parts (scripts/bench_cpu_parts.py); parts with counted = false are not in the estimate",
         "parts": parts,

@@ -180,12 +180,25 @@ def measure(count: int) -> dict:
     return parts
 
 
+def versions() -> dict:
+    """The libraries that were timed, as this interpreter has them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "onnxruntime", "eva-decord", "decord", "imageio-ffmpeg", "kornia", "torchvision"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=50, help="frames of the synthetic clip")
     parser.parse_args()
     args = parser.parse_args()
-    print(json.dumps(measure(args.frames), indent=1))
+    print(json.dumps({"parts": measure(args.frames), "versions": versions()}, indent=1))
     return 0
 
 
