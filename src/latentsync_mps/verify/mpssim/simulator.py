@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .stalls import COPY, CPU, READBACK, TO_DEVICE, TO_HOST, StallCounter, watching
+from .stalls import COPY, CPU, READBACK, TO_DEVICE, TO_HOST, StallCounter, watching, watching_class
 from .support import ABSENT, BOXED, EXPLICIT, IMPLICIT, KERNEL, MISSING_NO_CPU, MISSING_VIEW, fallback_rescues
 from .tensor import MPSSimTensor, _BaseGenerator, _generator_is_mps, _is_cpu, _is_mps, _unwrap, _wrap
 
@@ -265,6 +265,10 @@ class Simulator:
     def watch_denoising(self, pipeline):
         """A context manager: count the stalls of `pipeline`'s denoising loop per step (stalls.watching)."""
         return watching(self.stalls, pipeline) if self.recording else contextlib.nullcontext()
+
+    def watch_scheduler_class(self, scheduler_class):
+        """A context manager: count per step for every instance of a scheduler class (stalls.watching_class)."""
+        return watching_class(self.stalls, scheduler_class) if self.recording else contextlib.nullcontext()
 
     def stall(self, kind: str, op: str, nbytes: int = 0, direction: str | None = None) -> None:
         """A stall (see stalls.py) at the innermost call site inside the tree."""

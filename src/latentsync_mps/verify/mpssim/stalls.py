@@ -194,3 +194,33 @@ def watching(counter: StallCounter, pipeline):
     finally:
         for step in reversed(undo):
             step()
+
+
+@contextlib.contextmanager
+def watching_class(counter: StallCounter, scheduler_class):
+    """`watching` for a pipeline that verify does not build itself (a ComfyUI node runs its own):
+    the scheduler class's `scale_model_input` begins a step and its `step` ends one, for every
+    instance, while the block runs."""
+    originals = {name: vars(scheduler_class).get(name) for name in ("scale_model_input", "step")}
+
+    def wrap(original, after):
+        @functools.wraps(original)
+        def wrapper(self, *args, **kwargs):
+            counter.loop_begin()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                if after:
+                    counter.step_done(_steps_per_loop(self))
+
+        return wrapper
+
+    for name, original in originals.items():
+        if original is not None:
+            setattr(scheduler_class, name, wrap(original, name == "step"))
+    try:
+        yield counter
+    finally:
+        for name, original in originals.items():
+            if original is not None:
+                setattr(scheduler_class, name, original)
