@@ -240,6 +240,34 @@ def bench_forecast(tree: Path, python: str, work: Path) -> dict:
     }
 
 
+def bench_cpu_parts(python: str, write: bool) -> int:
+    """The CPU parts of a run, per frame, measured under `python` (scripts/bench_cpu_parts.py)."""
+    script = Path(__file__).with_name("bench_cpu_parts.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([python, str(script)], capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        print(result.stderr[-2000:])
+        return 1
+    measured = json.loads(result.stdout)
+    parts = measured["parts"]
+    figures = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine().split(", torch ")[0],  # the parts ran under `python`, with `versions`
+        "python": python,
+        "versions": measured["versions"],
+        "about": "seconds per video frame of the parts that run on a Mac's CPU too, measured by scripts/bench.py "
+        "--only-cpu-parts (scripts/bench_cpu_parts.py); parts with counted = false are not in the estimate",
+        "parts": parts,
+    }
+    for name, part in parts.items():
+        print(f"{name:26} {part['per_frame_s'] * 1000:8.1f} ms/frame  {part['how']}")
+    if write:
+        target = REPO / "patches" / "cpu-measured.json"
+        target.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {target}")
+    return 0
+
+
 def bench_help() -> float:
     return wall([*LSYNC, "--help"], repeat=5)
 
@@ -266,7 +294,16 @@ def main() -> int:
     parser.add_argument(
         "--only-apply", action="store_true", help="measure apply, the no-op re-apply and the scaling alone"
     )
+    parser.add_argument(
+        "--only-cpu-parts",
+        action="store_true",
+        help="time the CPU parts per frame (scripts/bench_cpu_parts.py); with --write, keep them in "
+        "patches/cpu-measured.json for forecast's estimate",
+    )
+    parser.add_argument("--cpu-python", default=sys.executable, help="the interpreter with the upstream stack")
     args = parser.parse_args()
+    if args.only_cpu_parts:
+        return bench_cpu_parts(args.cpu_python, args.write)
     if args.only_apply:
         with tempfile.TemporaryDirectory(prefix="lsync-bench-") as work_dir:
             work = Path(work_dir)

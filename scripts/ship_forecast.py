@@ -21,6 +21,16 @@ from latentsync_mps.forecast import MEASURED_FILE  # noqa: E402
 from latentsync_mps.resources import patches_dir  # noqa: E402
 
 ROW_KEYS = ("device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes", "weights_bytes", "largest_buffer_op")
+# The counted work per phase (FLOPs, bytes, intensity bins): doctor's time per chunk on this Mac.
+WORK_KEYS = ("flops", "bytes", "attention_flops", "attention_bytes", "bins")
+
+
+def _work(row: dict) -> dict:
+    """The phases' work; of the denoising steps only the last (each later step repeats it)."""
+    work = row.get("work") or {}
+    steps = sorted((n for n in work if n.startswith("denoise step")), key=lambda n: int(n.split()[-1]))
+    keep = [n for n in work if not n.startswith("denoise step")] + steps[-1:]
+    return {name: {k: work[name][k] for k in WORK_KEYS} for name in keep}
 
 
 def main() -> int:
@@ -34,7 +44,11 @@ def main() -> int:
         if report.get("reason") or not report.get("release"):
             print(f"{path}: not a complete forecast of a known release ({report.get('reason')}); skipped")
             continue
-        rows = [{k: row[k] for k in ROW_KEYS} for row in report["configurations"] if row["status"] == "pass"]
+        rows = [
+            {**{k: row[k] for k in ROW_KEYS}, "work": _work(row)}
+            for row in report["configurations"]
+            if row["status"] == "pass"
+        ]
         shipped["releases"][report["release"]] = {
             "release": report["release"],
             "config": report["config"],
@@ -47,7 +61,9 @@ def main() -> int:
         print(f"{report['release']}: {len(rows)} configurations at {report['resolution']}x{report['resolution']}")
     shipped["about"] = (
         "lsync-port forecast on ported copies of the real releases (scripts/ship_forecast.py); "
-        "peak_bytes includes the weights; one 16-frame chunk, classifier-free guidance"
+        "peak_bytes includes the weights; one 16-frame chunk, classifier-free guidance; work: FLOPs, bytes "
+        "moved and the roofline's intensity bins per phase (forecast's work.py; the last denoising step stands "
+        "for every step)"
     )
     target.write_text(json.dumps(shipped, indent=1, sort_keys=True) + "\n")
     print(f"wrote {target}")

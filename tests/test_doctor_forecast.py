@@ -155,3 +155,20 @@ def test_a_live_forecast_is_named_as_such():
     facts = mac(20)
     facts["forecast"]["source"] = "live"
     expect(checks.check_memory, facts, OK, "live `lsync-port forecast` of this tree")
+
+
+def test_the_memory_row_says_about_how_long_a_chunk_takes_on_this_mac():
+    from latentsync_mps.forecast.estimate import chunk_estimate, find_chip, load_chips, load_cpu_parts
+
+    row = pick(shipped(), "mps", "float16", True)
+    facts = mac(recommended_gib=row["peak_bytes"] / GIB + 1)
+    put(facts, "probe.platform.chip", "Apple M3 Pro")
+    seconds = chunk_estimate(row["work"], find_chip("M3 Pro", load_chips()), "float16", 16, load_cpu_parts())["seconds"]
+    result = expect(
+        checks.check_memory, facts, OK, f"about {seconds:.0f} s per 16-frame chunk on this Mac (Apple M3 Pro"
+    )
+    assert "roofline estimate" in result.detail
+    put(facts, "probe.platform.chip", "Apple M7 Hyper")
+    expect(checks.check_memory, facts, OK, "unknown chip 'Apple M7 Hyper'", "M4 Max")
+    put(facts, "probe.platform.chip", None)
+    expect(checks.check_memory, facts, OK, "no Apple chip detected here, so no estimate")

@@ -33,6 +33,10 @@ def test_wrapper_nodes_run_as_comfyui_runs_them(tmp_path, pack, device):
     assert "float32 on cpu" in checks["node"]["detail"] and "AUDIO (1, 1, " in checks["node"]["detail"]
     assert checks["node"]["data"]["mouth_mean"] > 8 and checks["node"]["data"]["frames"] >= 8
     assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before  # the tree is not written to
+    if device == "mps-sim":  # the node's own pipeline: its steps told by the scheduler class (docs/stalls.md)
+        stalls = report["simulator"]["stalls"]
+        assert stalls["denoising_loops"] == 4  # 2 chunks of the pipeline check, 2 of the node's run
+        assert stalls["in_loop"] == {"readbacks": 0, "copies": 0, "copy_bytes": 0, "cpu_ops": 0}, stalls["sites"]
 
 
 def test_node_results_left_on_mps_fail_the_contract(tmp_path, pack):

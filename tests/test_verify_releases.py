@@ -61,6 +61,10 @@ def test_landmark_releases_pass(tmp_path, pack, fixture, device, request):
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses["pipeline"] == statuses["output"] == "pass"
     assert statuses["parity"] == ("skip" if device == "cpu" else "pass")
+    if device == "mps-sim":  # each release's denoising loop, against its own target torch: no stalls (docs/stalls.md)
+        stalls = report["simulator"]["stalls"]
+        assert stalls["denoising_steps"] > 0
+        assert stalls["in_loop"] == {"readbacks": 0, "copies": 0, "copy_bytes": 0, "cpu_ops": 0}, stalls["sites"]
     weights = next(c for c in report["checks"] if c["name"] == "weights")
     assert "face_alignment and mediapipe" in weights["detail"]
     assert weights["data"]["stand_ins"]["face_alignment"] == "stand-in module"

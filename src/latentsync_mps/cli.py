@@ -533,9 +533,13 @@ def forecast(
         typer.Option("--python", help="Interpreter that has the tree's dependencies (default: this one)."),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds before the child is killed.")] = 600,
+    chip: Annotated[
+        str | None,
+        typer.Option("--chip", help='Estimate for one Apple chip only ("M3 Pro"; default: every chip in the table).'),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Forecast the device memory one chunk of inference needs, at the release's real size.
+    """Forecast the device memory and the time one chunk of inference needs, at the release's real size.
 
     A shape-only run: the tree's own UNet (with the config its inference.sh uses) and the real VAE
     are built on PyTorch's meta device, and one chunk of FRAMES frames goes through VAE encode,
@@ -544,6 +548,11 @@ def forecast(
     single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
     mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
     buffer over 2**32 bytes stops the run: Metal's limit. Exit {Exit.FORECAST_FAILED} when the run fails.
+
+    The same run counts the work: FLOPs and bytes moved of the VAE, each UNet step, attention and the
+    face paste, and from them a roofline estimate of seconds per chunk on each Apple chip (M1 to M4,
+    base, Pro, Max: patches/apple-chips.toml), plus the CPU parts measured by scripts/bench.py. An
+    estimate, a bound: the output says what it leaves out.
 
     Example: lsync-port apply ./LatentSync && lsync-port forecast ./LatentSync --python ~/venv/bin/python.
     The port's chunk budget, LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES, is honoured when set.
@@ -555,7 +564,7 @@ def forecast(
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
     _needs("forecast", tree, python, Exit.FORECAST_FAILED)
     # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
-    report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout)
+    report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout, None, chip)
     if json_out:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -88,7 +88,6 @@ class KindOrder:
         return rest
 
 
-
 @dataclass
 class Profile:
     name: str

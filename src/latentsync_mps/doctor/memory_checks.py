@@ -57,6 +57,32 @@ def forecast_row(facts: ProbeFacts | dict[str, Any], kind: str, res: int) -> tup
     return row, f"{how}; {where}"
 
 
+def speed_phrase(facts: ProbeFacts, row: dict | None) -> str:
+    """ "about N s per 16-frame chunk on this Mac (Apple M3 Pro, ...)", from the forecast row's counted
+    work and this Mac's chip (forecast/estimate.py); on another machine, says which chip it would use."""
+    from ..forecast.estimate import ChipError, chunk_estimate, find_chip, load_chips, load_cpu_parts
+
+    if not row or not row.get("work") or row.get("device") != "mps":
+        return ""
+    brand = facts.section("probe", "platform").get("chip")
+    if not brand:
+        return (
+            "; time per chunk: no Apple chip detected here, so no estimate for this machine "
+            "(`lsync-port forecast TREE --chip 'M3 Pro'` gives one for any chip)"
+        )
+    try:
+        chip = find_chip(str(brand), load_chips())
+    except ChipError as error:
+        return f"; time per chunk: {error}"
+    frames = (facts.raw.get("forecast") or {}).get("frames") or 16
+    estimate = chunk_estimate(row["work"], chip, row["dtype"], frames, load_cpu_parts())
+    return (
+        f"; about {estimate['seconds']:.0f} s per {frames}-frame chunk on this Mac ({chip.name}; "
+        "a roofline estimate: every kernel at the chip's peak, so expect a real run to be several times "
+        "slower; docs/benchmarks.md)"
+    )
+
+
 @reads_facts
 def check_memory(facts: ProbeFacts) -> Check:
     mem = facts.section("probe", "memory")
@@ -72,6 +98,7 @@ def check_memory(facts: ProbeFacts) -> Check:
         row, basis = forecast
         need = row["peak_bytes"]
         needs = f"at least {size(need)} at peak for {res}x{res} ({resolution.get('source') or 'assumed'}; {basis})"
+        needs += speed_phrase(facts, row)
         largest = row.get("largest_buffer_bytes") or 0
         if kind == "mps" and largest > catalog.METAL_BUFFER_LIMIT:
             return Check(

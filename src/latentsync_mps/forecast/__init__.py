@@ -63,6 +63,7 @@ class Configuration:
     weights_bytes: int | None = None
     detail: str = ""
     phases: dict = field(default_factory=dict)
+    work: dict = field(default_factory=dict)  # per phase: flops, bytes, attention_*, intensity bins
 
     @property
     def name(self) -> str:
@@ -89,6 +90,8 @@ class ForecastReport:
     audio_features_shape: list[int] = field(default_factory=list)  # (guidance, frames, rows, width)
     reason: str = ""  # why the forecast failed, empty when it ran
     log_tail: list[str] = field(default_factory=list)
+    # Seconds per chunk per Apple chip (estimate.py): a roofline over the counted work, plus the CPU parts.
+    estimate: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -141,9 +144,16 @@ def run_forecast(
     resolution: int | None = None,
     timeout: float = 600.0,
     on_event=None,
+    chip: str | None = None,
 ) -> ForecastReport:
     from ..verify.runner import run_child
+    from .estimate import ChipError, find_chip, load_chips
 
+    try:  # a chip the table does not know: said before anything runs
+        chips = load_chips()
+        chips = [find_chip(chip, chips)] if chip else chips
+    except ChipError as error:
+        raise ForecastError(str(error), 2) from None
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
     config = inference_config(tree)
@@ -180,7 +190,16 @@ def run_forecast(
         spec["events"] = str(Path(work_dir) / "events.jsonl")
         child = run_child(CHILD, spec, tree, python, timeout, on_event)
     seconds = round(time.monotonic() - started, 2)
-    return _report(spec, release.name if release else None, python, child, timeout, seconds)
+    report = _report(spec, release.name if release else None, python, child, timeout, seconds)
+    report.estimate = _estimate(report, chips)
+    return report
+
+
+def _estimate(report: ForecastReport, chips) -> dict:
+    from .estimate import estimates, load_cpu_parts
+
+    rows = [dict(asdict(row), name=row.name) for row in report.configurations if row.status == "pass"]
+    return estimates(rows, chips, report.frames, load_cpu_parts())
 
 
 def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
@@ -199,6 +218,7 @@ def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
             row.largest_buffer_op = data.get("largest_buffer_op", "")
             row.weights_bytes = data.get("weights_bytes")
             row.phases = data.get("phases", {})
+            row.work = data.get("work", {})
         rows.append(row)
     reason = ""
     config_failure = results.get("config")

@@ -24,6 +24,7 @@ allocates. The device is modelled where it differs:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -121,6 +122,7 @@ def check_build(spec, state):
 
     state["torch"] = torch
     state["meter_module"] = _load("lsync_port_meter", HERE / "meter.py")
+    state["work_module"] = _load("lsync_port_work", HERE / "work.py")
     stood_in: set[str] = set()
     stand_ins = spec.get("stand_ins", [])
     state["unet_module"] = import_tree_module("latentsync.models.unet", stand_ins, stood_in)
@@ -201,8 +203,25 @@ def build_models(spec, state, dtype):
     return state["models"][key]
 
 
+class Phases:
+    """Both meters' phases at once: memory (meter.py) and work (work.py). The work meter also tells
+    the face paste apart from the VAE decode around it."""
+
+    def __init__(self, memory, work):
+        self.memory, self.work = memory, work
+
+    @contextlib.contextmanager
+    def during(self, phase: str):
+        with self.memory.during(phase), self.work.during(phase):
+            yield
+
+    def work_only(self, phase: str):
+        return self.work.during(phase)
+
+
 def run_chunk(spec, state, pipeline, unet, dtype, meter):
-    """One chunk of `frames` frames through the pipeline's own methods, as its __call__ does."""
+    """One chunk of `frames` frames through the pipeline's own methods, as its __call__ does.
+    `meter`: a Phases (or anything with `during(phase)` and `work_only(phase)`)."""
     torch = state["torch"]
     device = torch.device("meta")
     frames, size = spec["frames"], state["resolution"]
@@ -241,7 +260,8 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
     with meter.during("vae decode"):
         decoded = pipeline.decode_latents(latents)
         paste = getattr(pipeline, "paste_surrounding_pixels_back", None) or pipeline.recover_original_pixel_values
-        paste(decoded, reference, masks, device, dtype)
+        with meter.work_only("face paste"):
+            paste(decoded, reference, masks, device, dtype)
 
 
 def check_configuration(configuration, spec, state):
@@ -256,9 +276,10 @@ def check_configuration(configuration, spec, state):
     pipeline = state["pipeline_module"].LipsyncPipeline(vae, None, unet, state["scheduler"])
     meters = state["meter_module"]
     meter = meters.MemoryMeter()
+    work = state["work_module"].WorkMeter()
     weights = meters.module_bytes(unet, vae, whisper)
-    with torch.no_grad(), attention_kernels(torch, configuration["device"]), meter:
-        run_chunk(spec, state, pipeline, unet, dtype, meter)
+    with torch.no_grad(), attention_kernels(torch, configuration["device"]), meter, work:
+        run_chunk(spec, state, pipeline, unet, dtype, Phases(meter, work))
     phases = {
         name: {k: v + (weights if k == "peak_bytes" else 0) for k, v in record.items()}
         for name, record in meter.phases.items()
@@ -276,6 +297,8 @@ def check_configuration(configuration, spec, state):
         # From step 2 on, every step starts with the same leftovers of the step before and runs the
         # same ops on the same shapes, so its peak repeats: the last two steps agree.
         "steady_steps": len(steps) < 3 or steps[-1] == steps[-2],
+        # FLOPs and bytes moved per phase (work.py), with the intensity bins of a roofline.
+        "work": {name: record for name, record in work.phases.items() if name != "inputs"},
     }
     gib = 2**30
     return (

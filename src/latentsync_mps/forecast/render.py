@@ -64,6 +64,7 @@ def render(console: Console, report: ForecastReport) -> None:
         "counted on meta tensors; the allocator's cache, the CUDA context and face detection come on top "
         "(docs/benchmarks.md).[/]"
     )
+    render_estimate(console, report.estimate)
     if report.reason:
         _render_failure(console, report)
 
@@ -72,3 +73,60 @@ def _render_failure(console: Console, report: ForecastReport) -> None:
     console.print(f"[red]forecast failed:[/] {escape(report.reason)}", highlight=False)
     for line in report.log_tail[-8:]:
         console.print(f"  {line}", markup=False, highlight=False, style="dim")
+
+
+# The configurations the time table shows, in order: the port's default on a Mac first.
+_TIMED = ("mps-float16-chunked", "mps-float32-chunked")
+
+
+def _label(name: str) -> str:
+    """ "mps-float16-chunked" -> "float16, chunking on" (the table names no configuration: that is the rows above)."""
+    _, dtype, chunking = name.split("-")
+    return f"{dtype}, chunking {'on' if chunking == 'chunked' else 'off'}"
+
+
+def _flops(value: float) -> str:
+    return f"{value / 1e12:.2f} TFLOP" if value >= 1e11 else f"{value / 1e9:.1f} GFLOP"
+
+
+def render_estimate(console: Console, estimate: dict) -> None:
+    """Work per chunk and seconds per chunk on each Apple chip (estimate.py)."""
+    rows = estimate.get("configurations") or {}
+    shown = [name for name in _TIMED if name in rows]
+    if not shown:
+        return
+    work = rows[shown[0]]["work"]
+    parts = work["parts"]
+    console.print(
+        f"Work of one chunk on mps ({_label(shown[0])}, {work['steps']} denoising steps): "
+        f"{_flops(work['chunk']['flops'])}, {work['chunk']['bytes'] / GIB:.1f} GiB moved; "
+        f"UNet per step {_flops(parts['unet per step']['flops'])} (attention "
+        f"{_flops(parts['unet per step']['attention_flops'])}), VAE encode {_flops(parts['vae encode']['flops'])}, "
+        f"VAE decode {_flops(parts['vae decode']['flops'])}.",
+        highlight=False,
+    )
+    table = Table(
+        title=f"Estimated seconds per {estimate['frames']}-frame chunk (a roofline bound, not a measurement)",
+        title_justify="left",
+        show_edge=False,
+    )
+    table.add_column("chip")
+    for name in shown:
+        table.add_column(f"{_label(name)}\ns", justify="right")
+    table.add_column("of which\nCPU s", justify="right")
+    for index, chip in enumerate(rows[shown[0]]["chips"]):
+        cells = [f"{rows[name]['chips'][index]['seconds']:.1f}" for name in shown]
+        table.add_row(chip["chip"].removeprefix("Apple "), *cells, f"{chip['cpu_seconds']:.1f}")
+    console.print(table)
+    measured = estimate.get("cpu_measured")
+    cpu = (
+        f"CPU parts measured by scripts/bench.py on {measured.get('machine')} ({measured.get('date')})"
+        if measured
+        else "no measured CPU parts (patches/cpu-measured.json is missing)"
+    )
+    console.print(
+        f"[dim]GPU: every kernel at the chip's published peak FLOPs and bandwidth (patches/apple-chips.toml); "
+        f"{cpu}. Leaves out: {'; '.join(estimate.get('leaves_out', []))}. docs/benchmarks.md compares it with "
+        "published timings.[/]",
+        highlight=False,
+    )

@@ -801,6 +801,43 @@ def det(input):  # noqa: A002
     return torch.det(input.cpu()).to(input.device)
 
 
+# The host value of each device timestep that `set_timesteps` made, by (storage address, offset).
+_HOST_TIMESTEPS: dict = {}
+
+
+def set_timesteps(scheduler, *args, **kwargs):
+    """`scheduler.set_timesteps(..., device=device)`; on mps the schedule is made on the CPU, copied
+    to the device once, and the host value of each device timestep kept for `scheduler_step`.
+    Elsewhere it is the plain call."""
+    torch = _torch()
+    device = kwargs.get("device")
+    if device is None or torch.device(device).type != "mps":
+        return scheduler.set_timesteps(*args, **kwargs)
+    result = scheduler.set_timesteps(*args, **dict(kwargs, device="cpu"))
+    host = scheduler.timesteps
+    on_device = host.to(device)
+    scheduler.timesteps = on_device
+    _HOST_TIMESTEPS.clear()
+    if on_device.dim() == 1:
+        address, offset = on_device.untyped_storage().data_ptr(), on_device.storage_offset()
+        stride = on_device.stride(0)
+        for index in range(len(host)):
+            _HOST_TIMESTEPS[(address, offset + index * stride)] = host[index]
+    return result
+
+
+def scheduler_step(scheduler, model_output, timestep, *args, **kwargs):
+    """`scheduler.step(model_output, timestep, ...)`, given the host value of a device timestep that
+    `set_timesteps` made: diffusers' DDIM indexes a CPU tensor with it and compares it with 0, and on
+    a device tensor each of those reads the value back from the GPU, waiting for the UNet queued before
+    it. Any other timestep is passed as it is."""
+    torch = _torch()
+    if _HOST_TIMESTEPS and isinstance(timestep, torch.Tensor) and timestep.dim() == 0 and _on_mps(timestep):
+        key = (timestep.untyped_storage().data_ptr(), timestep.storage_offset())
+        timestep = _HOST_TIMESTEPS.get(key, timestep)
+    return scheduler.step(model_output, timestep, *args, **kwargs)
+
+
 # Set on a chunk that `release_chunk_memory` moved to host memory: the device it came from.
 _CHUNK_DEVICE = "_lsync_port_chunk_device"
 

@@ -595,7 +595,11 @@ def run_pipeline(spec, state, device, dtype, out_path):
         "mask_image_path": config["data"].get("mask_image_path", "latentsync/utils/mask.png"),
         "generator": generator,
     }
-    pipeline(**accepted(type(pipeline).__call__, arguments))
+    simulator = state.get("simulator")
+    # Under the MPS simulator: count the stalls of the denoising loop per step (the reference run records nothing).
+    watch = simulator.watch_denoising(pipeline) if simulator is not None else contextlib.nullcontext()
+    with watch:
+        pipeline(**accepted(type(pipeline).__call__, arguments))
     if not out_path.exists():
         raise CheckFailed(f"the pipeline finished but wrote no video at {out_path}")
 
@@ -998,7 +1002,25 @@ def _comfy_checks():
     contract = _load_sibling("comfy_contract.py", "lsync_port_comfy_contract")
     nodes = _load_sibling("comfy_node.py", "lsync_port_comfy_node")
     nodes.bind(sys.modules[__name__], contract)
-    return nodes.CHECKS
+    return [(name, _watching_denoising(check)) for name, check in nodes.CHECKS]
+
+
+def _watching_denoising(check):
+    """Under the MPS simulator, a node check whose pipeline the node builds itself: its denoising steps
+    are told by the diffusers DDIM scheduler class (every instance), for the stalls per step."""
+
+    def watched(spec, state):
+        simulator = state.get("simulator")
+        try:
+            from diffusers import DDIMScheduler
+        except ImportError:
+            DDIMScheduler = None  # noqa: N806 - the class, when diffusers is there
+        if simulator is None or DDIMScheduler is None:
+            return check(spec, state)
+        with simulator.watch_scheduler_class(DDIMScheduler):
+            return check(spec, state)
+
+    return watched
 
 
 def _install_simulator(spec):

@@ -67,6 +67,7 @@ def render_report(console: Console, report: VerifyReport) -> None:
             console.print(f"  where it failed in the tree: {' → '.join(where)}", highlight=False)
     if report.device == "mps-sim":
         render_findings(console, report)
+        render_stalls(console, report)
     if report.weights == "synthetic":
         console.print(
             "[dim]Synthetic weights: tiny random checkpoints, and fixed landmarks instead of the face detector "
@@ -150,3 +151,67 @@ def render_findings(console: Console, report: VerifyReport) -> None:
             + ", ".join(stats["computed_in_float32"])
             + "[/]"
         )
+
+
+def _bytes(value: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
+
+
+# Outside the denoising loop, the sites shown (the rest are in --json): loading weights alone makes hundreds.
+_OUTSIDE_SHOWN = 6
+
+
+def _stall_line(totals: dict, per: str = "") -> str:
+    return (
+        f"{totals['readbacks']:g} read(s) back to the host, {totals['copies']:g} copies "
+        f"({_bytes(int(totals['copy_bytes']))}), {totals['cpu_ops']:g} op(s) run on the CPU{per}"
+    )
+
+
+def render_stalls(console: Console, report: VerifyReport) -> None:
+    """Where the simulated run waits on the host or copies: the denoising loop first (by site), then the rest."""
+    stalls = (report.simulator or {}).get("stalls")
+    if not stalls:
+        return
+    steps = stalls["denoising_steps"]
+    if steps:
+        console.print(
+            f"Stalls in the denoising loop ({steps} steps in {stalls['denoising_loops']} loop(s)): "
+            + _stall_line(stalls["in_loop_per_step"], " per step"),
+            highlight=False,
+        )
+    else:
+        console.print("Stalls: no denoising step was seen (the pipeline did not run under the simulator).")
+    console.print(f"[dim]Outside the loop: {_stall_line(stalls['outside_loop'])}.[/]", highlight=False)
+    sites = stalls["sites"]
+    loop = [s for s in sites if s["phase"] == "loop"]
+    outside = sorted((s for s in sites if s["phase"] != "loop"), key=lambda s: -s["count"])
+    shown = loop + [s for s in outside if s["kind"] != "copy" or s["direction"] == "to host"][:_OUTSIDE_SHOWN]
+    if not shown:
+        return
+    table = Table(title="Stalls by call site", title_justify="left", show_edge=False)
+    for column in ("where", "call site", "kind", "op", "count", "per step", "bytes"):
+        table.add_column(column, overflow="fold")
+    for site in shown:
+        kind = site["kind"] + (f" {site['direction']}" if site.get("direction") else "")
+        table.add_row(
+            "[red]loop[/]" if site["phase"] == "loop" else "outside",
+            site["site"]
+            + (f" in {site['function']}" if site.get("function") else "")
+            + (f" (inside {site['via']})" if site.get("via") else ""),
+            kind + (" (port)" if site.get("port") else ""),
+            site["op"],
+            str(site["count"]),
+            f"{site['per_step']:g}" if site.get("per_step") is not None else "",
+            _bytes(site["bytes"]) if site["bytes"] else "",
+        )
+    console.print(table)
+    hidden = len(sites) - len(shown)
+    if hidden:
+        console.print(
+            f"[dim]{hidden} more site(s) outside the loop (copies to the device: weights, inputs): --json.[/]"
+        )
+    console.print("[dim]docs/stalls.md says why each one in the loop is there and what it costs on a Mac.[/]")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .stalls import COPY, CPU, READBACK, TO_DEVICE, TO_HOST, StallCounter, watching, watching_class
 from .support import ABSENT, BOXED, EXPLICIT, IMPLICIT, KERNEL, MISSING_NO_CPU, MISSING_VIEW, fallback_rescues
 from .tensor import MPSSimTensor, _BaseGenerator, _generator_is_mps, _is_cpu, _is_mps, _unwrap, _wrap
 
@@ -114,10 +115,36 @@ _MIXING_ALLOWED = {
 }
 
 
+# Ops that read a value back to the host: the scalar read (item(), float(t), bool(t)) and the ops whose
+# output size depends on the data, which MPS knows only once it has run the queue.
+_READBACK_OPS = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "unique_dim_consecutive",
+    "equal",
+}
+_COPY_OPS = {"aten::copy_", "aten::_copy_from", "aten::_copy_from_and_resize", "aten::_to_copy"}
+
+
+def _nbytes(value) -> int:
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+
+
+def _has_bool_mask(index) -> bool:
+    if type(index) in (tuple, list):
+        return any(_has_bool_mask(i) for i in index)
+    return isinstance(index, MPSSimTensor) and index.dtype in (torch.bool, torch.uint8)
+
+
 class _OpInfo:
     """What dispatch needs to know about an overload, computed once."""
 
-    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated", "rules")
+    __slots__ = ("name", "status", "write_returns", "inplace_view", "mutated", "rules", "readback")
 
     def __init__(self, func, table):
         self.name = func.name()
@@ -140,6 +167,8 @@ class _OpInfo:
             self.write_returns.append(found)
         self.inplace_view = torch.Tag.inplace_view in func.tags
         self.rules: list[dict] = []  # dtype expectations and numerics defects of the target torch
+        base = self.name.split("::", 1)[-1].split(".", 1)[0]
+        self.readback = namespace == "aten" and (base in _READBACK_OPS or self.name == "aten::repeat_interleave.Tensor")
 
 
 def _argument(args, kwargs, where):
@@ -196,6 +225,8 @@ class Simulator:
         self.live_bytes = 0
         self.peak_bytes = 0
         self.largest_buffer = {"bytes": 0, "op": None, "site": None}
+        # Reads back to the host, copies between the device and the host, ops run on the CPU (stalls.py).
+        self.stalls = StallCounter()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -231,6 +262,38 @@ class Simulator:
                 **extra,
             }
 
+    def watch_denoising(self, pipeline):
+        """A context manager: count the stalls of `pipeline`'s denoising loop per step (stalls.watching)."""
+        return watching(self.stalls, pipeline) if self.recording else contextlib.nullcontext()
+
+    def watch_scheduler_class(self, scheduler_class):
+        """A context manager: count per step for every instance of a scheduler class (stalls.watching_class)."""
+        return watching_class(self.stalls, scheduler_class) if self.recording else contextlib.nullcontext()
+
+    def stall(self, kind: str, op: str, nbytes: int = 0, direction: str | None = None) -> None:
+        """A stall (see stalls.py) at the innermost call site inside the tree."""
+        if not self.recording:
+            return
+        site, function, _ = self._site()
+        with self._lock:
+            via = None if site.startswith("(") else self._library_frame()
+            self.stalls.add(kind, op, site, function, nbytes, direction, via=via)
+
+    def _library_frame(self) -> str | None:
+        """The innermost frame of a library (not torch, not the simulator) below the tree's call site:
+        where the stall really is when the tree calls, say, a diffusers scheduler."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if self._relative(filename) is not None:
+                return None
+            if not filename.startswith((self._torch_dir, "<")) and filename not in self._own_files:
+                parts = Path(filename).parts
+                keep = parts[parts.index("site-packages") + 1 :] if "site-packages" in parts else parts[-2:]
+                return f"{'/'.join(keep)}:{frame.f_lineno} in {frame.f_code.co_name}"
+            frame = frame.f_back
+        return None
+
     def report(self) -> list[dict]:
         order = {"error": 0, "warning": 1}
         with self._lock:
@@ -252,6 +315,7 @@ class Simulator:
             "target_torch": self.target or {"version": self.table.get("torch"), "origin": "installed torch"},
             "table_counts": self.table.get("counts", {}),
             "judged_by_name": dict(sorted(self.judged_by_name.items())),
+            "stalls": self.stalls.summary(),
             "memory": {
                 "peak_bytes": self.peak_bytes,
                 "live_bytes": self.live_bytes,
@@ -389,6 +453,8 @@ class Simulator:
                 summary=f"not in torch {target}: cannot be judged for it (the installed torch has it)",
             )
             return
+        if status == BOXED or fallback_rescues(status):
+            self.stall(CPU, info_name)
         if status == BOXED:
             shown = info_name.replace("aten::_linalg_svd", "aten::linalg_svd")
             self.record(
@@ -559,6 +625,10 @@ class Simulator:
             self.check_op(info.name, info.status)
         if info.rules and self.recording:
             self.check_rules(info, args, kwargs)
+        if info.readback:
+            self.stall(READBACK, info.name, _nbytes(args[0]) if args else 0)
+        elif info.name in _COPY_OPS and self.recording:
+            self._count_copy(info.name, args, kwargs, on_mps)
         if device is None:
             self.check_mixing(info.name, args, kwargs)
         if generator is not None:
@@ -589,6 +659,18 @@ class Simulator:
         if self.recording:
             self._check_outputs(info.name, args, kwargs, out)
         return out
+
+    def _count_copy(self, op, args, kwargs, on_mps) -> None:
+        """A copy op with one side on the host: copy_(dst, src), _to_copy(src, device=...)."""
+        if op == "aten::_to_copy":
+            source, target_mps = args[0] if args else kwargs.get("self"), on_mps
+        else:
+            if len(args) < 2:
+                return
+            source, target_mps = args[1], isinstance(args[0], MPSSimTensor)
+        if not isinstance(source, torch.Tensor) or isinstance(source, MPSSimTensor) == target_mps:
+            return
+        self.stall(COPY, op, _nbytes(source), TO_DEVICE if target_mps else TO_HOST)
 
     def _check_outputs(self, op, args, kwargs, out) -> None:
         outputs = out if isinstance(out, (list, tuple)) else (out,)
@@ -679,6 +761,7 @@ class Simulator:
         out = MPSSimTensor(elem)
         if self.recording:
             self.check_created("aten::_to_copy", out)
+            self.stall(COPY, "aten::_to_copy", _nbytes(elem), TO_DEVICE)
         return out
 
     def tensor_to(self, tensor: MPSSimTensor, args, kwargs):
@@ -690,7 +773,9 @@ class Simulator:
             options = {"dtype": dtype} if dtype is not None else {}
             if memory_format is not None:
                 options["memory_format"] = memory_format
-            return _ORIGINALS["Tensor.to"](tensor.elem, "cpu", copy=True, **options)
+            out = _ORIGINALS["Tensor.to"](tensor.elem, "cpu", copy=True, **options)
+            self.stall(COPY, "aten::_to_copy", _nbytes(out), TO_HOST)
+            return out
         if dtype is None or dtype == tensor.dtype:
             if not copy and memory_format in (None, torch.preserve_format):
                 return tensor
@@ -710,7 +795,12 @@ class Simulator:
         if not force:
             summary = ".numpy() of an mps tensor: TypeError (call .cpu() first)"
             self.record("device", "error", "Tensor.numpy", f"TypeError: {NUMPY_ERROR}", summary=summary)
+        self.stall(COPY, "Tensor.numpy", _nbytes(tensor), TO_HOST)
         return tensor.elem.detach().numpy()
+
+    def tolist(self, tensor: MPSSimTensor):
+        self.stall(READBACK, "Tensor.tolist", _nbytes(tensor))
+        return tensor.elem.tolist()
 
     def new_tensor(self, tensor, data, dtype, device):
         if device is not None and not _is_mps(device):
@@ -719,16 +809,23 @@ class Simulator:
         out = MPSSimTensor(elem)
         if self.recording:
             self.check_created("aten::new_tensor", out)
+            self.stall(COPY, "aten::new_tensor", _nbytes(elem), TO_DEVICE)
         return out
 
     def getitem(self, tensor: MPSSimTensor, index):
         self.op_count += 1
         self.current_op = "aten::index"
+        if _has_bool_mask(index):  # MPS turns a boolean mask into indices with nonzero: a sync
+            self.stall(READBACK, "aten::index (boolean mask)", _nbytes(tensor))
         return _wrap(tensor.elem[_unwrap_index(index)])
 
     def setitem(self, tensor: MPSSimTensor, index, value) -> None:
         self.op_count += 1
         source = value.elem if isinstance(value, MPSSimTensor) else value
+        if _has_bool_mask(index):
+            self.stall(READBACK, "aten::index_put_ (boolean mask)", _nbytes(tensor))
+        if isinstance(value, torch.Tensor) and not isinstance(value, MPSSimTensor) and value.dim() > 0:
+            self.stall(COPY, "aten::index_put_", _nbytes(value), TO_DEVICE)
         if isinstance(source, torch.Tensor) and source.dtype is torch.float64 and tensor.dtype is not torch.float64:
             source = source.to(tensor.dtype)
         tensor.elem[_unwrap_index(index)] = source

@@ -121,7 +121,7 @@ class MPSSimTensor(torch.Tensor):
         return array if dtype is None else array.astype(dtype)
 
     def tolist(self):
-        return self.elem.tolist()
+        return _active().tolist(self)
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
         return _active().new_tensor(self, data, dtype, device)
