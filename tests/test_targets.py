@@ -80,3 +80,10 @@ def test_help_teaches_what_the_list_means():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert '"min macOS" is the oldest macOS the wheel installs on' in text and "macOS arm64 wheel" in text
+
+
+def test_wheel_names_are_never_folded_at_80_columns(patches):
+    """A wheel's name is pasted into pip: at 80 columns the other columns give way."""
+    result = runner.invoke(app, ["targets"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "torch-2.14.1-cp311-cp311-macosx_14_0_arm64.whl" in result.output

@@ -93,10 +93,12 @@ def render(console, data: dict) -> None:
 
     torch = data["torch"]
     table = Table(title=f"torch releases with an MPS table ({torch['source']})", title_justify="left")
-    for column in ("torch", "min macOS", "built", "derived from (macOS arm64 wheel)"):
+    sources = [release["wheel"] or release["source"] for release in torch["releases"]]
+    for column in ("torch", "min macOS", "built"):
         table.add_column(column, overflow="fold")
-    for release in torch["releases"]:
-        source = release["wheel"] or release["source"]
+    # A wheel's name is what a person pastes into pip: never folded, the other columns give way.
+    table.add_column("derived from (macOS arm64 wheel)", min_width=max(map(len, sources), default=0), no_wrap=True)
+    for release, source in zip(torch["releases"], sources):
         table.add_row(release["torch"], release["min_macos"] or "?", release["built"] or "?", source)
     console.print(table)
     if torch["checked"]:
