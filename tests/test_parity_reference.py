@@ -11,9 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import FIXTURES
+from typer.testing import CliRunner
 
 from latentsync_mps import engine
 from latentsync_mps.cli import app
