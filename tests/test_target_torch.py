@@ -289,6 +289,12 @@ def test_the_newest_release_in_a_range_is_compared_as_a_version_not_as_text(tmp_
     assert all(Version(target_torch.newest_known()) >= Version(v) for v in known)
 
 
+def test_a_wildcard_pin_is_a_range_not_a_version(tmp_path):
+    """`torch==2.5.*` names no single release: the newest known inside it, not the text "2.5.*"."""
+    target = resolve(_tree(tmp_path, "torch==2.5.*\n"))
+    assert target.version == "2.5.1" and "range" in target.note
+
+
 def test_the_override_wins_and_drops_local_parts(tmp_path):
     target = resolve(_tree(tmp_path, "torch==2.5.1\n"), "2.13.0+cpu")
     assert (target.version, target.origin) == ("2.13.0", "--target-torch")
