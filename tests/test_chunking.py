@@ -80,7 +80,7 @@ def test_no_piece_exceeds_the_budget(monkeypatch):
     assert len(calls) > 1 and max(calls) <= budget
 
 
-def test_float16_chunks_are_sized_for_the_float32_scores_of_the_mps_math_kernel(monkeypatch):
+def test_float16_attention_chunks_are_sized_for_the_float32_scores_of_the_mps_math_kernel(monkeypatch):
     """MPS's math kernel keeps the score matrix in float32 whatever the input dtype: a float16 query
     whose scores fit the budget at 2 bytes each does not fit at 4, and must be split (a chunk sized
     from the input dtype is twice too big and can pass Metal's 2**32-byte limit)."""
