@@ -72,9 +72,9 @@ def test_mps_sim_reuses_the_cpu_verify_output_which_is_the_reference_it_would_co
 def test_the_fixtures_face_alignment_gives_the_same_bits_every_call(fixture):
     """The one computation of the fixtures that was not reproducible (issue 24): the landmark fit,
     torch.linalg.lstsq, whose default CPU driver (MKL's gelsy) gave 3 or 4 different last bits over
-    repeated calls on the same inputs, 10-35% of calls differing, one thread or two. Each frame's warp then moved by a
-    rounding step, and the UNet and the VAE spread it to 7-11 of 255 in the output: a fresh parity
-    reference then differed from the kept one (PSNR 49.6-49.9 dB instead of identical frames)."""
+    repeated calls on the same inputs (10-35% of calls differing, one thread or two). A warp that
+    moved by a rounding step went through the VAE and the UNet: two CPU runs differed by up to 7/255
+    in up to 3% of the output's values, and a fresh parity reference was not the kept one's frames."""
     import importlib.util
 
     import torch
