@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,30 @@ from latentsync_mps.resources import patches_dir
 from latentsync_mps.ruleset import load
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# The suite's own cache folder, never the user's: verify keeps synthetic weights (about 680 MB over a
+# whole run), parity references and the MPS support table under $XDG_CACHE_HOME/lsync-port
+# (default ~/.cache), and Hugging Face and torch hub default to $XDG_CACHE_HOME too. Set when this
+# file is imported, before any test, in the controller and in each xdist worker: the workers inherit
+# the controller's folder through the environment (one folder per run, the weights built once), and
+# the process that made the folder deletes it at the end. LSYNC_PORT_TEST_CACHE names a folder to
+# keep between runs instead (faster reruns; never deleted).
+TEST_CACHE_ENV = "LSYNC_PORT_TEST_CACHE"
+USER_CACHE_ENV = "LSYNC_PORT_TEST_USER_CACHE"  # the user's cache as it was before, for tests/test_test_cache.py
+if USER_CACHE_ENV not in os.environ:
+    os.environ[USER_CACHE_ENV] = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+_MADE_TEST_CACHE = TEST_CACHE_ENV not in os.environ
+if _MADE_TEST_CACHE:
+    os.environ[TEST_CACHE_ENV] = tempfile.mkdtemp(prefix="lsync-port-test-cache-")
+TEST_CACHE = Path(os.environ[TEST_CACHE_ENV])
+os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE)
+
+
+def pytest_unconfigure(config):
+    if _MADE_TEST_CACHE:
+        shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
+
 # scripts/test.sh installs every extra and the pinned torch, as CI does: there, a test skipped for
 # a missing extra, for another torch version, or for a capability it could not drop is a failure.
 REQUIRE_EXTRAS = os.environ.get("LSYNC_PORT_REQUIRE_EXTRAS") == "1"

@@ -80,6 +80,19 @@ def test_no_piece_exceeds_the_budget(monkeypatch):
     assert len(calls) > 1 and max(calls) <= budget
 
 
+def test_float16_attention_chunks_are_sized_for_the_float32_scores_of_the_mps_math_kernel(monkeypatch):
+    """MPS's math kernel keeps the score matrix in float32 whatever the input dtype: a float16 query
+    whose scores fit the budget at 2 bytes each does not fit at 4, and must be split (a chunk sized
+    from the input dtype is twice too big and can pass Metal's 2**32-byte limit)."""
+    calls = record_sdpa(monkeypatch)  # counts each piece's scores at 4 bytes
+    query = torch.randn(2, 4, 64, 8, dtype=torch.float16)
+    budget = 2 * 4 * 64 * 64 * 2  # all the scores, at float16's 2 bytes
+    out = helper.chunked_scaled_dot_product_attention(query, query, query, budget=budget)
+    assert len(calls) > 1, "not split: the chunk was sized for 2-byte scores"
+    assert max(calls) <= budget
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(query, query, query), rtol=1e-3, atol=1e-3)
+
+
 def test_budget_smaller_than_one_row_still_computes_row_by_row(monkeypatch):
     query = torch.randn(2, 10, 4)
     expected = F.scaled_dot_product_attention(query, query, query)

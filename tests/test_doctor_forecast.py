@@ -51,6 +51,17 @@ def test_every_measured_release_has_every_configuration():
             assert row is not None and row["peak_bytes"] > row["largest_buffer_bytes"] > 0
 
 
+def test_bfloat16_is_forecast_with_float16s_row():
+    """bfloat16 has float16's sizes: it gets the float16 row (neither none, nor float32's twice as big)."""
+    for chunking in (True, False):
+        row = pick(shipped(), "mps", "bfloat16", chunking)
+        assert row is not None and row == pick(shipped(), "mps", "float16", chunking)
+        assert row["dtype"] == "float16" and row["chunking"] is chunking
+    assert pick(shipped(), "cuda", "bfloat16", False) == pick(shipped(), "cuda", "float16", False)
+    result = expect(checks.check_memory, mac(recommended_gib=1000, dtype="bfloat16"), OK)
+    assert gib(pick(shipped(), "mps", "float16", True)["peak_bytes"]) in result.detail
+
+
 def test_a_mac_whose_working_set_holds_the_forecast_peak_is_ok():
     row = pick(shipped(), "mps", "float16", True)
     facts = mac(recommended_gib=row["peak_bytes"] / GIB + 1)

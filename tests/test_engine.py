@@ -92,6 +92,30 @@ def test_revert_restores_every_byte(fixture_tree, pack):
     assert tree_hashes(fixture_tree) == pristine
 
 
+def test_revert_brings_back_a_patched_file_the_user_deleted(fixture_tree, pack):
+    pristine = tree_hashes(fixture_tree)
+    apply(fixture_tree, pack)
+    (fixture_tree / "scripts/inference.py").unlink()
+    assert {f.path: f.state for f in engine.status(fixture_tree).files}["scripts/inference.py"] == "missing"
+    result = engine.revert(fixture_tree)
+    assert "scripts/inference.py" in result.restored and result.refused == []
+    assert tree_hashes(fixture_tree) == pristine
+
+
+def test_a_backup_whose_bytes_no_longer_match_the_manifest_is_refused_not_restored(fixture_tree, pack):
+    original = (fixture_tree / "scripts/inference.py").read_bytes()
+    apply(fixture_tree, pack)
+    patched = (fixture_tree / "scripts/inference.py").read_bytes()
+    backup = State(fixture_tree).backup_path("scripts/inference.py")
+    assert backup.read_bytes() == original
+    backup.write_bytes(original.replace(b"import", b"imprt", 1))  # damaged on disk, or edited
+    result = engine.revert(fixture_tree)
+    (refused,) = result.refused
+    assert refused.path == "scripts/inference.py" and "does not match its recorded hash" in refused.reason
+    assert (fixture_tree / "scripts/inference.py").read_bytes() == patched, "a wrong backup must not be written"
+    assert State(fixture_tree).exists(), "the manifest stays: the file is still to be reverted"
+
+
 def test_manifest_records_hashes_rules_and_version(fixture_tree, pack):
     plan = apply(fixture_tree, pack)
     manifest = json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())

@@ -26,3 +26,25 @@ def test_the_digest_still_sees_a_changed_rule(tmp_path):
     here_rules = load(patches_dir()).profiles["latentsync"].rules
     there_rules = load(there).profiles["latentsync"].rules
     assert engine._digest(here_rules, {}) != engine._digest(there_rules, {})
+
+
+def test_a_changed_detection_rule_alone_makes_a_reapply_plan_again(fixture_tree, tmp_path):
+    """Detection rules (patches/findings/) replace nothing, but what they report is the re-apply's
+    residue and findings: changing only one of them must not be answered with the last report,
+    neither by the early check (engine/noop.py) nor by the full plan's digest."""
+    from latentsync_mps.engine import noop
+
+    engine.commit(engine.make_plan(fixture_tree, load(patches_dir())))
+    assert engine.make_plan(fixture_tree, load(patches_dir())).unchanged, "the case: an untouched re-apply is a no-op"
+    there = shutil.copytree(patches_dir(), tmp_path / "patches")
+    rules = there / "findings" / "python.toml"
+    text = rules.read_text()
+    old = 'summary = "Every use of a name under torch.cuda,'
+    assert text.count(old) == 1
+    rules.write_text(text.replace(old, 'summary = "Any use of a name under torch.cuda,'))
+    changed = load(there)
+    assert [r.id for r in changed.profiles["latentsync"].rules] == [
+        r.id for r in load(patches_dir()).profiles["latentsync"].rules
+    ]
+    assert noop.stored_plan(fixture_tree, there) is None
+    assert not engine.make_plan(fixture_tree, changed).unchanged

@@ -74,6 +74,19 @@ def test_nearest3d_over_folded_frames_equals_the_3d_op(as_mps, dtype, options):
     assert all(dtypes == (torch.float32,) for name, dtypes in recorder.ops if name == "upsample_nearest2d")
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 8, 8), (2, 3, 5, 4)])
+def test_float16_nearest_on_mps_runs_in_float32_and_comes_back_in_float16(as_mps, shape):
+    """The seed's own black-mask fix (LatentSync issue 48): float16 nearest on MPS gave black masks,
+    so on mps the helper computes nearest in float32 and casts back (4-D masks, the common case)."""
+    mask = (torch.rand(shape) > 0.5).half()
+    as_mps()
+    with OpRecorder() as recorder:
+        got = helper.interpolate(mask, scale_factor=2.0, mode="nearest")
+    assert got.dtype == torch.float16
+    assert torch.equal(got, torch.nn.functional.interpolate(mask.float(), scale_factor=2.0, mode="nearest").half())
+    assert [dtypes for name, dtypes in recorder.ops if name == "upsample_nearest2d"] == [(torch.float32,)]
+
+
 def test_nearest3d_that_resamples_frames_stays_3d(as_mps):
     x = torch.randn(1, 2, 3, 4, 4)
     as_mps()

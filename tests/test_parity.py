@@ -60,3 +60,28 @@ def test_an_output_that_drifts_on_mps_only_fails_parity_with_its_psnr(fixture_tr
     assert found, report["reason"]
     # +0.5 on a [-1, 1] range is about 64 of 255 where not clipped: far below the 25 dB bar.
     assert 5.0 < float(found[1]) < 20.0 and int(found[2]) >= 32
+
+
+def test_the_error_measure_is_the_mean_of_squared_differences():
+    """PSNR from the mean of the squared differences: a drift whose mean is zero (up in half the
+    pixels, down in the other half) and an error in a few pixels only both fail the 25 dB bar; the
+    square of the mean difference would call the first exact and the second 26 dB."""
+    import numpy as np
+
+    from latentsync_mps.verify.harness import frame_error
+
+    reference = np.full((4, 64, 64, 3), 128, np.uint8)
+    assert frame_error(reference, reference.copy()) == (float("inf"), 0.0)
+
+    zero_mean = reference.astype(np.int16)
+    zero_mean[:, :, 0::2] += 40
+    zero_mean[:, :, 1::2] -= 40
+    psnr, largest = frame_error(zero_mean.astype(np.uint8), reference)
+    assert largest == 40.0 and psnr == pytest.approx(10 * np.log10(255**2 / 40**2))  # 16.1 dB
+    assert psnr < 25.0
+
+    sparse = reference.astype(np.int16)
+    sparse[:, :8, :] += 100  # one eighth of every frame, 100 of 255 off
+    psnr, largest = frame_error(sparse.astype(np.uint8), reference)
+    assert largest == 100.0 and psnr == pytest.approx(10 * np.log10(255**2 / (100**2 / 8)))  # 17.2 dB
+    assert psnr < 25.0

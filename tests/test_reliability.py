@@ -135,6 +135,26 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     assert not (tree / STATE_DIR).exists(), "a reverted tree has no state folder, lock included"
 
 
+def test_a_taken_over_lock_file_names_only_its_new_holder(tmp_path):
+    """The lock file a killed process left is rewritten whole: its old, longer contents must not
+    trail after the new holder's JSON (a waiting process reads the file to say who holds the lock)."""
+    tree = pristine_tree(tmp_path)
+    (tree / STATE_DIR).mkdir()
+    dead = {"pid": 999999, "host": "elsewhere", "command": "lsync-port apply " + "x" * 300, "since": 1, "python": "?"}
+    (tree / STATE_DIR / LOCK).write_text(json.dumps(dead))
+    lock = TreeLock(tree, "lsync-port revert", wait=0)
+    lock.acquire()
+    try:
+        assert lock.stale == dead
+        holder = json.loads((tree / STATE_DIR / LOCK).read_text())
+        assert (holder["pid"], holder["command"]) == (os.getpid(), "lsync-port revert")
+        assert holder["host"] == socket.gethostname() and holder["python"] == sys.executable
+        with pytest.raises(manifest.TreeLocked, match=f"pid {os.getpid()}"):
+            TreeLock(tree, "lsync-port apply", wait=0).acquire()
+    finally:
+        lock.release()
+
+
 def test_two_applies_at_once_give_one_complete_port_that_reverts(tmp_path, pack):
     tree = pristine_tree(tmp_path)
     before = tree_hashes(tree)

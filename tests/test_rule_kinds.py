@@ -171,6 +171,29 @@ def test_requirement_replace_specifier_placeholder_and_only_if():
     assert run_rule(k, out, "requirements.txt", "latentsync._lsync_port") == (out, [])
 
 
+@pytest.mark.parametrize(
+    "k",
+    [
+        kind("requirement-marker", packages=["xformers"], marker='platform_system != "Darwin"'),
+        kind("requirement-replace", package="xformers", replacement=["xformers; platform_system != 'Darwin'"]),
+    ],
+    ids=["requirement-marker", "requirement-replace"],
+)
+def test_a_marker_joined_to_an_or_keeps_the_parentheses(k):
+    """`a or b` joined with `c` is `(a or b) and c`: without the parentheses `and` binds first, and
+    the package would still install on a Mac wherever `a` holds."""
+    from packaging.requirements import Requirement
+
+    text = 'xformers==0.0.20; python_version < "3.10" or implementation_name == "pypy"\n'
+    out, changes = run_rule(k, text, "requirements.txt", "latentsync._lsync_port")
+    assert len(changes) == 1
+    marker = Requirement(out.strip()).marker
+    mac = {"platform_system": "Darwin", "python_version": "3.9", "implementation_name": "cpython"}
+    assert marker.evaluate(mac) is False, str(marker)  # python < 3.10 holds; still never on a Mac
+    assert marker.evaluate(mac | {"platform_system": "Linux"}) is True
+    assert marker.evaluate(mac | {"platform_system": "Linux", "python_version": "3.11"}) is False
+
+
 GUARD = 'if [ "$(uname)" != "Darwin" ]; then {line}; fi'
 
 

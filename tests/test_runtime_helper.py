@@ -44,6 +44,16 @@ def test_device_environment_override(monkeypatch):
     assert helper.device() == "mps"
 
 
+@pytest.mark.parametrize("value", ["cuda:0", "cuda:1", "CUDA:12"])
+def test_device_environment_accepts_a_cuda_index(monkeypatch, value):
+    """LATENTSYNC_DEVICE=cuda:N picks one NVIDIA GPU of several (VALID_DEVICES offers it)."""
+    fake_backends(monkeypatch, cuda=True)
+    monkeypatch.setenv(helper.DEVICE_ENV, value)
+    assert helper.device() == value.lower()
+    assert helper.device_type() == "cuda"
+    assert helper.onnx_ctx_id() == int(value.split(":")[1])
+
+
 def fake_mps_memory(monkeypatch, gib):
     monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: int(gib * 2**30), raising=False)
 

@@ -165,6 +165,38 @@ def test_an_op_the_target_lacks_is_judged_by_its_name_or_warned_about(sim):
     assert "not in torch 2.5.1's native_functions.yaml" in finding["message"]
 
 
+def test_an_op_whose_other_overloads_disagree_is_not_judged_by_one_of_them(sim):
+    """The name settles an absent overload only when every overload of that name in the target has
+    one status: with one overload on MPS and one missing there, no one knows which the target's code
+    path reaches, so it is a warning (absent), neither a pass nor a missing-kernel error."""
+    import torch
+
+    simulator = sim(ops={"aten::add.Tensor": "mps", "aten::add.out": "missing"})
+    info = simulator._info(torch.ops.aten.add.Scalar)
+    assert info.status == "absent-in-target"
+    assert simulator.judged_by_name == {}
+    simulator.check_op(info.name, info.status)
+    assert [(f["level"], f["op"]) for f in simulator.report()] == [("warning", "aten::add.Scalar")]
+    missing = sim(ops={"aten::add.Tensor": "missing", "aten::add.out": "missing"})
+    assert missing._info(torch.ops.aten.add.Scalar).status == "missing"  # all agree: judged by the name
+
+
+def test_dtype_rules_keyed_by_name_apply_to_every_overload(sim):
+    """torch's common_mps.py keys its expectations by op name ("add"), the dispatcher names overloads
+    ("aten::add.Tensor"): the rules of the name apply to each overload."""
+    import torch
+
+    rule = {"key": "add", "dtypes": ["float16"], "level": "error", "list": "UNIMPLEMENTED_XFAILLIST"}
+    simulator = sim(ops={"aten::add.Tensor": "mps", "aten::add.Scalar": "mps"}, dtype_rules={"add": [rule]})
+    for overload in (torch.ops.aten.add.Tensor, torch.ops.aten.add.Scalar):
+        info = simulator._info(overload)
+        assert [r["key"] for r in info.rules] == ["add"], info.name
+        simulator.check_rules(info, (torch.zeros(2, dtype=torch.float16), 1), {})
+        simulator.check_rules(info, (torch.zeros(2, dtype=torch.float32), 1), {})
+    found = {(f["op"], f["dtype"], f["level"]) for f in simulator.report()}
+    assert found == {("aten::add.Tensor", "float16", "error"), ("aten::add.Scalar", "float16", "error")}
+
+
 def test_dtype_rules_and_defects_judge_the_first_inputs_dtype(sim):
     import torch
 
@@ -243,6 +275,23 @@ def test_markers_are_evaluated_for_a_mac(tmp_path):
 
 def test_a_range_resolves_to_the_newest_known_inside_it(tmp_path):
     target = resolve(_tree(tmp_path, "torch>=2.4,<2.6  # a comment\n"))
+    assert target.version == "2.5.1" and "range" in target.note
+
+
+def test_the_newest_release_in_a_range_is_compared_as_a_version_not_as_text(tmp_path):
+    """As text "2.9.1" > "2.14.1"; as versions 2.14 is newer. Both the range and the no-pin default."""
+    from packaging.version import Version
+
+    known = target_torch.known_versions()
+    assert {"2.9.1", "2.14.1"} <= set(known), "the case needs a two-digit minor release in the tables"
+    assert resolve(_tree(tmp_path, "torch>=2.9\n")).version == max(known, key=Version)
+    assert resolve(_tree(tmp_path, "torch>=2.8,<2.11\n")).version == "2.10.0"
+    assert all(Version(target_torch.newest_known()) >= Version(v) for v in known)
+
+
+def test_a_wildcard_pin_is_a_range_not_a_version(tmp_path):
+    """`torch==2.5.*` names no single release: the newest known inside it, not the text "2.5.*"."""
+    target = resolve(_tree(tmp_path, "torch==2.5.*\n"))
     assert target.version == "2.5.1" and "range" in target.note
 
 

@@ -114,8 +114,10 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     helper_path = profile.runtime_path
     figures_path = data_path(helper_path)
     candidates = [rel for rel in walk(tree) if _language(rel) is not None or rel in (helper_path, figures_path)]
+    # The detection rules too: they replace nothing, but decide the findings and residue a re-apply reports.
+    digested = [*plan.rules, *pack.findings]
     if previous is not None and previous.state == "applied" and previous.result:
-        now = _digest([*plan.rules, *pack.findings], {rel: _read_or_none(tree / rel) for rel in candidates})
+        now = _digest(digested, {rel: _read_or_none(tree / rel) for rel in candidates})
         if now == previous.result.get("digest"):
             return _unchanged_plan(plan, previous.result, now)
 
@@ -179,7 +181,7 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     plan.warnings += _git_warnings(tree, previous)
     after = {rel: currents.get(rel) for rel in candidates} | {f.path: f.new for f in plan.files}
     after |= {f.path: (None if f.pristine is None else f.new) for f in plan.restores}
-    plan.digest = _digest([*plan.rules, *pack.findings], after)
+    plan.digest = _digest(digested, after)
     return plan
 
 
