@@ -98,7 +98,7 @@ def render(console, data: dict) -> None:
         table.add_column(column, overflow="fold")
     # A wheel's name is what a person pastes into pip: never folded, the other columns give way.
     table.add_column("derived from (macOS arm64 wheel)", min_width=max(map(len, sources), default=0), no_wrap=True)
-    for release, source in zip(torch["releases"], sources):
+    for release, source in zip(torch["releases"], sources, strict=True):
         table.add_row(release["torch"], release["min_macos"] or "?", release["built"] or "?", source)
     console.print(table)
     if torch["checked"]:
