@@ -78,7 +78,7 @@ HOST_FACTS = {
             "(Homebrew's /opt/homebrew/bin is not on it): ComfyUI-LatentSyncWrapper issue 110"
         ),
         "ffmpeg_libraries": False,
-        "ffmpeg_libraries_source": "no FFmpeg shared libraries in Desktop's environment (av bundles its own, privately)",
+        "ffmpeg_libraries_source": "no FFmpeg shared libraries in Desktop's environment (av bundles its own)",
     },
     "comfyui-manual-macos": {
         "summary": "A manual ComfyUI install on macOS (python main.py from a terminal, the newest macOS arm64 wheels)",
@@ -214,9 +214,7 @@ def torchaudio_io(path: Path) -> dict:
             for node in ast.walk(function):
                 if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
                     text = "".join(
-                        a.value
-                        for a in ast.walk(node.exc)
-                        if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        a.value for a in ast.walk(node.exc) if isinstance(a, ast.Constant) and isinstance(a.value, str)
                     )
                     if "TorchCodec is required" in text:
                         errors["load" if function.name.startswith("load") else "save"] = text
@@ -247,7 +245,11 @@ def av_api(path: Path) -> dict:
                             for base in node.bases:
                                 methods[node.name] |= methods.get(getattr(base, "id", ""), set())
     have = [n for n in AV_API if (n in top if "." not in n else n.split(".")[1] in methods.get(n.split(".")[0], ()))]
-    return {"public": sorted(top), "port_uses": [n for n in AV_API if n in have], "port_missing": sorted(set(AV_API) - set(have))}
+    return {
+        "public": sorted(top),
+        "port_uses": [n for n in AV_API if n in have],
+        "port_missing": sorted(set(AV_API) - set(have)),
+    }
 
 
 def decord_readers(path: Path) -> list[str]:
@@ -390,7 +392,8 @@ def build(args) -> dict:
         stack.update({k: v for k, v in host.items()})
         if stack["derived"]:
             stack["derived_source"] = (
-                f"read with zipfile + ast from the stack's macOS arm64 wheels ({PLATFORM_TAG}, CPython {stack['python']}) "
+                f"read with zipfile + ast from the stack's macOS arm64 wheels ({PLATFORM_TAG}, "
+                f"CPython {stack['python']}) "
                 f"by scripts/derive_stacks.py on {today}"
             )
     return {"stacks": stacks, "decord": decord_table(wheels), "checked": today}
@@ -447,7 +450,9 @@ def render(data: dict) -> str:
         for key, value in stack["derived"].items():
             lines.append(f"{key} = {_value(value)}")
         lines.append("")
-    lines.append(f"# decord's distributions (import name `decord`) with a macOS arm64 wheel, per CPython, on {data['checked']};")
+    lines.append(
+        f"# decord's distributions (import name `decord`) with a macOS arm64 wheel, per CPython, on {data['checked']};"
+    )
     lines.append("# readers: what its decord/__init__.py exports (read from the newest such wheel).")
     for row in data["decord"]:
         lines.append("[[decord]]")
@@ -460,8 +465,12 @@ def render(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--desktop", required=True, help="macos.compiled: a path, a URL, or a Comfy-Org/desktop git dir[@REV]")
-    parser.add_argument("--desktop-commit", help="the Desktop commit the file comes from (read from git or the URL otherwise)")
+    parser.add_argument(
+        "--desktop", required=True, help="macos.compiled: a path, a URL, or a Comfy-Org/desktop git dir[@REV]"
+    )
+    parser.add_argument(
+        "--desktop-commit", help="the Desktop commit the file comes from (read from git or the URL otherwise)"
+    )
     parser.add_argument("--wheels", default=str(Path(tempfile.gettempdir()) / "lsync-port-stack-wheels"))
     parser.add_argument("--check", action="store_true", help="exit 1 when patches/stacks.toml differs, write nothing")
     args = parser.parse_args(argv)
