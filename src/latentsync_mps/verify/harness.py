@@ -394,9 +394,15 @@ def check_device(spec, state):
             f"({kernels} of {overloads} aten overloads have one) on macOS {simulator.stats()['macos']}, "
             f"{simulator.stats()['mac_memory_bytes'] // 2**30} GB of memory: "
             f"torch {torch.__version__} on mps-sim",
-            {"simulated": True, "support": counts},
+            {"simulated": True, "support": counts, **_stack_said(spec, state)},
         )
-    return f"torch {torch.__version__} on {device}"
+    return f"torch {torch.__version__} on {device}", _stack_said(spec, state)
+
+
+def _stack_said(spec, state) -> dict:
+    """The host stack modelled, and what this interpreter could not model of it (the device check's data)."""
+    stack = spec.get("stack")
+    return {"stack": stack["name"], "stack_notes": state.get("stack_notes") or []} if stack else {}
 
 
 # Import names whose distribution is called something else.
@@ -974,13 +980,17 @@ def main(spec_path: str) -> int:
                 detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
+    if spec.get("stack"):
+        # The host stack modelled (stacks.toml): the tree's code sees only what that Mac set-up has.
+        state["stack_notes"] = _load_sibling("stack_model.py", "lsync_port_stack_model").install(tree, spec["stack"])
     if spec["weights"] == "synthetic" and release_fact(spec, "face_detection") == "face_alignment":
         # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
         state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
     if spec["device"] == "auto":
         spec["device"] = _auto_device()
     os.environ["LATENTSYNC_DEVICE"] = spec["device"]
-    _ffmpeg_on_path(Path(spec["work"]))
+    if (spec.get("stack") or {}).get("ffmpeg_on_path", True):
+        _ffmpeg_on_path(Path(spec["work"]))
     with contextlib.suppress(Exception):
         load_config(spec, state)
     if "config" not in state:

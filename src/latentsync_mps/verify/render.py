@@ -61,6 +61,8 @@ def render_report(console: Console, report: VerifyReport) -> None:
             check.detail,
         )
     console.print(table)
+    if report.stack:
+        render_stack(console, report.stack)
     for check in report.checks:
         where = check.data.get("traceback")
         if check.status == "fail" and where:
@@ -148,3 +150,18 @@ def render_findings(console: Console, report: VerifyReport) -> None:
             + ", ".join(stats["computed_in_float32"])
             + "[/]"
         )
+
+
+def render_stack(console: Console, stack: dict) -> None:
+    """The host stack the run modelled: its name, whether it is the tree's default, its facts' source."""
+    packages = ", ".join(f"{name} {version}" for name, version in stack["packages"].items())
+    default = " (the default for this tree; --stack names another)" if stack.get("default") else ""
+    ffmpeg = "an ffmpeg on PATH" if stack["ffmpeg_on_path"] else "no ffmpeg on PATH"
+    console.print(
+        f"host stack: {stack['name']}{default}: {stack['summary']}; Python {stack['python']}"
+        + (f", {packages}" if packages else "")
+        + f", {ffmpeg} [dim](source: {stack['source']}; checked {stack['checked']})[/]",
+        highlight=False,
+    )
+    for note in stack.get("not_modelled", []):
+        console.print(f"[dim]  not modelled here: {note}[/]", highlight=False)

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, stacks
 from ..engine import check_tree, detect
 from ..engine.tree import walk
 from ..release_facts import spec_facts
 from ..ruleset import RulePack
+from .target_torch import TargetTorch, check_version, write_table
 from .target_torch import resolve as resolve_target
-from .target_torch import write_table
 
 HARNESS = Path(__file__).with_name("harness.py")
 # The tree's modules on the inference path; all must import.
@@ -89,6 +89,9 @@ class VerifyReport:
     simulator: dict = field(default_factory=dict)
     # --device mps-sim: the torch whose MPS kernels the run was judged against, and where that came from.
     target_torch: dict = field(default_factory=dict)
+    # The host stack modelled (stacks.toml): name, source, whether it is the tree's default, and what this
+    # interpreter could not model of it.
+    stack: dict = field(default_factory=dict)
 
     # Written beside each other in the output folder: this report as JSON, and the contact sheet.
     report_file: str | None = None
@@ -130,14 +133,16 @@ def run_verify(
     target_torch: str | None = None,
     out_dir: Path | None = None,
     reuse_reference: bool = True,
+    stack: str | None = None,
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
     out = Path(out_dir) if out_dir else default_out_dir(tree, device)
     (out / "preview.png").unlink(missing_ok=True)  # never show the picture of an earlier run
     simulate = device == "mps-sim"
-    # Before the child starts: an unknown --target-torch (or pin) is a usage error, not a failed run.
-    target = resolve_target(tree, target_torch) if simulate else None
+    # Before the child starts: an unknown --stack, --target-torch (or pin) is a usage error, not a failed run.
+    host, host_default = stacks.for_profile(profile.name, stack)
+    target = stack_target_torch(host, tree, target_torch) if simulate else None
     config = find_config(tree)
     python = python or sys.executable
     if weights == "auto":
@@ -178,6 +183,7 @@ def run_verify(
         }
         if not frames:
             spec["frames"] = 8
+        spec["stack"] = host.child_model()
         if target is not None:
             spec["mps_table"] = str(write_table(target, work / "mps-table.json"))
             spec["target_torch"] = target.to_json()
@@ -186,6 +192,9 @@ def run_verify(
     report = _report(
         tree, spec, python, results, timed_out, child.returncode, timeout, time.monotonic() - started, child.log_tail
     )
+    report.stack = host.to_json(default=host_default)
+    device_check = results.get("device")
+    report.stack["not_modelled"] = device_check.data.get("stack_notes", []) if device_check else []
     if simulate:
         report.target_torch = target.to_json()
         _judge_findings(report, simulated)
@@ -196,6 +205,14 @@ def run_verify(
     out.mkdir(parents=True, exist_ok=True)
     Path(report.report_file).write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+def stack_target_torch(host: stacks.Stack, tree: Path, override: str | None) -> TargetTorch:
+    """mps-sim's target torch: --target-torch, else the stack's torch, else (tree-pins) the tree's own pin."""
+    if override or host.torch_from_tree or not host.torch:
+        return resolve_target(tree, override)
+    origin = f"host stack {host.name}: torch {host.torch}"
+    return TargetTorch(check_version(host.torch, origin), origin)
 
 
 SCRATCH_FOLDER = "temp/"
