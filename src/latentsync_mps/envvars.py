@@ -153,6 +153,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "`1.0=/venv-1.0/bin/python:/venv/bin/python`.",
     ),
     EnvVar(
+        "LSYNC_PORT_REGISTRY",
+        TESTS,
+        "`1` to run them (unset: skipped)",
+        "Opt-in tests that ask the real package registry (PyPI) through uv: the ported wrapper's requirements "
+        "resolve for ComfyUI Desktop's Mac (tests/test_mac_resolve.py). Every other test runs on recorded outputs.",
+    ),
+    EnvVar(
         "LSYNC_PORT_REQUIRE_EXTRAS",
         TESTS,
         "`1` (set by scripts/test.sh)",

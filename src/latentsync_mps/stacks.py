@@ -86,10 +86,10 @@ class Stack:
         if derived.get("torchaudio_needs_torchcodec") and (not self.has("torchcodec") or not self.ffmpeg_libraries):
             errors = derived.get("torchaudio_errors", {})
             why = "" if not self.has("torchcodec") else " (torchcodec is there, FFmpeg's libraries are not)"
-            model["raise"] = {
-                f"torchaudio.{name}": {"type": "ImportError", "message": errors.get(name, "TorchCodec is required") + why}
-                for name in ("load", "save")
-            }
+            model["raise"] = {}
+            for name in ("load", "save"):
+                message = errors.get(name, "TorchCodec is required") + why
+                model["raise"][f"torchaudio.{name}"] = {"type": "ImportError", "message": message}
         if not self.has("torchaudio"):
             model.setdefault("block_modules", []).append("torchaudio")
         model["needs_torchcodec"] = self.has("torchcodec") and derived.get("torchaudio_needs_torchcodec", False)
@@ -102,7 +102,9 @@ def _load(root: Path) -> tuple[Stack, ...]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
-        raise StackError(f"{path}: the host stacks cannot be read ({error}); regenerate with scripts/derive_stacks.py")
+        raise StackError(
+            f"{path}: the host stacks cannot be read ({error}); regenerate with scripts/derive_stacks.py"
+        ) from None
     stacks = []
     for entry in data.get("stack", []):
         try:
