@@ -97,6 +97,18 @@ class Resolution:
         return f"{self.requirements} does not resolve on {where}, wheels only: no wheel for {names}"
 
 
+SWITCH = "LSYNC_PORT_MAC_RESOLVE"
+
+
+def enabled() -> bool:
+    """`LSYNC_PORT_MAC_RESOLVE=off` skips the resolution (the test suite sets it: it needs no network)."""
+    return os.environ.get(SWITCH, "on").lower() not in ("off", "0", "no")
+
+
+def disabled(stack: Stack) -> Resolution:
+    return Resolution("unchecked", stack.name, stack.python, stack.macos, "requirements.txt", message=f"{SWITCH}=off")
+
+
 def run_uv(command: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
 

@@ -74,7 +74,7 @@ class Stack:
     def child_model(self) -> dict:
         """What the verify child hides from the tree's code (verify/stack_model.py reads this)."""
         derived = self.derived
-        model: dict = {"name": self.name, "ffmpeg_on_path": self.ffmpeg_on_path, "hide": {}, "raise": {}}
+        model: dict = {"name": self.name, "python": self.python, "ffmpeg_on_path": self.ffmpeg_on_path, "raise": {}}
         if "torchvision_io" in derived:
             model["keep"] = {"torchvision.io": list(derived["torchvision_io"])}
         if "av_public" in derived:

@@ -63,6 +63,8 @@ def render_report(console: Console, report: VerifyReport) -> None:
     console.print(table)
     if report.stack:
         render_stack(console, report.stack)
+    if report.requirements:
+        render_requirements(console, report.requirements)
     for check in report.checks:
         where = check.data.get("traceback")
         if check.status == "fail" and where:
@@ -165,3 +167,13 @@ def render_stack(console: Console, stack: dict) -> None:
     )
     for note in stack.get("not_modelled", []):
         console.print(f"[dim]  not modelled here: {note}[/]", highlight=False)
+
+
+def render_requirements(console: Console, resolved: dict) -> None:
+    """The pre-check: the tree's requirements on the stack's Mac, each one without a wheel with its fix."""
+    from ..doctor.stack_checks import _line
+
+    colour = {"resolved": "green", "unresolvable": "red"}.get(resolved["status"], "dim")
+    console.print(f"[{colour}]requirements:[/] {_line(resolved)}", highlight=False)
+    for missing in resolved.get("missing", []):
+        console.print(f"  {missing['requirement']}: {missing['why']}; fix: {missing['fix']}", highlight=False)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__, stacks
+from .. import __version__, mac_resolve, stacks
 from ..engine import check_tree, detect
 from ..engine.tree import walk
 from ..release_facts import spec_facts
@@ -92,6 +92,8 @@ class VerifyReport:
     # The host stack modelled (stacks.toml): name, source, whether it is the tree's default, and what this
     # interpreter could not model of it.
     stack: dict = field(default_factory=dict)
+    # The pre-check: the tree's requirements resolved for the stack's Mac (mac_resolve.Resolution).
+    requirements: dict = field(default_factory=dict)
 
     # Written beside each other in the output folder: this report as JSON, and the contact sheet.
     report_file: str | None = None
@@ -134,6 +136,7 @@ def run_verify(
     out_dir: Path | None = None,
     reuse_reference: bool = True,
     stack: str | None = None,
+    resolver=None,
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
@@ -143,6 +146,9 @@ def run_verify(
     # Before the child starts: an unknown --stack, --target-torch (or pin) is a usage error, not a failed run.
     host, host_default = stacks.for_profile(profile.name, stack)
     target = stack_target_torch(host, tree, target_torch) if simulate else None
+    # The pre-check: do the tree's requirements install on that Mac at all (wheels only)? Reported, and
+    # the run goes on: it shows where the code itself would fail.
+    resolved = (resolver or mac_resolve.resolve)(tree, host) if mac_resolve.enabled() else mac_resolve.disabled(host)
     config = find_config(tree)
     python = python or sys.executable
     if weights == "auto":
@@ -193,6 +199,7 @@ def run_verify(
         tree, spec, python, results, timed_out, child.returncode, timeout, time.monotonic() - started, child.log_tail
     )
     report.stack = host.to_json(default=host_default)
+    report.requirements = resolved.to_json()
     device_check = results.get("device")
     report.stack["not_modelled"] = device_check.data.get("stack_notes", []) if device_check else []
     if simulate:

@@ -66,8 +66,10 @@ class _Blocker(importlib.abc.MetaPathFinder):
 def _keep_only(module_name: str, keep: list[str], stack: str) -> None:
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # not installed here, or broken: the tree's own import will say so
-        NOTES.append(f"{module_name} not importable here ({type(error).__name__}): not modelled")
+    except ModuleNotFoundError:  # not installed here: the tree's own import says so, if it imports it
+        return
+    except Exception as error:  # broken here
+        NOTES.append(f"{module_name} not importable here ({type(error).__name__}: {error}): not modelled")
         return
     keep_set = set(keep)
     public = {n for n, v in vars(module).items() if not n.startswith("_") and type(v).__name__ != "module"}
@@ -166,6 +168,9 @@ def install(tree: str, model: dict) -> list[str]:
     global _INSIDE
     _INSIDE = os.path.realpath(tree) + os.sep
     stack = model["name"]
+    here = "%d.%d" % sys.version_info[:2]
+    if model.get("python") and model["python"] != here:
+        NOTES.append(f"the stack's Python is {model['python']}, this interpreter's {here}")
     if model.get("block_modules"):
         for name in model["block_modules"]:
             for loaded in [m for m in sys.modules if m.split(".")[0] == name]:
