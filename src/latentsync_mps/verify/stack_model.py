@@ -168,7 +168,7 @@ def install(tree: str, model: dict) -> list[str]:
     global _INSIDE
     _INSIDE = os.path.realpath(tree) + os.sep
     stack = model["name"]
-    here = "%d.%d" % sys.version_info[:2]
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if model.get("python") and model["python"] != here:
         NOTES.append(f"the stack's Python is {model['python']}, this interpreter's {here}")
     if model.get("block_modules"):
