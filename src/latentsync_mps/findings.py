@@ -15,6 +15,8 @@ Kinds (see KINDS for the one-line meaning of each):
   cpu-branch, cuda-only-check, cuda-branch, cuda-flag          control flow that treats only CUDA as a GPU
   float64, mps-attention, mps-vae                              (warnings) data- and size-dependent
   cuda-index, no-mac-wheel, sdist-only                         requirement files
+  media-io, load-time-import, ffmpeg-on-path                   what a Mac's ComfyUI stack lacks
+  outside-comfyui                                              a node deleting outside ComfyUI
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ KINDS = {
     "cuda-index": "a CUDA wheel index",
     "no-mac-wheel": "a requirement with no macOS arm64 wheel",
     "sdist-only": "a requirement that builds from source on a Mac",
+    "media-io": "video or audio read or written through torchvision.io or torchaudio's I/O",
+    "load-time-import": "a module imported when the file loads that a Mac's stack may lack",
+    "ffmpeg-on-path": "ffmpeg run by name, found on PATH only",
+    "outside-comfyui": "a path above the ComfyUI root, where the node deletes folders",
 }
 
 

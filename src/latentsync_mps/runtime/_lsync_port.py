@@ -854,3 +854,413 @@ class HostFrames:
     def __getitem__(self, index):
         part = self.frames[index]
         return HostFrames(part, self.device) if isinstance(index, slice) else part.to(self.device)
+
+
+# --- Media I/O that needs neither torchvision.io, torchaudio's I/O, nor an FFmpeg on PATH -----------
+# torchvision.io.read_video/write_video are gone from torchvision 0.26 (torch 2.11) on; torchaudio's
+# load/save go through torchcodec from 2.9 on, which needs FFmpeg's shared libraries; ComfyUI Desktop
+# for macOS ships neither torchcodec nor an `ffmpeg` binary. PyAV (a ComfyUI requirement) and
+# soundfile (a wrapper requirement) bundle their own FFmpeg and libsndfile. Both are imported inside
+# the functions: importing the helper costs nothing.
+
+FFMPEG_PREFIXES = ("/opt/homebrew/bin", "/usr/local/bin")  # Homebrew on Apple Silicon, on Intel
+FFMPEG_FIX = "install it with `brew install ffmpeg`, or `pip install imageio-ffmpeg` (which bundles one)"
+
+
+class FFmpegNotFoundError(FileNotFoundError):
+    """No `ffmpeg` binary anywhere `ffmpeg()` looks. A FileNotFoundError, as running a missing
+    `ffmpeg` is, so the tree's own `except FileNotFoundError` handlers behave as before."""
+
+
+def ffmpeg() -> str:
+    """The `ffmpeg` binary to run: the one on PATH, else Homebrew's (/opt/homebrew/bin, /usr/local/bin:
+    an app started from the Dock does not see a shell's PATH), else the one bundled with
+    imageio-ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`). None found: FFmpegNotFoundError naming the
+    fix; the message also goes to stderr once, for callers that catch the error and print their own."""
+    import shutil
+
+    found = shutil.which("ffmpeg") or next(
+        (path for prefix in FFMPEG_PREFIXES if (path := shutil.which("ffmpeg", path=prefix))), None
+    )
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or installed without its binary (RuntimeError)
+        bundled = None
+    if bundled and os.path.isfile(bundled):
+        return bundled
+    message = f"ffmpeg not found (PATH, {', '.join(FFMPEG_PREFIXES)}, imageio-ffmpeg): {FFMPEG_FIX}"
+    if not getattr(sys, "_lsync_port_ffmpeg_told", False):
+        sys._lsync_port_ffmpeg_told = True  # type: ignore[attr-defined]
+        print(f"lsync-port: {message}", file=sys.stderr)
+    raise FFmpegNotFoundError(message)
+
+
+def ffmpeg_shell() -> str:
+    """`ffmpeg()` quoted for a shell command line (`subprocess.run(f"{...} -i in.mp4 ...", shell=True)`):
+    the bundled binary's path may hold spaces."""
+    import shlex
+
+    return shlex.quote(ffmpeg())
+
+
+def _av():
+    try:
+        import av
+    except ImportError as error:
+        raise ImportError("PyAV is needed to read and write video here: pip install av") from error
+    return av
+
+
+_AV_SAMPLE_DTYPES = {"dbl": "<f8", "flt": "<f4", "s16": "<i2", "s32": "<i4", "s64": "<i8", "u8": "u1"}
+
+
+def write_video(
+    filename,
+    video_array,
+    fps,
+    video_codec="libx264",
+    options=None,
+    audio_array=None,
+    audio_fps=None,
+    audio_codec=None,
+    audio_options=None,
+):
+    """`torchvision.io.write_video` on PyAV: `video_array` is [T, H, W, C] uint8 (a tensor or an
+    array; C = 3, RGB), `fps` frames a second; `audio_array` [channels, samples] at `audio_fps`.
+    Written as torchvision 0.25 writes it (yuv420p, `options` as the codec's options)."""
+    import numpy as np
+
+    av, torch = _av(), _torch()
+    video = torch.as_tensor(video_array, dtype=torch.uint8).numpy(force=True)
+    if isinstance(fps, float):
+        fps = int(round(fps))
+    with av.open(str(filename), mode="w") as container:
+        stream = container.add_stream(video_codec, rate=fps)
+        stream.width, stream.height = video.shape[2], video.shape[1]
+        stream.pix_fmt = "rgb24" if video_codec == "libx264rgb" else "yuv420p"
+        stream.options = dict(options or {})
+        if audio_array is not None:
+            sound = container.add_stream(audio_codec, rate=audio_fps)
+            sound.options = dict(audio_options or {})
+            samples = torch.as_tensor(audio_array).numpy(force=True)
+            channels = samples.shape[0]
+            layout = "stereo" if channels > 1 else "mono"
+            sample_format = sound.format.name
+            samples = samples.astype(np.dtype(_AV_SAMPLE_DTYPES[sample_format.rstrip("p")]))
+            if not sound.format.is_planar:  # packed formats take one row of interleaved samples
+                samples = samples.T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=layout)
+            frame.sample_rate = audio_fps
+            for packet in sound.encode(frame):
+                container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
+        for image in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _pts_bounds(start_pts, end_pts, pts_unit, stream):
+    """torchvision's window in the stream's own time base: [start, end] in pts."""
+    import math
+
+    if pts_unit != "sec":
+        return start_pts, end_pts
+    scale = 1 / stream.time_base
+    start = int(math.floor(start_pts * scale))
+    end = end_pts if end_pts == float("inf") else int(math.ceil(end_pts * scale))
+    return start, end
+
+
+def read_video(filename, start_pts=0, end_pts=None, pts_unit="pts", output_format="THWC"):
+    """`torchvision.io.read_video` on PyAV: (vframes, aframes, info). vframes: [T, H, W, C] uint8
+    (or [T, C, H, W] with output_format="TCHW"); aframes: [channels, samples] as the decoder gives
+    them (float32 for AAC); info: {"video_fps": float, "audio_fps": int} for the streams present.
+    start_pts/end_pts bound the frames kept, in pts or, with pts_unit="sec", in seconds."""
+    import numpy as np
+
+    av, torch = _av(), _torch()
+    output_format = output_format.upper()
+    if output_format not in ("THWC", "TCHW"):
+        raise ValueError(f"output_format should be either 'THWC' or 'TCHW', got {output_format}.")
+    if not os.path.exists(filename):
+        raise RuntimeError(f"File not found: {filename}")
+    end_pts = float("inf") if end_pts is None else end_pts
+    if end_pts < start_pts:
+        raise ValueError(f"end_pts should be larger than start_pts, got start_pts={start_pts} and end_pts={end_pts}")
+    info: dict = {}
+    frames, sound = [], []
+    with av.open(str(filename), metadata_errors="ignore") as container:
+        if container.streams.video:
+            stream = container.streams.video[0]
+            start, end = _pts_bounds(start_pts, end_pts, pts_unit, stream)
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.pts > end:
+                    break
+                if frame.pts is None or frame.pts >= start:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+            if stream.average_rate is not None:
+                info["video_fps"] = float(stream.average_rate)
+    with av.open(str(filename), metadata_errors="ignore") as container:
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            start, end = _pts_bounds(start_pts, end_pts, pts_unit, stream)
+            first = last = None
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.pts > end:
+                    break
+                if frame.pts is None or frame.pts + frame.samples > start:
+                    first = frame.pts if first is None else first
+                    last = frame.pts
+                    sound.append(frame.to_ndarray())
+            info["audio_fps"] = stream.rate
+    vframes = torch.as_tensor(np.stack(frames)) if frames else torch.empty((0, 1, 1, 3), dtype=torch.uint8)
+    if output_format == "TCHW":
+        vframes = vframes.permute(0, 3, 1, 2)
+    aframes = torch.as_tensor(np.concatenate(sound, 1)) if sound else torch.empty((1, 0), dtype=torch.float32)
+    if sound and first is not None:
+        # Trim to the window by sample, as torchvision's _align_audio_frames does.
+        step = (last - first + 1) / aframes.shape[1]
+        begin = int((start - first) / step) if first < start else 0
+        stop = int((end - last) / step) if last > end else aframes.shape[1]
+        aframes = aframes[:, begin:stop]
+    return vframes, aframes, info
+
+
+_SOUNDFILE_SUBTYPES = {("PCM_S", 16): "PCM_16", ("PCM_S", 24): "PCM_24", ("PCM_S", 32): "PCM_32",
+                       ("PCM_U", 8): "PCM_U8", ("PCM_F", 32): "FLOAT", ("PCM_F", 64): "DOUBLE"}  # fmt: skip
+
+
+def _soundfile():
+    try:
+        import soundfile
+    except ImportError:
+        return None
+    return soundfile
+
+
+def save_audio(
+    uri,
+    src,
+    sample_rate,
+    channels_first=True,
+    format=None,  # noqa: A002
+    encoding=None,
+    bits_per_sample=None,
+    buffer_size=4096,
+    backend=None,
+    compression=None,
+):
+    """`torchaudio.save` on soundfile (PyAV where soundfile is not installed): `src` is
+    [channels, frames] (channels_first) float or int; a float tensor is written as 32-bit float
+    unless `encoding`/`bits_per_sample` say otherwise (torchaudio's names: "PCM_S", 16, ...).
+    `buffer_size`, `backend` and `compression` are accepted for torchaudio's signature."""
+    torch = _torch()
+    data = torch.as_tensor(src).detach().cpu()
+    if data.dim() == 1:
+        data = data[None] if channels_first else data[:, None]
+    frames = data.T if channels_first else data  # [frames, channels]
+    if encoding is None and bits_per_sample is None:
+        encoding, bits_per_sample = {
+            torch.int16: ("PCM_S", 16), torch.int32: ("PCM_S", 32), torch.uint8: ("PCM_U", 8),
+            torch.float64: ("PCM_F", 64),
+        }.get(data.dtype, ("PCM_F", 32))  # fmt: skip
+    encoding = encoding or ("PCM_F" if data.is_floating_point() else "PCM_S")
+    bits_per_sample = bits_per_sample or (32 if encoding in ("PCM_F", "PCM_S") else 8)
+    soundfile = _soundfile()
+    if soundfile is not None:
+        subtype = _SOUNDFILE_SUBTYPES.get((encoding, bits_per_sample))
+        if data.is_floating_point() and subtype not in ("FLOAT", "DOUBLE"):
+            frames = frames.float()
+        soundfile.write(str(uri), frames.numpy(), int(sample_rate), subtype=subtype, format=format)
+        return
+    _save_audio_av(uri, frames.float().numpy(), int(sample_rate), encoding, bits_per_sample, format)
+
+
+def _save_audio_av(uri, frames, sample_rate, encoding, bits_per_sample, container_format=None):
+    """WAV (or what the file name says) through PyAV: `frames` float32 [frames, channels]."""
+    import numpy as np
+
+    av = _av()
+    codec = {("PCM_S", 16): "pcm_s16le", ("PCM_S", 32): "pcm_s32le", ("PCM_F", 64): "pcm_f64le"}.get(
+        (encoding, bits_per_sample), "pcm_f32le"
+    )
+    channels = frames.shape[1]
+    with av.open(str(uri), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        stream.layout = "stereo" if channels == 2 else "mono" if channels == 1 else f"{channels}c"
+        kind = stream.format.name
+        dtype = np.dtype(_AV_SAMPLE_DTYPES[kind.rstrip("p")])
+        samples = frames if dtype.kind == "f" else np.clip(frames, -1, 1) * np.iinfo(dtype).max
+        samples = samples.astype(dtype)
+        samples = samples.T if stream.format.is_planar else samples.reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format=kind, layout=stream.layout.name)
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def load_audio(
+    uri,
+    frame_offset=0,
+    num_frames=-1,
+    normalize=True,
+    channels_first=True,
+    format=None,  # noqa: A002
+    buffer_size=4096,
+    backend=None,
+):
+    """`torchaudio.load` on soundfile (PyAV for what soundfile cannot read, or where it is not
+    installed): (waveform, sample_rate), waveform float32 [channels, frames] in [-1, 1]
+    (channels_first; `normalize=False` keeps 16/32-bit integer PCM as int16/int32)."""
+    torch = _torch()
+    soundfile = _soundfile()
+    data = None
+    if soundfile is not None:
+        try:
+            with soundfile.SoundFile(str(uri)) as handle:
+                dtype = "float32"
+                if not normalize and handle.subtype in ("PCM_16", "PCM_32"):
+                    dtype = "int16" if handle.subtype == "PCM_16" else "int32"
+                handle.seek(frame_offset)
+                data = handle.read(num_frames, dtype=dtype, always_2d=True)
+                sample_rate = handle.samplerate
+        except soundfile.LibsndfileError:
+            data = None  # a format libsndfile does not read (m4a, ...): PyAV below
+    if data is None:
+        data, sample_rate = _load_audio_av(uri, frame_offset, num_frames)
+    waveform = torch.from_numpy(data)
+    return (waveform.T.contiguous() if channels_first else waveform), sample_rate
+
+
+def _load_audio_av(uri, frame_offset, num_frames):
+    """(float32 [frames, channels], sample_rate) through PyAV."""
+    import numpy as np
+
+    av = _av()
+    with av.open(str(uri)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+        parts = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
+        parts += [out.to_ndarray() for out in resampler.resample(None)]
+        sample_rate = stream.rate
+    data = np.concatenate(parts, axis=1).T if parts else np.zeros((0, 1), np.float32)
+    end = None if num_frames is None or num_frames < 0 else frame_offset + num_frames
+    return np.ascontiguousarray(data[frame_offset:end], dtype=np.float32), sample_rate
+
+
+def sinc_resample_kernel(orig_freq, new_freq, lowpass_filter_width=6, rolloff=0.99,
+                         resampling_method="sinc_interp_hann", beta=None, dtype=None, device=None):  # fmt: skip
+    """(kernel, width) of torchaudio's band-limited windowed-sinc resampling, computed as
+    torchaudio.functional does it (same kernel, so the same output): `orig_freq` to `new_freq`,
+    both reduced by their gcd; Hann window by default, Kaiser with sinc_interp_kaiser."""
+    import math
+
+    torch = _torch()
+    if int(orig_freq) != orig_freq or int(new_freq) != new_freq:
+        raise ValueError("resampling needs integer frequencies; scale both to integers with the same ratio")
+    if resampling_method not in ("sinc_interp_hann", "sinc_interp_kaiser"):
+        raise ValueError(f"Invalid resampling method: {resampling_method}")
+    if lowpass_filter_width <= 0:
+        raise ValueError("Low pass filter width should be positive.")
+    gcd = math.gcd(int(orig_freq), int(new_freq))
+    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
+    base = min(orig, new) * rolloff  # below both Nyquist frequencies: antialiasing
+    width = math.ceil(lowpass_filter_width * orig / base)
+    device = torch.device("cpu") if device is None else device
+    idx = torch.arange(-width, width + orig, dtype=dtype or torch.float64, device=device)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=dtype, device=device)[:, None, None] / new + idx
+    t = (t * base).clamp_(-lowpass_filter_width, lowpass_filter_width)
+    if resampling_method == "sinc_interp_hann":
+        window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    else:
+        beta = torch.tensor(float(14.769656459379492 if beta is None else beta))
+        window = torch.i0(beta * torch.sqrt(1 - (t / lowpass_filter_width) ** 2)) / torch.i0(beta)
+    t = t * math.pi
+    kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t) * (window * (base / orig))
+    return (kernels.to(torch.float32) if dtype is None else kernels), width
+
+
+def resample(waveform, orig_freq, new_freq, lowpass_filter_width=6, rolloff=0.99,
+             resampling_method="sinc_interp_hann", beta=None):  # fmt: skip
+    """`torchaudio.functional.resample` in plain torch: `waveform` [..., time], float."""
+    if orig_freq == new_freq:
+        return waveform
+    kernel, width = sinc_resample_kernel(
+        orig_freq, new_freq, lowpass_filter_width, rolloff, resampling_method, beta, waveform.dtype, waveform.device
+    )
+    return _apply_resample_kernel(waveform, orig_freq, new_freq, kernel, width)
+
+
+def _apply_resample_kernel(waveform, orig_freq, new_freq, kernel, width):
+    import math
+
+    torch = _torch()
+    if not waveform.is_floating_point():
+        raise TypeError(f"Expected floating point type for waveform tensor, but received {waveform.dtype}.")
+    gcd = math.gcd(int(orig_freq), int(new_freq))
+    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
+    shape = waveform.size()
+    waveform = waveform.reshape(-1, shape[-1])
+    count, length = waveform.shape
+    padded = torch.nn.functional.pad(waveform, (width, width + orig))
+    out = torch.nn.functional.conv1d(padded[:, None], kernel.to(padded), stride=orig)
+    out = out.transpose(1, 2).reshape(count, -1)[..., : math.ceil(new * length / orig)]
+    return out.view(shape[:-1] + out.shape[-1:])
+
+
+@functools.cache
+def _resample_module():
+    torch = _torch()
+
+    class Resample(torch.nn.Module):
+        """torchaudio.transforms.Resample without torchaudio: the kernel is a buffer, so `.to(device)`
+        moves it as torchaudio's does."""
+
+        def __init__(self, orig_freq=16000, new_freq=16000, resampling_method="sinc_interp_hann",
+                     lowpass_filter_width=6, rolloff=0.99, beta=None, *, dtype=None):  # fmt: skip
+            super().__init__()
+            self.orig_freq, self.new_freq = orig_freq, new_freq
+            self.resampling_method, self.lowpass_filter_width = resampling_method, lowpass_filter_width
+            self.rolloff, self.beta = rolloff, beta
+            if orig_freq != new_freq:
+                kernel, self.width = sinc_resample_kernel(
+                    orig_freq, new_freq, lowpass_filter_width, rolloff, resampling_method, beta, dtype
+                )
+                self.register_buffer("kernel", kernel, persistent=False)
+
+        def forward(self, waveform):
+            if self.orig_freq == self.new_freq:
+                return waveform
+            return _apply_resample_kernel(waveform, self.orig_freq, self.new_freq, self.kernel, self.width)
+
+    return Resample
+
+
+def resampler(orig_freq=16000, new_freq=16000, resampling_method="sinc_interp_hann", lowpass_filter_width=6,
+              rolloff=0.99, beta=None, *, dtype=None):  # fmt: skip
+    """`torchaudio.transforms.Resample(...)` without torchaudio: a torch.nn.Module with the same
+    arguments and the same output (its windowed-sinc kernel, computed as torchaudio computes it)."""
+    return _resample_module()(orig_freq, new_freq, resampling_method, lowpass_filter_width, rolloff, beta, dtype=dtype)
+
+
+def comfyui_temp_directory(folder_paths=None) -> str:
+    """ComfyUI's own temp directory, what `folder_paths.get_temp_directory()` answers in ComfyUI
+    (`--temp-directory` included): `folder_paths.temp_directory`, where ComfyUI keeps it, else its
+    default, `temp` in the ComfyUI root (the folder of folder_paths.py). Never a folder outside
+    ComfyUI. get_temp_directory() itself is not asked: the wrapper points it at a folder of its own
+    after import, and two folders up from that is the system's temp folder."""
+    if folder_paths is None:
+        import folder_paths
+    kept = getattr(folder_paths, "temp_directory", None)
+    if isinstance(kept, str) and kept:
+        return kept
+    return os.path.join(os.path.dirname(os.path.abspath(folder_paths.__file__)), "temp")
