@@ -216,6 +216,7 @@ def check_node(spec, state):
 
     importlib.import_module("latentsync.whisper.whisper")
     _serve_whisper_by_name(state["comfy_package"], state)
+    H.stand_in_face_detection(spec)
     out_images, out_audio = CONTRACT.run_node(
         cls, images=images, audio=audio, seed=spec["seed"], lips_expression=1.5, inference_steps=spec["steps"]
     )
@@ -224,7 +225,7 @@ def check_node(spec, state):
         problems.append(f"frames of {tuple(out_images.shape[1:3])}, the input's were {tuple(images.shape[1:3])}")
     if not problems and len(out_images) == 0:
         problems.append("no frames returned")
-    mouth_mean = 0.0
+    mouth_mean = mouth_change = 0.0
     if not problems:
         frames = (out_images.numpy() * 255).astype(np.uint8)
         size = frames.shape[1]
@@ -234,6 +235,11 @@ def check_node(spec, state):
         mouth_mean = float(mouth.mean()) if mouth.size else 0.0
         if mouth_mean < 8.0:
             problems.append(f"the mouth region is black (mean {mouth_mean:.1f} of 255)")
+        given = (images[: len(frames)].numpy() * 255).astype(np.uint8)
+        before = given[:, int(cy) - half : int(cy) + half, int(cx) - 2 * half : int(cx) + 2 * half]
+        mouth_change = float(np.abs(mouth.astype(np.float32) - before.astype(np.float32)).mean()) if mouth.size else 0
+        if not problems and mouth_change < 0.5:
+            problems.append(f"the mouth region is unchanged (mean difference {mouth_change:.2f}/255): not lip-synced")
         state["comfy_output_frames"] = frames
     guards = state["comfy_guards"]
     if problems:
@@ -241,12 +247,14 @@ def check_node(spec, state):
         raise H.CheckFailed("LatentSyncNode.inference: " + "; ".join(problems) + (f" ({said})" if said else ""))
     notes = state.get("comfy_notes", []) + ([guards.said()] if guards.said() else [])
     detail = (
-        f"IMAGE {tuple(out_images.shape)} float32 on cpu in 0..1, mouth mean {mouth_mean:.1f}/255; "
+        f"IMAGE {tuple(out_images.shape)} float32 on cpu in 0..1, mouth mean {mouth_mean:.1f}/255, "
+        f"changed by {mouth_change:.1f}/255 on average; "
         f"AUDIO {tuple(out_audio['waveform'].shape)} at {out_audio['sample_rate']} Hz on cpu"
     )
     return detail + ("; " + "; ".join(notes) if notes else ""), {
         "frames": len(out_images),
         "mouth_mean": round(mouth_mean, 2),
+        "mouth_change": round(mouth_change, 2),
         "network_refused": sorted(set(guards.connections)),
         "pip_installs_recorded": guards.installs,
     }

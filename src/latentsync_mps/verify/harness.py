@@ -576,13 +576,18 @@ def check_unet(spec, state):
     return f"output {tuple(out.shape)} in {str(dtype).replace('torch.', '')}, |mean| {out.abs().mean():.4f}"
 
 
+def stand_in_face_detection(spec) -> None:
+    """Synthetic weights: the fixed landmark source replaces InsightFace (see the report)."""
+    image_processor = importlib.import_module("latentsync.utils.image_processor")
+    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
+        image_processor.FaceDetector = StandInFaceDetector
+
+
 def build_pipeline(spec, state, device, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler
 
     pipeline_module = importlib.import_module("latentsync.pipelines.lipsync_pipeline")
-    image_processor = importlib.import_module("latentsync.utils.image_processor")
-    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
-        image_processor.FaceDetector = StandInFaceDetector  # see the report: no real face detection
+    stand_in_face_detection(spec)
     vae = AutoencoderKL.from_pretrained(state["weights"]["vae"], torch_dtype=dtype)
     vae.config.scaling_factor = 0.18215
     vae.config.shift_factor = 0
@@ -665,11 +670,13 @@ def check_preview(spec, state):
     if not spec.get("preview"):
         raise SkipCheck("no preview path given")
     inputs, _ = read_video_frames(state["clip"])
-    outputs = state["output_frames"]
+    node = state.get("comfy_output_frames")  # a node package: what its LatentSyncNode returned
+    outputs = node if node is not None else state["output_frames"]
     device = "mps-sim" if spec.get("simulate") else spec["device"]
     dtype = str(state["dtype"]).replace("torch.", "")
     release = spec.get("release") or "?"
-    title = f"LatentSync {release} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
+    what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release}"
+    title = f"{what} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
     sheet = _load_sibling("preview.py", "lsync_port_preview")
     mouth = face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
     path = sheet.contact_sheet(Path(spec["preview"]), inputs, outputs, mouth, title)
@@ -997,7 +1004,12 @@ def main(spec_path: str) -> int:
         emit(event="end", check="config", status="fail", seconds=0, detail=f"cannot read {spec['config']}", data={})
         return 1
     ok = True
-    checks = CHECKS + (_comfy_checks() if spec.get("comfy") else [])
+    checks = CHECKS
+    if spec.get("comfy"):
+        # A node package: its nodes run first after the inputs are made, as a workflow runs them on the
+        # Mac (the first failure named is the node's own), then the vendored LatentSync's checks.
+        at = [name for name, _ in CHECKS].index("audio")
+        checks = CHECKS[:at] + _comfy_checks() + CHECKS[at:]
     for name, function in checks:
         if not ok:
             break
