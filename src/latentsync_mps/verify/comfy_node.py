@@ -235,9 +235,11 @@ def check_node(spec, state):
         mouth_mean = float(mouth.mean()) if mouth.size else 0.0
         if mouth_mean < 8.0:
             problems.append(f"the mouth region is black (mean {mouth_mean:.1f} of 255)")
-        given = (images[: len(frames)].numpy() * 255).astype(np.uint8)
+        common = min(len(frames), len(images))  # the node may loop the frames to the audio's length
+        given = (images[:common].numpy() * 255).astype(np.uint8)
         before = given[:, int(cy) - half : int(cy) + half, int(cx) - 2 * half : int(cx) + 2 * half]
-        mouth_change = float(np.abs(mouth.astype(np.float32) - before.astype(np.float32)).mean()) if mouth.size else 0
+        after = mouth[:common].astype(np.float32)
+        mouth_change = float(np.abs(after - before.astype(np.float32)).mean()) if mouth.size else 0.0
         if not problems and mouth_change < 0.5:
             problems.append(f"the mouth region is unchanged (mean difference {mouth_change:.2f}/255): not lip-synced")
         state["comfy_output_frames"] = frames
