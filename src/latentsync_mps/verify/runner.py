@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from packaging.version import Version
+
 from .. import __version__, mac_resolve, stacks
 from ..engine import check_tree, detect
 from ..engine.tree import walk
 from ..release_facts import spec_facts
 from ..ruleset import RulePack
-from .target_torch import TargetTorch, check_version, write_table
+from .target_torch import TargetTorch, TargetTorchError, check_version, known_versions, write_table
 from .target_torch import resolve as resolve_target
 
 HARNESS = Path(__file__).with_name("harness.py")
@@ -219,7 +221,18 @@ def stack_target_torch(host: stacks.Stack, tree: Path, override: str | None) -> 
     if override or host.torch_from_tree or not host.torch:
         return resolve_target(tree, override)
     origin = f"host stack {host.name}: torch {host.torch}"
-    return TargetTorch(check_version(host.torch, origin), origin)
+    try:
+        return TargetTorch(check_version(host.torch, origin), origin)
+    except TargetTorchError:
+        older = [v for v in known_versions() if Version(v) < Version(host.torch)]
+        if not older:
+            raise
+        newest = max(older, key=Version)  # said in the report, as "no pin: newest known" is
+        note = (
+            f"no MPS table for torch {host.torch} yet (scripts/derive_mps_tables.py adds one from its macOS wheel): "
+            f"judged against torch {newest}, the newest known release before it; --target-torch names another"
+        )
+        return TargetTorch(newest, origin, note)
 
 
 SCRATCH_FOLDER = "temp/"
