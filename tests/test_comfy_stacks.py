@@ -291,3 +291,40 @@ def test_a_stack_torch_without_a_table_is_judged_by_the_newest_before_it_and_say
     older = stacks.Stack(**{**host.__dict__, "packages": {**host.packages, "torch": "1.0.0"}})
     with pytest.raises(TargetTorchError, match=r"torch 1\.0\.0: no MPS table"):
         verify_runner.stack_target_torch(older, tmp_path, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Opt-in: the real wrapper commits (LSYNC_COMFY), with the upstream stack's interpreter
+
+
+def _real_wrappers() -> list[Path]:
+    return [
+        Path(p) for p in os.environ.get("LSYNC_COMFY", "").split(os.pathsep) if p and (Path(p) / "nodes.py").exists()
+    ]
+
+
+@pytest.mark.upstream
+@pytest.mark.skipif(not _real_wrappers(), reason="set LSYNC_COMFY to real ComfyUI-LatentSyncWrapper checkouts")
+@pytest.mark.parametrize("stack", COMFY_STACKS)
+@pytest.mark.parametrize("wrapper", _real_wrappers() or [Path("unset")], ids=lambda p: p.name)
+def test_real_wrapper_fails_where_the_mac_fails_and_passes_ported(tmp_path, pack, wrapper, stack):
+    """The real nodes.py, unported, stops on each stack where that Mac stops; ported, it runs on cpu and mps-sim."""
+    python = comfy_python(stack)
+    tree = tmp_path / "ComfyUI-LatentSyncWrapper"
+    shutil.copytree(wrapper, tree, ignore=shutil.ignore_patterns(".git", "checkpoints"))
+    args = ["verify", str(tree), "--stack", stack, "--python", python, "--json", "--timeout", "1800"]
+    where, error = WHERE[stack]
+    before = runner.invoke(app, [*args, "--device", "cpu"])
+    report = json.loads(before.output)
+    assert before.exit_code == 11, report["reason"]
+    failed = next(c for c in report["checks"] if c["status"] == "fail")
+    assert failed["name"] == "node" and failed["detail"].startswith(error), failed["detail"]
+    assert f"nodes.py:{_line_of(tree, where)} in " in failed["data"]["traceback"][-1]
+
+    engine.commit(engine.make_plan(tree, pack))
+    for device in ("cpu", "mps-sim"):
+        after = runner.invoke(app, [*args, "--device", device])
+        report = json.loads(after.output)
+        assert after.exit_code == 0, f"{device}: {report['reason']}"
+        node = next(c for c in report["checks"] if c["name"] == "node")
+        assert node["data"]["mouth_change"] > 0.5 and report["stack"]["name"] == stack
