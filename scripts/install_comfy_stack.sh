@@ -18,22 +18,34 @@ WITH_TORCHCODEC="${2:-}"
 PIP=("$PYTHON" -m pip install --quiet --disable-pip-version-check)
 
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "install_comfy_stack: $PYTHON has no torch; install torch first" >&2; exit 1; }
-# --no-deps: torchaudio must not pull another torch.
-"${PIP[@]}" --no-deps "torchaudio==2.11.1"
+# The torch family comes from LSYNC_PORT_TORCH_INDEX when set (CI: PyTorch's CPU index, whose builds
+# load next to a CPU torch; PyPI's Linux torchaudio is a CUDA build that needs libc10_cuda), else from
+# pip's own configuration. --no-deps: none of them may pull another torch.
+TORCH_FAMILY=(${LSYNC_PORT_TORCH_INDEX:+--index-url "$LSYNC_PORT_TORCH_INDEX"} --no-deps)
+MINOR="$("$PYTHON" -c "import torch; print(torch.__version__.split('.')[1])")"
+"${PIP[@]}" "${TORCH_FAMILY[@]}" "torchaudio>=2.11"
+# torchvision 0.(N+15) pairs with torch 2.N: the wrapper imports torchvision.io
+"$PYTHON" -c "import torchvision" 2>/dev/null || "${PIP[@]}" "${TORCH_FAMILY[@]}" "torchvision==0.$((MINOR + 15)).*"
 "${PIP[@]}" "av>=12" "soundfile>=0.12" "imageio-ffmpeg>=0.5"
 if [ "$WITH_TORCHCODEC" = "--torchcodec" ]; then
-  "${PIP[@]}" --no-deps "torchcodec"
+  "${PIP[@]}" "${TORCH_FAMILY[@]}" "torchcodec"
   if ! ldconfig -p 2>/dev/null | grep -q "libavutil\.so"; then
     echo "install_comfy_stack: torchcodec needs FFmpeg's shared libraries, which are not installed here;" >&2
     echo "  on Debian/Ubuntu: apt-get install ffmpeg   (then torchaudio.save/load work through torchcodec)" >&2
   fi
 fi
-"$PYTHON" - <<'PY'
-import importlib
-for name in ("torch", "torchaudio", "av", "soundfile", "imageio_ffmpeg", "torchcodec"):
+# What is usable now; exit 1 when a package the stacks need does not load.
+"$PYTHON" - "$WITH_TORCHCODEC" <<'PY'
+import importlib, sys
+needed = ["torch", "torchaudio", "torchvision", "av", "soundfile", "imageio_ffmpeg"]
+needed += ["torchcodec"] if sys.argv[1:] == ["--torchcodec"] else []
+broken = []
+for name in needed:
     try:
         module = importlib.import_module(name)
         print(f"  {name} {getattr(module, '__version__', '?')}")
-    except Exception as error:  # noqa: BLE001 - a report, not a failure
+    except Exception as error:  # noqa: BLE001 - reported below
         print(f"  {name}: not usable ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+        broken.append(name)
+sys.exit(f"install_comfy_stack: not usable here: {', '.join(broken)}" if broken else 0)
 PY
