@@ -54,9 +54,12 @@ AV_API = [
     "AudioFrame.from_ndarray",
     "AudioFrame.to_ndarray",
     "AudioResampler",
+    "AudioResampler.resample",
     "OutputContainer.add_stream",
     "OutputContainer.mux",
     "InputContainer.decode",
+    "VideoStream.encode",
+    "AudioStream.encode",
 ]
 RECOMMENDED_PYTHON = (
     "ComfyUI README, Manual Install: 'Python 3.13 is very well supported. If you have trouble with some "
