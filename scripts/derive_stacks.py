@@ -199,9 +199,10 @@ def _all_names(module: ast.Module) -> list[str]:
 
 
 def torchvision_io(path: Path) -> list[str]:
-    """torchvision.io's public names (its __all__): read_video and write_video are gone from 0.26 on."""
+    """torchvision.io's public names: read_video and write_video are gone from 0.26 on (0.29 imports them
+    only inside a try, from a Meta-internal module that open-source builds lack)."""
     with zipfile.ZipFile(path) as archive:
-        return _all_names(_source(archive, "torchvision/io/__init__.py"))
+        return sorted(_bound_names(archive, "torchvision/io"))
 
 
 def torchaudio_io(path: Path) -> dict:
@@ -233,10 +234,36 @@ def torchcodec_ffmpeg(path: Path) -> dict:
     return {"ffmpeg_majors": majors, "bundles_ffmpeg": bundled}
 
 
+def _bound_names(archive: zipfile.ZipFile, package: str) -> set[str]:
+    """Every public name `package/__init__.py` binds: its __all__, what it imports or defines, and what a
+    `from X import *` brings (X's __all__, else its public top-level names, from X.py or X.pyi)."""
+    module = _source(archive, f"{package}/__init__.py")
+    names = set(_all_names(module))
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name != "*":
+                    names.add(alias.asname or alias.name)
+                    continue
+                target = (node.module or "").replace(".", "/")
+                if node.level:
+                    target = f"{package}/{target}"
+                for candidate in (f"{target}.pyi", f"{target}.py", f"{target}/__init__.pyi"):
+                    if candidate in archive.namelist():
+                        star = _source(archive, candidate)
+                        names |= set(_all_names(star)) or {
+                            n.name for n in star.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))
+                        }
+                        break
+    return {n for n in names if not n.startswith("_") or n == "__version__"}
+
+
 def av_api(path: Path) -> dict:
-    """Which of AV_API the wheel has: top-level names from av/__init__.py, methods from the .pyi stubs."""
+    """Which of AV_API the wheel has: its public names (`_bound_names`), methods from the .pyi stubs."""
     with zipfile.ZipFile(path) as archive:
-        top = set(_all_names(_source(archive, "av/__init__.py")))
+        top = _bound_names(archive, "av")
         methods: dict[str, set[str]] = {}
         for name in archive.namelist():
             if name.endswith(".pyi"):
