@@ -26,6 +26,7 @@ import compileall
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -300,6 +301,9 @@ def summary(rows: list[Row]) -> str:
             step = row.steps.get(name, Step("skip"))
             cpu = f", CPU {step.child_cpu_seconds:.0f} s" if step.child_cpu_seconds >= 1 else ""
             torch = f", torch {step.target_torch}" if step.target_torch else ""
+            untabled = re.search(r"no MPS table for torch (\S+) yet", step.detail)
+            if untabled:  # the stack's torch has no table yet: judged against the newest known before it
+                torch += f" (the stack's {untabled.group(1)} has no MPS table yet)"
             cells.append(marks[step.status] + (f" ({step.seconds:.0f} s{cpu}{torch})" if step.status != "skip" else ""))
         lines.append(f"| {row.release} | {row.stack or '–'} | `{row.commit}` | " + " | ".join(cells) + " |")
     # Why each FAIL: one line per release and reason (both devices often fail alike).
