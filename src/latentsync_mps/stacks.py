@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import TreeError
-from .resources import patches_dir
+from .resources import bundled_patches_dir, patches_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,13 +131,19 @@ def _load(root: Path) -> tuple[Stack, ...]:
     return tuple(stacks)
 
 
+def _root() -> Path:
+    """$LSYNC_PORT_PATCHES's stacks.toml when it has one (rule packs tried out elsewhere), else the shipped."""
+    root = patches_dir()
+    return root if (root / STACKS_FILE).is_file() else bundled_patches_dir()
+
+
 def load() -> tuple[Stack, ...]:
-    return _load(patches_dir())
+    return _load(_root())
 
 
 def decord_wheels() -> list[dict]:
     """decord's distributions with macOS arm64 wheels, per CPython ([[decord]] in stacks.toml)."""
-    path = patches_dir() / STACKS_FILE
+    path = _root() / STACKS_FILE
     return list(tomllib.loads(path.read_text(encoding="utf-8")).get("decord", []))
 
 
