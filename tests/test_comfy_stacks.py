@@ -113,6 +113,8 @@ def test_doctor_names_the_stack_it_modelled(tmp_path):
     default = runner.invoke(app, ["doctor", str(tree), "--json"])
     checks = {c["name"]: c for c in json.loads(default.output)["checks"]}
     assert "modelled: comfyui-desktop-macos (the default for this tree)" in checks["host stack"]["detail"]
+    assert "decord with a macOS arm64 wheel for CPython 3.12: decord2 " in checks["host stack"]["detail"]
+    assert "eva-decord" not in checks["host stack"]["detail"]  # its macOS wheels stop at CPython 3.11
 
 
 # ----------------------------------------------------------------------------------------------

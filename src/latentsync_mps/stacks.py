@@ -147,6 +147,15 @@ def decord_wheels() -> list[dict]:
     return list(tomllib.loads(path.read_text(encoding="utf-8")).get("decord", []))
 
 
+def decord_for(python: str) -> list[str]:
+    """Which decord distributions have a macOS arm64 wheel for this CPython, with the readers they export."""
+    return [
+        f"{row['distribution']} {row['version']} ({', '.join(row['readers'])})"
+        for row in decord_wheels()
+        if python in row["pythons"]
+    ]
+
+
 def known() -> str:
     return ", ".join(f"{s.name} ({', '.join(s.profiles)})" for s in load())
 

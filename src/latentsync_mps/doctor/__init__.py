@@ -185,9 +185,10 @@ def _stack(tree_root: Path | None, profile: str | None, name: str | None, resolv
         host, default = stacks.for_profile(profile, name)
     except stacks.StackError as error:
         raise DoctorError(str(error)) from None
+    facts = host.to_json(default) | {"decord": stacks.decord_for(host.python)}
     if not mac_resolve.enabled():
-        return host.to_json(default), mac_resolve.disabled(host).to_json()
-    return host.to_json(default), (resolver or mac_resolve.resolve)(tree_root, host).to_json()
+        return facts, mac_resolve.disabled(host).to_json()
+    return facts, (resolver or mac_resolve.resolve)(tree_root, host).to_json()
 
 
 def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, live: bool) -> dict[str, Any] | None:

@@ -17,11 +17,13 @@ def check_stack(facts: ProbeFacts) -> Check | None:
     packages = ", ".join(f"{name} {version}" for name, version in stack["packages"].items()) or "the tree's own pins"
     default = "the default for this tree" if stack.get("default") else "named by --stack"
     ffmpeg = "an ffmpeg on PATH" if stack["ffmpeg_on_path"] else "no ffmpeg on PATH"
+    decord = stack.get("decord")
+    wheels = f" decord with a macOS arm64 wheel for CPython {stack['python']}: {'; '.join(decord)}." if decord else ""
     return Check(
         "host stack",
         OK,
         f"modelled: {stack['name']} ({default}): {stack['summary']}; Python {stack['python']}, macOS "
-        f"{stack['macos']}, {packages}, {ffmpeg}. Source: {stack['source']} (checked {stack['checked']}).",
+        f"{stack['macos']}, {packages}, {ffmpeg}.{wheels} Source: {stack['source']} (checked {stack['checked']}).",
     )
 
 
