@@ -266,3 +266,58 @@ def test_detection_needles_come_from_the_options():
     assert not left_out.may_match(b'if device == "cpu":\n    self.x = 1\n')  # no `= None`: not parsed for it
     vae = kind("report-call", method=["encode", "decode"], receiver="vae", **DETECTION_TEXTS)
     assert vae.needles() == ("vae",)
+
+
+def test_ffmpeg_command_keeps_prefixes_escapes_braces_and_leaves_bytes():
+    ffmpeg = kind("ffmpeg-command")
+    before = (
+        "import subprocess\n"
+        "subprocess.run(r'ffmpeg -i C:\\in.mp4 -vf \"scale={w}:-1\" out.mp4', shell=True)\n"
+        'cmd = ("ffmpeg -y " f"-i {src}")\n'
+        'raw = b"ffmpeg -version"\n'
+        'run(cmd=("ffmpeg"))\n'  # ffmpeg-python's cmd= names the program as a string too
+    )
+    after = rewrite(ffmpeg, before)
+    assert "fr'{_lsync_port.ffmpeg_shell()} -i C:\\in.mp4 -vf \"scale={{w}}:-1\" out.mp4'" in after
+    assert 'cmd = (f"{_lsync_port.ffmpeg_shell()} -y " f"-i {src}")' in after
+    assert 'raw = b"ffmpeg -version"' in after
+    assert "run(cmd=_lsync_port.ffmpeg())" in after
+    compile(after, "x.py", "exec")
+
+
+def test_drop_unused_import_carries_comments_and_keeps_what_is_used():
+    drop = kind("drop-unused-import", modules=["torchaudio"], anywhere=True)
+    before = (
+        "import os\n"
+        "# audio\n"
+        "import torchaudio\n"
+        "x = 1; import torchaudio.functional as taf\n"
+        "def f():\n"
+        "    import torchaudio\n"
+        "    return os.sep\n"
+    )
+    assert rewrite(drop, before) == "import os\n# audio\nx = 1\ndef f():\n    return os.sep\n"
+    used = "import torchaudio\n\ndef f():\n    import torchaudio as ta\n    return torchaudio.info('a.wav')\n"
+    assert rewrite(drop, used) == used.replace("    import torchaudio as ta\n", "")
+    top = kind("drop-unused-import", modules=["torchaudio"])  # top level only, by default
+    inner = "def f():\n    import torchaudio\n    return 1\n"
+    assert rewrite(top, inner) == inner
+    with pytest.raises(RuleError, match="'modules'"):
+        kind("drop-unused-import", modules=[])
+
+
+def test_path_above_counts_levels_and_validates():
+    from latentsync_mps.rulecheck import report_lines
+
+    above = kind("report-path-above", anchor="folder_paths.__file__", levels=2, **DETECTION_TEXTS)
+    text = (
+        "import os\n"
+        "a = os.path.dirname(os.path.dirname(os.path.dirname(folder_paths.__file__)))\n"  # three up: once
+        "b = os.path.dirname(os.path.realpath(folder_paths.__file__))\n"  # the root itself
+        "c = Path(folder_paths.__file__).parents[0]\n"
+        "d = Path(folder_paths.__file__).parents[2]\n"
+    )
+    assert report_lines(above, text, "nodes.py") == [2, 5]
+    assert above.needles() == ("folder_paths",)
+    with pytest.raises(RuleError, match="'levels'"):
+        kind("report-path-above", anchor="folder_paths.__file__", levels=0, **DETECTION_TEXTS)

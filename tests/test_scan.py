@@ -163,6 +163,33 @@ PYTHON_CASES = [
         "z = self.vae.encode(images).latent_dist.sample()",
         "z = _lsync_port.vae_encode(self.vae, images).latent_dist.sample()",
     ),
+    # What stops a ComfyUI node on a Mac's stack (issue 20).
+    (
+        "media-io",
+        "error",
+        "import torchvision.io as io\nio.write_video(path, frames, fps=25)",
+        "_lsync_port.write_video(path, frames, fps=25)",
+    ),
+    (
+        "media-io",
+        "error",
+        "import torchaudio\ntorchaudio.save(path, wave, 16000)",
+        "_lsync_port.save_audio(path, wave, 16000)",
+    ),
+    ("load-time-import", "error", "import torchaudio", "def save():\n    import torchaudio"),
+    ("ffmpeg-on-path", "error", 'run(["ffmpeg", "-version"])', 'run([_lsync_port.ffmpeg(), "-version"])'),
+    (
+        "ffmpeg-on-path",
+        "error",
+        'cmd = f"ffmpeg -y -i {src} {dst}"',
+        'cmd = f"{_lsync_port.ffmpeg_shell()} -y -i {src} {dst}"',
+    ),
+    (
+        "outside-comfyui",
+        "error",
+        "import os\nd = os.path.dirname(os.path.dirname(os.path.abspath(folder_paths.__file__)))",
+        "import os\nd = os.path.dirname(_lsync_port.comfyui_temp_directory(folder_paths))",
+    ),
 ]
 
 

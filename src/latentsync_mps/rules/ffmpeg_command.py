@@ -48,7 +48,7 @@ def command_line(node: cst.SimpleString | cst.FormattedString) -> bool:
     return _COMMAND_LINE.match(text) is not None
 
 
-def program_heads(node: cst.List | cst.Tuple | cst.Arg) -> cst.SimpleString | None:
+def program_string(node: cst.List | cst.Tuple | cst.Arg) -> cst.SimpleString | None:
     """The "ffmpeg" string that names the program: an argument list's first element, or the
     value of a `cmd=` keyword (ffmpeg-python's run)."""
     if isinstance(node, cst.Arg):
@@ -67,7 +67,7 @@ class _ProgramNames:
         self.heads: set[int] = set()
 
     def note(self, node: cst.List | cst.Tuple | cst.Arg) -> None:
-        head = program_heads(node)
+        head = program_string(node)
         if head is not None:
             self.heads.add(id(head))
 
