@@ -1,28 +1,37 @@
 """Derive the MPS tables that `verify --device mps-sim` judges a tree against, one per torch release.
 
-    python scripts/derive_mps_tables.py [WHEEL | DIR | SITE-PACKAGES ...] [--out FILE] [--cross-check]
+    python scripts/derive_mps_tables.py [WHEEL | DIR | SITE-PACKAGES ...] [--out FILE] [--update] [--cross-check]
 
 Each source is a torch wheel (a zip: nothing is extracted), a folder of wheels, or a site-packages
-folder with torch installed. Default: /work/wheels (the macOS arm64 wheels, fetched with
-`PIP_CONFIG_FILE=/dev/null pip download --no-deps --only-binary=:all: --platform macosx_11_0_arm64
---python-version 3.11 torch==X.Y.Z -d /work/wheels`) and the running interpreter's torch.
+folder with torch installed. Default: /work/wheels, the macOS arm64 wheels, fetched with
+`PIP_CONFIG_FILE=/dev/null pip download --no-deps --only-binary=:all: --platform macosx_14_0_arm64
+--python-version 3.11 torch==X.Y.Z -d /work/wheels` (the newest macOS tag: pip also takes wheels
+tagged for an older macOS under it, while a `macosx_11_0_arm64` query misses every release from 2.12
+on, which are tagged macosx_14_0). scripts/check_targets.py --refresh fetches the new ones itself.
+
+Only tables derived from a macOS arm64 wheel are shipped (tests/test_target_torch.py fails on any
+other source); another build (a Linux wheel, an installed torch) is accepted for a local experiment
+and said so.
 
 From every release it reads:
 
 * `torchgen/packaged/ATen/native/native_functions.yaml`, turned into the op table by the simulator's
   own `build_support_table` (one implementation for the installed torch and for every release).
-  The yaml is platform-independent; the source (macOS arm64 wheel or another build) is recorded.
 * `torch/mps/__init__.py` and `torch/backends/mps/__init__.py`: their public API (`mps_sim.public_api`,
   ast-read), so the simulator leaves the tree only the names its target release has. Stored in a
   release's entry where it differs from the release before.
 * `torch/testing/_internal/common_mps.py` where the release ships it (2.8 and later): torch's own
   per-op x dtype expectations for MPS (`UNIMPLEMENTED_XFAILLIST`, `ON_MPS_XFAILLIST`, ...), read
   statically with `ast` for a macOS 15 machine (the simulated one), never imported.
+* the wheel's name: its platform tag gives the oldest macOS the release installs on (`min_macos`,
+  macosx_14_0_arm64 -> 14.0), and its dist-info/WHEEL entry's time the day it was built (`built`).
 
 Writes derived facts only (op names, statuses, OpInfo keys, dtype names) to
 src/latentsync_mps/verify/mps_tables.json: the oldest release in full, every later one as a diff
-against the one before it. `--cross-check` also reads each macOS wheel's libtorch_cpu.dylib and
-checks its `wrapper_MPS_<op>` symbols against the yaml's verdict for a few ops (printed, not stored).
+against the one before it. `--update` keeps the releases already in FILE and adds (or replaces) the
+ones given, so a new release needs only its own wheel. `--cross-check` also reads each macOS wheel's
+libtorch_cpu.dylib and checks its `wrapper_MPS_<op>` symbols against the yaml's verdict for a few ops
+(printed, not stored).
 """
 
 from __future__ import annotations
@@ -76,13 +85,17 @@ class Source:
     def __init__(self, path: Path):
         self.path = path
         self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        self.wheel = self.min_macos = self.built = None
         if self.zip is not None:
             _, version, _, tags = parse_wheel_filename(path.name)
             platforms = {tag.platform for tag in tags}
             self.version = version.public
-            self.macos = any(p.startswith("macosx") and p.endswith("arm64") for p in platforms)
+            self.min_macos = min_macos(platforms)
+            self.macos = self.min_macos is not None
             kind = "macOS arm64 wheel" if self.macos else f"{'/'.join(sorted(platforms))} wheel"
             self.origin = f"{kind} {path.name}"
+            self.wheel = path.name
+            self.built = build_date(self.zip)
         else:
             text = (path / "torch/version.py").read_text(encoding="utf-8")
             found = re.search(r"""__version__\s*=\s*['"]([^'"]+)""", text)
@@ -118,6 +131,22 @@ class Source:
                 return None
         target = self.path / name
         return target.read_bytes() if target.is_file() else None
+
+
+def min_macos(platforms) -> str | None:
+    """The oldest macOS a macOS arm64 wheel installs on, from its platform tag(s): macosx_14_0_arm64 -> "14.0";
+    None for a wheel of another platform."""
+    found = [re.fullmatch(r"macosx_(\d+)_(\d+)_(arm64|universal2)", p) for p in platforms]
+    versions = [(int(m.group(1)), int(m.group(2))) for m in found if m]
+    return "{}.{}".format(*min(versions)) if versions else None
+
+
+def build_date(wheel: zipfile.ZipFile) -> str | None:
+    """The day the wheel was built: the time stamp of its dist-info/WHEEL entry (written last by the builder)."""
+    for info in wheel.infolist():
+        if info.filename.endswith(".dist-info/WHEEL"):
+            return "{:04d}-{:02d}-{:02d}".format(*info.date_time[:3])
+    return None
 
 
 def sources(arguments: list[str]) -> dict[str, Source]:
@@ -295,58 +324,102 @@ def cross_check(source: Source, table: dict) -> str:
     return "; ".join(parts)
 
 
+def derive(source: Source, cross: bool) -> dict:
+    """One release's entry (facts and its full table) from its wheel or installation."""
+    text = source.read(YAML)
+    if text is None:
+        raise SystemExit(f"{source.path}: no {YAML} in it")
+    kernels = mps_sim.python_mps_kernels(source.python_texts())
+    table = mps_sim.build_support_table(text.decode("utf-8"), source.version, source.origin, kernels)
+    common = source.read(COMMON_MPS)
+    entry = {
+        "torch": source.version,
+        "source": source.origin,
+        "wheel": source.wheel,
+        "min_macos": source.min_macos,
+        "built": source.built,
+        "yaml_sha256": hashlib.sha256(text).hexdigest(),
+        "counts": dict(sorted(table["counts"].items())),
+        "expectations": expectations(common.decode("utf-8")) if common is not None else None,
+    }
+    note = f"{len(table['ops'])} overloads, {table['counts'].get(mps_sim.KERNEL, 0)} with an MPS kernel"
+    note += ", expectations" if common is not None else ", no common_mps.py"
+    note += f", macOS {source.min_macos}+" if source.macos else ", NOT a macOS wheel: not for shipping"
+    if cross and source.macos:
+        note += "\n    cross-check: " + cross_check(source, table)
+    print(f"{source.version}: {note}  ({source.origin})")
+    return {"entry": entry, "ops": table["ops"], "inner": table["inner"], "mps_api": mps_api(source)}
+
+
+def shipped(path: Path) -> dict[str, dict]:
+    """The releases already in a tables file, in derive()'s shape (for --update)."""
+    from latentsync_mps.verify.target_torch import rebuild
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != FORMAT or data.get("support_version") != mps_sim.SUPPORT_VERSION:
+        raise SystemExit(f"{path}: written by another format or simulator version: derive every release anew")
+    tables = rebuild(data)
+    out = {}
+    for release in data["releases"]:
+        entry = {k: v for k, v in release.items() if k not in ("diff", "mps_api")}
+        table = tables[release["torch"]]
+        out[release["torch"]] = {
+            "entry": entry,
+            "ops": table["ops"],
+            "inner": table["inner"],
+            "mps_api": table["mps_api"],
+        }
+    return out
+
+
+def serialise(releases: dict[str, dict]) -> dict:
+    """mps_tables.json: the oldest release in full, every later one as a diff against the one before."""
+    data: dict = {"format": FORMAT, "support_version": mps_sim.SUPPORT_VERSION, "macos": MACOS, "releases": []}
+    previous = None
+    for version in sorted(releases, key=Version):
+        release = releases[version]
+        entry = dict(release["entry"])
+        if previous is None or release["mps_api"] != previous["mps_api"]:
+            entry["mps_api"] = release["mps_api"]
+        if previous is None:
+            data["base"] = {
+                "torch": version,
+                "ops": grouped(release["ops"]),
+                "inner": dict(sorted(release["inner"].items())),
+            }
+        else:
+            entry["diff"] = diff(previous, release)
+        data["releases"].append(entry)
+        previous = release
+    return data
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="*", help="torch wheels, folders of wheels, site-packages folders")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--update", action="store_true", help="keep the releases already in --out; add the ones given")
     parser.add_argument("--cross-check", action="store_true", help="check the dylib's MPS symbols (slow)")
     args = parser.parse_args()
     if not args.sources:
-        import torch
-
-        args.sources = ["/work/wheels", str(Path(torch.__file__).resolve().parent.parent)]
-    releases = sources(args.sources)
-    if not releases:
+        args.sources = ["/work/wheels"]
+    found = sources(args.sources)
+    if not found:
         raise SystemExit("no torch wheel or installation found in " + ", ".join(args.sources))
-    data: dict = {"format": FORMAT, "support_version": mps_sim.SUPPORT_VERSION, "macos": MACOS, "releases": []}
-    previous = None
-    previous_api = None
-    for version in sorted(releases, key=Version):
-        source = releases[version]
-        text = source.read(YAML)
-        if text is None:
-            raise SystemExit(f"{source.path}: no {YAML} in it")
-        kernels = mps_sim.python_mps_kernels(source.python_texts())
-        table = mps_sim.build_support_table(text.decode("utf-8"), version, source.origin, kernels)
-        common = source.read(COMMON_MPS)
-        entry = {
-            "torch": version,
-            "source": source.origin,
-            "yaml_sha256": hashlib.sha256(text).hexdigest(),
-            "counts": dict(sorted(table["counts"].items())),
-            "expectations": expectations(common.decode("utf-8")) if common is not None else None,
-        }
-        api = mps_api(source)
-        if api != previous_api:
-            entry["mps_api"] = api
-        previous_api = api
-        if previous is None:
-            data["base"] = {
-                "torch": version,
-                "ops": grouped(table["ops"]),
-                "inner": dict(sorted(table["inner"].items())),
-            }
-        else:
-            entry["diff"] = diff(previous, table)
-        data["releases"].append(entry)
-        previous = table
-        note = f"{len(table['ops'])} overloads, {table['counts'].get(mps_sim.KERNEL, 0)} with an MPS kernel"
-        note += ", expectations" if common is not None else ", no common_mps.py"
-        if args.cross_check and source.macos:
-            note += "\n    cross-check: " + cross_check(source, table)
-        print(f"{version}: {note}  ({source.origin})")
-    args.out.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB, {len(releases)} releases)")
+    releases = shipped(args.out) if args.update and args.out.is_file() else {}
+    for version in sorted(found, key=Version):
+        releases[version] = derive(found[version], args.cross_check)
+    data = serialise(releases)
+    # Written whole, then moved into place: an interrupted run leaves the shipped file as it was.
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n", encoding="utf-8")
+    partial.replace(args.out)
+    kept = len(releases) - len(found)
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB, {len(releases)} releases"
+        + (f", {kept} kept as they were" if kept else "")
+        + ")"
+    )
     return 0
 
 

@@ -132,6 +132,13 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "the simulator cannot resize a wrapper tensor in place (the meta-tensor trick it uses for in-place "
         "view ops trips an assert in Resize.cpp); verify would show this as a crash, not as a finding",
     ),
+    "nn.functional.grid_sample": (
+        "A mode gap of one MPS kernel (grid_sample)",
+        'torch 2.15 lists grid_sample float32 as unimplemented for one mode: "No 5-D bicubic sampler on MPS" '
+        "(its comment in common_mps.py); grid_sampler_3d has an MPS kernel for the other modes, and the "
+        "simulator checks kernels, not modes. verify folds that entry into grid_sampler_3d only, not the 2-D "
+        "sampler (target_torch.OPINFO_ATEN_BY_RELEASE)",
+    ),
     "stft": (
         "No float16 FFT on the CPU",
         "the CPU has no float16 FFT (MKL), and the simulator computes in float32 only for ops whose CPU "
@@ -363,16 +370,39 @@ def cause(row: dict) -> tuple[str, str]:
     return ("Not yet explained", "the simulator reports an error where torch expects the op to run")
 
 
-def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True) -> dict:
+def mac_table(version: str, folder: Path) -> tuple[Path, str]:
+    """The MPS table lsync-port ships for the installed release (derived from its macOS arm64 wheel), as
+    the JSON file the simulator reads, and its source. Op coverage only: torch's dtype expectations and the
+    numerics defects are left out (folding the expectations in would make the comparison circular)."""
+    from latentsync_mps.verify import target_torch
+
+    if version not in target_torch.known_versions():
+        raise SystemExit(
+            f"error: lsync-port ships no MPS table for torch {version} (the installed one); "
+            "--table installed judges by this torch's own yaml"
+        )
+    table = {**target_torch.table_for(version), "dtype_rules": {}, "defects": []}
+    path = folder / f"mps-table-{version}.json"
+    path.write_text(json.dumps(table), encoding="utf-8")
+    return path, table["source"]
+
+
+def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = True, table: str = "mac") -> dict:
+    import tempfile
+
     import torch
 
     lists = load_expectations()
     from latentsync_mps.verify import mps_sim
 
+    version = torch.__version__.split("+")[0]
+    table_path, table_source = None, f"the installed torch {torch.__version__}'s own native_functions.yaml"
+    if table == "mac":
+        table_path, table_source = mac_table(version, Path(tempfile.mkdtemp(prefix="fidelity-")))
     # Installed before op_db is imported, as on a Mac where MPS is there when the test suite loads, and
     # as verify installs it before the tree's imports: the OpInfos then hold the simulator's torch.nonzero,
     # torch.tensor... Findings are attributed to this script (the "tree").
-    simulator = mps_sim.install(Path(__file__).resolve().parent)
+    simulator = mps_sim.install(Path(__file__).resolve().parent, table=table_path)
     ops = op_db_for_mps()
     if keys is not None:
         unknown = keys - {op.name + op.variant_test_name for op in ops}
@@ -381,7 +411,10 @@ def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = Tr
         ops = [op for op in ops if op.name + op.variant_test_name in keys]
     started = time.monotonic()
     rows = compare(ops, lists, simulator, samples, timeout, progress)
-    return summarize(rows, samples, timeout, time.monotonic() - started, torch.__version__)
+    result = summarize(rows, samples, timeout, time.monotonic() - started, torch.__version__)
+    result["table"] = table_source
+    result["macos"] = simulator.stats()["macos"]
+    return result
 
 
 def compare(ops, lists: dict, simulator, samples: int, timeout: float, progress: bool = False) -> list[dict]:
@@ -464,6 +497,8 @@ def markdown(result: dict) -> str:
         f"**Agreement: {result['agreement_percent']}%** ({result['agreed']} of {result['counted']} op x dtype pairs)",
         f"between the simulator's op-coverage verdict and torch {result['torch']}'s own MPS expectations.",
         "",
+        f"- the simulator judged by the MPS table of {result.get('table', 'the installed torch')}, on a "
+        f"simulated macOS {result.get('macos', '15.0')}",
         f"- torch {result['torch']}, {result['date']}, {result['machine']}, {result['seconds']} s",
         f"- {result['ops']} OpInfos (op_db, plus test_mps.py's `_upsample_bicubic2d_aa`), float32 and float16,",
         f"  forward only, the first {result['samples_per_op']} samples of each, "
@@ -566,6 +601,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", help="comma-separated OpInfo keys (name + variant, e.g. add,logspace)")
     parser.add_argument("--json", type=Path, help="write the figures and every disagreement as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report (docs/mps-sim-fidelity.md)")
+    parser.add_argument(
+        "--table",
+        choices=("mac", "installed"),
+        default="mac",
+        help="mac (default): the table lsync-port ships for the installed release, derived from its macOS "
+        "arm64 wheel; installed: the one this torch's own yaml gives (the same ops where the yaml is the same)",
+    )
     args = parser.parse_args(argv)
     if args.samples < 1 or args.timeout <= 0:
         parser.error("--samples must be >= 1 and --timeout > 0")
@@ -577,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.name} is not installed (pip install expecttest pyyaml, and torch)", file=sys.stderr)
         return 2
     keys = {k.strip() for k in args.ops.split(",") if k.strip()} if args.ops else None
-    result = run(keys, args.samples, args.timeout)
+    result = run(keys, args.samples, args.timeout, table=args.table)
     print(
         f"agreement {result['agreement_percent']}% ({result['agreed']}/{result['counted']} op x dtype pairs, "
         f"torch {result['torch']}; excluded {sum(result['excluded'].values())}); "

@@ -102,7 +102,7 @@ def test_list_rules_and_explain():
 
 def test_demo_ports_the_packaged_example(tmp_path):
     target = tmp_path / "demo"
-    result = run("demo", str(target))
+    result = run("demo", str(target), "--diff")
     assert result.exit_code == 0, result.output
     assert "Written." in result.output and "_lsync_port.device()" in result.output
     assert (target / "latentsync/_lsync_port.py").exists()

@@ -934,7 +934,8 @@ def test_environment_cap_off_is_said():
 def test_environment_on_linux():
     expect(checks.check_environment, linux_facts(), OK, "none of")
     facts = put(linux_facts(), "probe.env.LATENTSYNC_DEVICE", "cpu")
-    expect(checks.check_environment, facts, OK, "LATENTSYNC_DEVICE=cpu")
+    # The device row judges it (one verdict per fact): this row points there.
+    expect(checks.check_environment, facts, OK, "LATENTSYNC_DEVICE: see the device row")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1322,8 +1323,19 @@ def test_target_torch_installed_older_lists_the_missing_kernels():
 
 
 def test_target_torch_installed_without_a_table():
-    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "2.12.0")
-    expect(checks.check_target_torch, facts, WARNING, "no MPS table for torch 2.12.0", "torch==2.5.1")
+    facts = put(_target(mac_facts(), "2.5.1"), "probe.torch.version", "1.13.1")
+    expect(checks.check_target_torch, facts, WARNING, "no MPS table for torch 1.13.1", "torch==2.5.1")
+
+
+def test_target_torch_that_needs_a_newer_macos_says_so_and_names_one_that_fits():
+    facts = put(_target(mac_facts(), "2.14.1", "--target-torch"), "probe.platform.mac_ver", "13.6")
+    expect(
+        checks.check_target_torch, facts, WARNING,
+        "torch 2.14.1's macOS wheel needs macOS 14.0 or later", "this Mac runs 13.6",
+        "Update macOS to 14.0", "--target-torch 2.11.0",
+    )  # fmt: skip
+    facts = put(_target(mac_facts(), "2.14.1", "--target-torch"), "probe.platform.mac_ver", "14.2")
+    assert "needs macOS" not in answer(checks.check_target_torch, facts).detail
 
 
 def test_target_torch_does_not_apply_off_a_mac():

@@ -10,6 +10,7 @@ at their call sites; one with --target-torch 2.13.0 that must pass with the same
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -64,13 +65,39 @@ def test_mps_kernels_registered_from_python_are_read_from_each_releases_own_file
 
 def test_tables_cover_every_release_and_say_where_they_came_from():
     versions = known_versions()
-    for minor in range(1, 12):  # every macOS arm64 release the registry serves, 2.1 to 2.11
+    for minor in range(1, 16):  # every minor release with a macOS arm64 wheel on the registry, 2.1 to 2.15
         assert any(v.startswith(f"2.{minor}.") for v in versions), minor
+    assert {"2.12.0", "2.13.0", "2.14.1"} <= set(versions)
     data = target_torch._data()
     sources = {r["torch"]: r["source"] for r in data["releases"]}
     assert sources["2.5.1"].startswith("macOS arm64 wheel torch-2.5.1-")
-    assert "not macOS" in sources["2.13.0"]
     assert target_torch.TABLES.stat().st_size < 1_500_000
+
+
+def test_every_shipped_table_comes_from_a_macos_arm64_wheel_with_its_minimum_macos():
+    from packaging.utils import parse_wheel_filename
+
+    for release in target_torch.releases():
+        where = release["torch"]
+        assert release["source"] == f"macOS arm64 wheel {release['wheel']}", where
+        _, version, _, tags = parse_wheel_filename(release["wheel"])
+        assert version.public == release["torch"], where
+        platforms = {tag.platform for tag in tags}
+        assert f"macosx_{release['min_macos'].replace('.', '_')}_arm64" in platforms, where
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", release["built"]), where
+    minimum = {r["torch"]: r["min_macos"] for r in target_torch.releases()}
+    # From 2.12 on, torch's macOS wheels are tagged macosx_14_0: those releases need macOS 14.
+    wanted = {"2.11.0": "11.0", "2.12.0": "14.0", "2.13.0": "14.0", "2.14.1": "14.0"}
+    assert {v: minimum[v] for v in wanted} == wanted
+
+
+def test_the_simulated_mac_runs_at_least_the_macos_its_target_torch_needs():
+    pytest.importorskip("torch", reason="needs torch (verify extra)")
+    from latentsync_mps.verify.mpssim.simulator import SIMULATED_MACOS, simulated_macos
+
+    assert simulated_macos(target_torch.table_for("2.14.1")) == max(SIMULATED_MACOS, (14, 0))
+    assert simulated_macos({"min_macos": "16.1"}) == (16, 1)  # a future torch that needs macOS 16.1
+    assert simulated_macos({"min_macos": None}) == SIMULATED_MACOS
 
 
 @pytest.mark.parametrize(
@@ -233,9 +260,9 @@ def test_unknown_versions_are_refused_with_the_known_ones(tmp_path, requirements
 
 
 def test_cli_refuses_an_unknown_target_with_one_line(fixture_tree):
-    result = runner.invoke(app, ["verify", str(fixture_tree), "--device", "mps-sim", "--target-torch", "2.12.0"])
+    result = runner.invoke(app, ["verify", str(fixture_tree), "--device", "mps-sim", "--target-torch", "1.13.1"])
     assert result.exit_code == 2
-    assert "no MPS table for torch 2.12.0 (known: 2.1.0" in result.output
+    assert "no MPS table for torch 1.13.1 (known: 2.1.0" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["verify", str(fixture_tree), "--device", "cpu", "--target-torch", "2.5.1"])
     assert result.exit_code == 2 and "--device mps-sim only" in result.output
@@ -274,6 +301,15 @@ def test_the_text_report_names_the_target_and_the_memory():
     text = console.export_text()
     assert "judged against torch 2.5.1 (requirements.txt: torch==2.5.1) on a simulated macOS 15.0" in text
     assert "macOS 15.0 Mac with 16 GB of memory" in text
+    # A target whose wheel needs a newer macOS than 11: the report names both the modelled and the needed macOS.
+    report.target_torch = {"version": "2.14.1", "origin": "--target-torch", "note": ""}
+    report.simulator["min_macos"] = "14.0"
+    console = Console(record=True, width=200)
+    render_findings(console, report)
+    assert (
+        "judged against torch 2.14.1 (--target-torch) on a simulated macOS 15.0 Mac with 16 GB of memory "
+        "(torch 2.14.1's macOS wheel needs macOS 14.0 or later)" in console.export_text()
+    )
     assert "peak 3 MiB" in text and "largest buffer 1 MiB (aten::mm)" in text
 
 
@@ -441,3 +477,30 @@ if torch.backends.mps.is_available():
     }
     with pytest.raises(SystemExit, match="unknown list NEW_XFAILLIST"):
         script.expectations(text.replace("ON_MPS_XFAILLIST", "NEW_XFAILLIST"))
+
+
+def test_the_derive_script_keeps_the_shipped_releases_as_they_are_on_update():
+    """--update rebuilds every shipped release from the file and writes it back unchanged, so adding one
+    release's wheel leaves the others byte for byte (and their macOS wheel sources) as they were."""
+    pytest.importorskip("torch", reason="the script imports the simulator (verify extra)")
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "derive_mps_tables.py"
+    spec = importlib.util.spec_from_file_location("derive_mps_tables", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = json.loads(target_torch.TABLES.read_text(encoding="utf-8"))
+    assert script.serialise(script.shipped(target_torch.TABLES)) == shipped
+    assert script.min_macos({"macosx_14_0_arm64"}) == "14.0" and script.min_macos({"manylinux_2_28_x86_64"}) is None
+
+
+def test_an_expectation_narrowed_by_its_release_judges_only_the_ops_it_names():
+    # torch 2.8 to 2.12 list grid_sample for every dtype ("Unsupported Border padding mode": both samplers,
+    # a warning since both have MPS kernels); 2.15 lists it for float32 only, for the 5-D bicubic sampler.
+    old = target_torch.table_for("2.12.0")["dtype_rules"]
+    assert [r["level"] for r in old["grid_sampler_2d"]] == ["warning"]
+    new = target_torch.table_for("2.15.0")["dtype_rules"]
+    assert "grid_sampler_2d" not in new
+    assert new["grid_sampler_3d"] == [
+        {"key": "nn.functional.grid_sample", "list": "UNIMPLEMENTED_XFAILLIST", "dtypes": ["float32"], "level": "error"}
+    ]

@@ -77,6 +77,7 @@ def test_mps_on_a_machine_without_it_says_so(ported):
     assert code == 11
     assert failed(report)["name"] == "device"
     assert "no MPS device here" in report["reason"] and "--device cpu" in report["reason"]
+    assert "--device mps-sim" in report["reason"], "a machine without MPS can still check the MPS path"
 
 
 # One defect each, put into a ported fixture: (file, old, new, the check that must fail, words of its reason).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 class Exit(IntEnum):
@@ -87,6 +89,32 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
+
+def _exit_codes_named(command):
+    """Fill `{Exit.NAME}` in a command's docstring with the code, so that its --help never states a
+    number the Exit enum does not give (tests/test_help_exit_codes.py)."""
+    command.__doc__ = re.sub(r"\{Exit\.(\w+)\}", lambda m: str(Exit[m.group(1)].value), command.__doc__ or "")
+    return command
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        console.print(f"lsync-port {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print lsync-port's version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
 TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
 StackOpt = Annotated[
@@ -107,7 +135,7 @@ ProfileOpt = Annotated[
 
 
 def fail(message: str, code: Exit) -> typer.Exit:
-    errors.print(f"[red]error:[/] {message}", highlight=False)
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False)  # 'lsync-port[verify]' is not markup
     return typer.Exit(int(code))
 
 
@@ -133,6 +161,16 @@ def _engine_call(function, *args, **kwargs):
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None
 
 
+def _needs(command: str, tree: Path, python: str | None, code: Exit) -> None:
+    """One line, before the run, when the interpreter lacks what the command imports (needs.py)."""
+    from .needs import Unavailable, check
+
+    try:
+        check(command, tree, python)
+    except Unavailable as error:
+        raise fail(str(error), code) from None
+
+
 @contextmanager
 def _locked(tree: Path, command: str):
     """The tree's lock for one apply or revert; says so when it took over a dead process's lock."""
@@ -152,6 +190,7 @@ def _locked(tree: Path, command: str):
 
 
 @app.command()
+@_exit_codes_named
 def apply(
     tree: TreeArg,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
@@ -161,7 +200,7 @@ def apply(
         str | None, typer.Option("--rules", help="Only these rule ids, comma-separated (see list-rules).")
     ] = None,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 6 when a rule drifted or CUDA residue remains.")
+        bool, typer.Option("--strict", help=f"Exit {Exit.STRICT.value} when a rule drifted or CUDA residue remains.")
     ] = False,
     profile: ProfileOpt = None,
 ) -> None:
@@ -262,11 +301,13 @@ def _reapply_early(argv: list[str]) -> bool:
 
 
 @app.command()
+@_exit_codes_named
 def scan(
     tree: TreeArg,
     json_out: JsonOpt = False,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 6 on CUDA residue on the inference path or on drift.")
+        bool,
+        typer.Option("--strict", help=f"Exit {Exit.STRICT.value} on CUDA residue on the inference path or on drift."),
     ] = False,
     profile: ProfileOpt = None,
 ) -> None:
@@ -287,12 +328,14 @@ def scan(
         report.render_findings(console, residue, "CUDA-only on the inference path")
         others = [f for f in result.findings if f not in residue]
         report.render_findings(console, others, "Elsewhere, and warnings")
+        report.render_own_files(console, result.own)
         report.render_problems(console, result.problems)
     if strict and (residue or result.drift):
         raise typer.Exit(int(Exit.STRICT))
 
 
 @app.command()
+@_exit_codes_named
 def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     """Tell whether TREE is patched, by which version, and which files differ from the manifest."""
     from . import engine, report
@@ -316,9 +359,16 @@ def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     for f in result.files:
         if f.state != "patched":
             console.print(f"  {f.path}: {f.state}")
+    if (result.tree / ".git").exists():  # what a git pull would do to the port (update.py)
+        from .update import diagnose
+
+        advice = diagnose(result.tree).advice(result.tree)
+        if advice:
+            console.print(advice, highlight=False)
 
 
 @app.command()
+@_exit_codes_named
 def revert(
     tree: TreeArg,
     force: Annotated[
@@ -344,11 +394,32 @@ def revert(
     console.print(f"[green]Reverted[/] {len(result.restored)} file(s), removed {len(result.removed)}.")
 
 
+@app.command("update")
+@_exit_codes_named
+def update_command(tree: TreeArg) -> None:
+    """Bring a ported git checkout to upstream's newer commit and port it again: revert, git pull, apply.
+
+    Files you edited since apply are kept: update stops before changing anything and names them
+    (exit {Exit.REFUSED}). A tree that ComfyUI Manager (or `git pull`) already updated under the
+    port is ported again from the code git left. When the pull fails, the tree is ported again on
+    the commit it had, and git's message says why (exit {Exit.USAGE}).
+    """
+    from .update import update
+
+    with _locked(tree, "update"):
+        result, plan = _engine_call(update, tree, _pack())
+    moved = f"{result.before} → {result.after}" if result.before != result.after else f"{result.after}: no newer commit"
+    stale = f"; {len(result.stale)} file(s) git had already replaced" if result.stale else ""
+    console.print(f"update {tree}: {moved}; the port taken off ({len(result.restored)} file(s)){stale}, then:")
+    _show_plan(plan, False, False, False, False)
+
+
 DEVICES = ("auto", "mps", "cuda", "cpu", "mps-sim")
 WEIGHTS = ("auto", "synthetic", "real")
 
 
 @app.command()
+@_exit_codes_named
 def verify(
     tree: TreeArg,
     device: Annotated[
@@ -408,7 +479,7 @@ def verify(
     The tree's code runs in a child process, from the tree's root, under --timeout: device check,
     imports, video decoding (decord), audio features, a UNet forward pass, a short denoising run
     writing a video, output sanity (frames, fps, finite, mouth not black) and, off cpu, parity with
-    a CPU float32 run. Exit 0 when every check passes, 11 when one fails.
+    a CPU float32 run. Exit {Exit.OK} when every check passes, {Exit.VERIFY_FAILED} when one fails.
 
     --device mps-sim runs the same checks on a simulated MPS device (no Mac needed): the tree sees
     mps, computes on the CPU, and every op on the device is checked against the MPS rules of the
@@ -427,6 +498,7 @@ def verify(
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
     if target_torch is not None and device != "mps-sim":
         raise fail("--target-torch applies to --device mps-sim only", Exit.USAGE)
+    _needs("verify --device mps-sim" if device == "mps-sim" else "verify", tree, python, Exit.VERIFY_FAILED)
     from .verify.runner import run_verify
 
     pack = _pack()
@@ -456,6 +528,7 @@ def verify(
 
 
 @app.command()
+@_exit_codes_named
 def forecast(
     tree: TreeArg,
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per inference chunk (LatentSync: 16).")] = 16,
@@ -481,7 +554,7 @@ def forecast(
     cores suffice. Every allocation is counted: peak bytes (weights included) and the largest
     single buffer, for the CUDA float16 path (flash attention, as upstream runs on NVIDIA) and for
     mps in float16 and float32, with the port's chunking on and off (a ported tree). On mps, a
-    buffer over 2**32 bytes stops the run: Metal's limit. Exit 12 when the run fails.
+    buffer over 2**32 bytes stops the run: Metal's limit. Exit {Exit.FORECAST_FAILED} when the run fails.
 
     Example: lsync-port apply ./LatentSync && lsync-port forecast ./LatentSync --python ~/venv/bin/python.
     The port's chunk budget, LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES, is honoured when set.
@@ -491,6 +564,7 @@ def forecast(
 
     if python is not None and shutil.which(python) is None and not Path(python).is_file():
         raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    _needs("forecast", tree, python, Exit.FORECAST_FAILED)
     # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
     report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout)
     if json_out:
@@ -501,7 +575,29 @@ def forecast(
         raise typer.Exit(int(Exit.FORECAST_FAILED))
 
 
+@app.command()
+def targets(json_out: JsonOpt = False) -> None:
+    """List what lsync-port knows about the Macs and code it ports for, each with its source and date.
+
+    torch releases: one MPS table each (what `verify --device mps-sim --target-torch X` judges by), derived
+    from that release's macOS arm64 wheel; "min macOS" is the oldest macOS the wheel installs on (from
+    2.12 on: macOS 14), and the simulated Mac runs at least that. Host stacks: the Python environments
+    ComfyUI runs the wrapper in (ComfyUI Desktop's bundled one, a manual install). Upstream releases and
+    wrapper commits: the trees `apply` recognises. Last: what the package registry and the upstream
+    repositories served when last checked, and the command that refreshes it all.
+    """
+    from .resources import patches_dir
+    from .targets import gather, render
+
+    data = gather(patches_dir())
+    if json_out:
+        print(json.dumps(data, indent=2))
+    else:
+        render(console, data)
+
+
 @app.command("list-rules")
+@_exit_codes_named
 def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
     """List the rules of each profile: id, kind, releases and what they are for."""
     from rich.table import Table
@@ -530,18 +626,29 @@ def list_rules(profile: ProfileOpt = None, json_out: JsonOpt = False) -> None:
             )
         )
         return
+    from .report import add_rule_id_column
+
+    # Rule ids are never cut (they are pasted into `explain`); below 120 columns the kind goes.
+    with_kind = console.width >= 120
     for p in chosen:
         table = Table(title=f"{p.name} ({p.title})", title_justify="left", show_edge=False)
-        for column in ("rule", "kind", "releases", "summary"):
-            table.add_column(column, overflow="fold")
+        add_rule_id_column(table, "rule", [r.id for r in p.rules])
+        if with_kind:
+            table.add_column("kind", no_wrap=True)
+        table.add_column("releases", no_wrap=True)
+        # The summary takes what is left (rich would not fold it below its longest word).
+        taken = [max(len(r.id) for r in p.rules) + 1, max(len(str(r.releases) or "all") for r in p.rules)]
+        taken += [max(len(r.kind) for r in p.rules)] if with_kind else []
+        room = console.width - sum(taken) - 3 * len(taken) - 2
+        table.add_column("summary", overflow="fold", width=max(room, 20))
         for r in p.rules:
-            table.add_row(
-                r.id + ("" if r.default else " (off by default)"), r.kind, str(r.releases) or "all", r.summary
-            )
+            rule = r.id + ("" if r.default else " (off by default)")
+            table.add_row(rule, *([r.kind] if with_kind else []), str(r.releases) or "all", r.summary)
         console.print(table)
 
 
 @app.command()
+@_exit_codes_named
 def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rules.")]) -> None:
     """Show one rule in full: why it exists, where it applies, and its before/after examples."""
     pack = _pack()
@@ -569,6 +676,7 @@ def explain(rule_id: Annotated[str, typer.Argument(help="A rule id from list-rul
 
 
 @app.command("check-rules")
+@_exit_codes_named
 def check_rules(
     directory: Annotated[
         Path,
@@ -582,9 +690,9 @@ def check_rules(
     """Validate a rule pack and run every example of every rule (the counterpart of `fixit test`).
 
     Loads DIR as LSYNC_PORT_PATCHES=DIR would, so a malformed file fails here with the file and
-    rule it concerns (exit 9). Then runs each example: a rewriting rule's `before` must become its
+    rule it concerns (exit {Exit.RULES}). Then runs each example: a rewriting rule's `before` must become its
     `after` (and stay so when run again), a detection-only rule's `before` must be reported at the
-    lines its `report` lists. Prints pass/fail per example; exits 9 when any fails.
+    lines its `report` lists. Prints pass/fail per example; exits {Exit.RULES} when any fails.
     """
     from .rulecheck import check_pack
     from .ruleset import RuleFileError, load
@@ -614,13 +722,18 @@ def check_rules(
 
 
 @app.command()
+@_exit_codes_named
 def demo(
     directory: Annotated[
         Path | None,
         typer.Argument(help="Where to copy the example (default: a new temporary folder).", show_default=False),
     ] = None,
+    diff: Annotated[bool, typer.Option("--diff", help="Also print the diff of every ported file.")] = False,
+    show_new: Annotated[
+        bool, typer.Option("--show-new", help="With --diff, also the files the port adds (the runtime helper).")
+    ] = False,
 ) -> None:
-    """Copy the built-in example tree to DIRECTORY, port it, and show the report and diff."""
+    """Copy the built-in example tree to DIRECTORY, port it, and show the report (--diff: and the diff)."""
     from . import engine, report
     from .resources import example_tree
 
@@ -631,11 +744,12 @@ def demo(
     console.print(f"Copied the example LatentSync-shaped tree to {target}\n")
     plan = _engine_call(engine.make_plan, target, _pack())
     _engine_call(engine.commit, plan)
-    report.render_plan(console, plan, written=True, show_diff=True)
+    report.render_plan(console, plan, written=True, show_diff=diff or show_new, show_new=show_new)
     console.print(f"\nNext: `lsync-port status {target}`, then `lsync-port revert {target}`.")
 
 
 @app.command()
+@_exit_codes_named
 def doctor(
     tree: Annotated[
         Path | None,
@@ -668,12 +782,14 @@ def doctor(
 
     The facts are gathered by a small script run in that interpreter (a child process). The memory
     check compares this machine with the memory forecast of the tree's release (shipped with
-    lsync-port; --forecast measures this tree). Exit 10 when any check is a blocker.
+    lsync-port; --forecast measures this tree). Exit {Exit.DOCTOR_BLOCKER} when any check is a blocker.
     """
     from .doctor import DoctorError, render, run
 
     if live_forecast and tree is None:
         raise fail("--forecast needs TREE: it forecasts that tree's memory", Exit.USAGE)
+    if live_forecast:
+        _needs("forecast", tree, python, Exit.USAGE)
     try:
         result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast, stack)
     except DoctorError as error:

@@ -92,7 +92,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "LSYNC_PORT_DEBUG",
         TOOL,
         "any non-empty value",
-        "On an internal error (exit 1), print the traceback instead of the one-line message.",
+        "On an internal error (a bug in lsync-port), print the traceback instead of the one-line message.",
     ),
     EnvVar(
         "PYTORCH_MPS_LOW_WATERMARK_RATIO",

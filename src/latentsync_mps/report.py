@@ -39,7 +39,16 @@ def plan_to_json(plan: Plan | StoredPlan, written: bool) -> dict[str, Any]:
     }
 
 
-def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_diff: bool) -> None:
+def add_rule_id_column(table: Table, header: str, ids: list[str]) -> None:
+    """A column of rule ids, never cut: a person pastes them into `lsync-port explain`. It is as
+    wide as the longest id (and its comma), so rich wraps a list of ids between them; the other
+    columns fold or wrap at 80 columns (and in a pipe, which rich treats as 80 columns)."""
+    table.add_column(header, min_width=max(map(len, ids), default=0) + 1, overflow="fold")
+
+
+def render_plan(
+    console: Console, plan: Plan | StoredPlan, written: bool, show_diff: bool, show_new: bool = True
+) -> None:
     release = (
         f"release {plan.release.name} ({plan.release.commit})"
         if plan.release
@@ -51,23 +60,13 @@ def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_d
         console.print(f"[yellow]warning:[/] {warning}")
 
     if plan.files or plan.restores:
-        table = Table(title="Files", title_justify="left", show_edge=False)
-        table.add_column("file", no_wrap=True)
-        table.add_column("changes", justify="right")
-        table.add_column("rules")
-        for f in plan.files:
-            rules = ", ".join(sorted({c.rule_id for c in f.changes})) or "runtime helper"
-            state = "" if f.needs_write else " (already)"
-            table.add_row(f.path, ("new" if f.pristine is None else str(len(f.changes))) + state, rules)
-        for f in plan.restores:
-            table.add_row(f.path, "restored", "no rule changes it any more")
-        console.print(table)
+        render_files(console, plan)
 
     rules = Table(title="Matches per rule", title_justify="left", show_edge=False)
-    rules.add_column("rule")
-    rules.add_column("kind")
-    rules.add_column("matches", justify="right")
-    rules.add_column("drift")
+    add_rule_id_column(rules, "rule", [rule.id for rule in plan.rules])
+    rules.add_column("kind", overflow="fold")
+    rules.add_column("matches", justify="right", no_wrap=True)
+    rules.add_column("drift", no_wrap=True)
     drifted = {d.rule_id for d in plan.drift}
     for rule in plan.rules:
         mark = "[red]yes[/]" if rule.id in drifted else ""
@@ -84,7 +83,7 @@ def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_d
     )
     render_problems(console, plan.problems)
     if show_diff:
-        render_diff(console, plan)
+        render_diff(console, plan, show_new)
 
     changed = [f for f in plan.files if f.pristine is not None]
     summary = (
@@ -106,6 +105,33 @@ def render_plan(console: Console, plan: Plan | StoredPlan, written: bool, show_d
         console.print(f"[cyan]Dry run: nothing written.[/] {summary}")
 
 
+def render_files(console: Console, plan: Plan | StoredPlan) -> None:
+    """One row per file: path, number of changes, rule ids. Where path, count and the longest id do
+    not fit side by side (80 columns, a pipe), the count column goes (the summary line has the
+    total) before a path or an id is cut; on a narrower screen still, paths fold."""
+    ids = [c.rule_id for f in plan.files for c in f.changes]
+    path_width = max(len(f.path) for f in plan.files + plan.restores)
+    id_width = max(map(len, ids), default=0) + 1  # and its comma
+    with_counts = console.width >= path_width + len("changes") + id_width + 8  # padding, separators
+    fits = console.width >= path_width + id_width + 5
+    table = Table(title="Files", title_justify="left", show_edge=False)
+    table.add_column("file", overflow="fold", width=path_width if fits else None)
+    if with_counts:
+        table.add_column("changes", justify="right", no_wrap=True)
+    room = console.width - path_width - (len("changes") + 8 if with_counts else 5)
+    table.add_column("rules", min_width=id_width, max_width=max(room, id_width), overflow="fold")
+    for f in plan.files:
+        rules = ", ".join(sorted({c.rule_id for c in f.changes})) or "runtime helper"
+        count = ("new" if f.pristine is None else str(len(f.changes))) + ("" if f.needs_write else " (already)")
+        if with_counts:
+            table.add_row(f.path, count, rules)
+        else:
+            table.add_row(f.path, rules if f.pristine is not None else f"{rules} ({count})")
+    for f in plan.restores:
+        table.add_row(f.path, *(["restored"] if with_counts else []), "restored: no rule changes it any more")
+    console.print(table)
+
+
 def render_drift(console: Console, drift: list[Drift]) -> None:
     if drift:
         console.print(f"[red]Drift:[/] {len(drift)} expected match(es) not found (upstream moved under these rules):")
@@ -125,18 +151,32 @@ def render_findings(console: Console, findings: list[Finding], title: str) -> No
         console.print(f"      {f.why}; fix: {f.fix}", highlight=False, style="dim")
 
 
+def render_own_files(console: Console, own: list[str]) -> None:
+    if own:
+        console.print(
+            f"lsync-port's runtime helper: {', '.join(own)}: not scanned (added by apply; revert removes it).",
+            highlight=False,
+        )
+
+
 def render_problems(console: Console, problems: list[FileProblem]) -> None:
     for p in problems:
         console.print(f"[red]not processed:[/] {p.path}: {p.reason}")
 
 
-def render_diff(console: Console, plan: Plan) -> None:
+def render_diff(console: Console, plan: Plan, show_new: bool = True) -> None:
+    """A unified diff per file to write; a file the port adds diffs from /dev/null, as in git. With
+    show_new False, each added file (the helper is some 900 lines) is one line instead."""
     for f in plan.files + plan.restores:
         if not f.needs_write:
             continue
-        before = (f.current or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
         after = f.new.decode("utf-8", errors="replace").splitlines(keepends=True)
-        diff = difflib.unified_diff(before, after, f"a/{f.path}", f"b/{f.path}")
+        if f.pristine is None and not show_new:
+            console.print(f"new file {f.path}: {len(after)} lines (--show-new prints it)", highlight=False)
+            continue
+        before = (f.current or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
+        old_name = "/dev/null" if f.current is None else f"a/{f.path}"
+        diff = difflib.unified_diff(before, after, old_name, f"b/{f.path}")
         console.print("".join(diff), markup=False, highlight=False, end="")
 
 
@@ -148,6 +188,7 @@ def scan_to_json(result: ScanResult) -> dict[str, Any]:
         "drift": [d.__dict__ for d in result.drift],
         "findings": [dict(f.to_json(), inference_path=result.in_scope(f)) for f in result.findings],
         "counts": dict(Counter(f.kind for f in result.findings if f.severity == "error" and result.in_scope(f))),
+        "not_scanned": result.own,
         "problems": [p.__dict__ for p in result.problems],
     }
 

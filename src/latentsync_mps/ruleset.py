@@ -65,6 +65,7 @@ class Release:
     nothing_to_port: dict[str, str] = field(default_factory=dict)
     # What the release is like at run time (release_facts.py); None for a release without them.
     facts: ReleaseFacts | None = None
+    date: str | None = None  # the commit's date (YYYY-MM-DD), shown by `lsync-port targets`
 
 
 ORDER_FILE = "order.toml"
@@ -410,6 +411,7 @@ def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
                 fingerprint,
                 nothing_to_port,
                 parse_facts(facts, path, name) if facts is not None else None,
+                fields.get("date", str, None),
             )
         )
         fields.done()

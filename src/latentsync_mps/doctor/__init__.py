@@ -263,7 +263,10 @@ def render(console, result: Result) -> None:
     console.print(table)
     counts = f"{result.count(OK)} ok, {result.count(WARNING)} warning(s), {result.blockers} blocker(s)"
     if result.blockers:
-        console.print(Text(f"{counts}: fix the blockers before a run (exit code 10).", style="bold red"))
+        from ..cli import Exit  # loaded already: doctor is run by the CLI
+
+        code = Exit.DOCTOR_BLOCKER.value
+        console.print(Text(f"{counts}: fix the blockers before a run (exit code {code}).", style="bold red"))
     else:
         console.print(
             Text(f"{counts}: nothing blocks a run.", style="green" if not result.count(WARNING) else "yellow")

@@ -168,7 +168,7 @@ def check_target_torch(facts: ProbeFacts) -> Check | None:
         return None
     if target.get("error"):
         return Check("target torch", WARNING, f"the tree's target torch is unknown: {target['error']}")
-    from ..verify.target_torch import kernels_missing
+    from ..verify.target_torch import kernels_missing, min_macos, newest_for_macos
 
     try:
         installed = Version(str(t.get("version"))).public
@@ -177,6 +177,24 @@ def check_target_torch(facts: ProbeFacts) -> Check | None:
     wanted = target["version"]
     verify = f"lsync-port verify TREE --device mps-sim --target-torch {installed}"
     said = f"installed torch {installed}, the tree's target torch {wanted} ({target['origin']})"
+    needs = min_macos(wanted)
+    if facts.macos and needs and facts.macos < needs:
+        # From 2.12 on torch's macOS wheels are tagged macosx_14_0: pip finds none on an older macOS.
+        fits = newest_for_macos(facts.macos)
+        return Check(
+            "target torch",
+            WARNING,
+            f"{said}: torch {wanted}'s macOS wheel needs macOS {dotted(needs)} or later, and this Mac runs "
+            f"{dotted(facts.macos)}: pip finds no torch {wanted} here, and verify's verdict was for a Mac "
+            "that can install it.",
+            f"Update macOS to {dotted(needs)} or later"
+            + (
+                f", or judge the newest torch this macOS installs: lsync-port verify TREE --device mps-sim "
+                f"--target-torch {fits}"
+                if fits
+                else ""
+            ),
+        )
     if installed == wanted:
         return Check("target torch", OK, f"{said}: verify's mps-sim verdict is for this torch.")
     missing = kernels_missing(installed, wanted)

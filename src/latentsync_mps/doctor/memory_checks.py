@@ -168,8 +168,16 @@ def check_environment(facts: ProbeFacts) -> Check:
         "LATENTSYNC_DTYPE",
         "LATENTSYNC_MPS_ATTENTION_CHUNK_BYTES",
     )
-    shown = ", ".join(f"{name}={env[name]}" for name in relevant if env.get(name) is not None)
+    # One verdict per fact: where the runtime helper ran, the device row judges LATENTSYNC_DEVICE and
+    # LATENTSYNC_DTYPE (a bad value is its blocker); this row only points there.
+    judged_by_device = ("LATENTSYNC_DEVICE", "LATENTSYNC_DTYPE") if facts.section("probe", "helper") else ()
+    shown = ", ".join(
+        f"{name}={env[name]}" for name in relevant if env.get(name) is not None and name not in judged_by_device
+    )
     detail = shown or "none of PYTORCH_ENABLE_MPS_FALLBACK, PYTORCH_MPS_HIGH_WATERMARK_RATIO, LATENTSYNC_* set"
+    if any(env.get(name) is not None for name in judged_by_device):
+        set_here = " and ".join(name for name in judged_by_device if env.get(name) is not None)
+        detail = (shown + "; " if shown else "no other variable set; ") + f"{set_here}: see the device row"
     problems, fixes = [], []
     ratio = env.get("PYTORCH_MPS_HIGH_WATERMARK_RATIO")
     if ratio is not None and _watermark(env) is None:

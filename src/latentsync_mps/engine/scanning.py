@@ -8,6 +8,7 @@ from pathlib import Path
 import libcst as cst
 
 from ..findings import Finding
+from ..manifest import ManifestError, State
 from ..rules.base import path_matches
 from ..ruleset import Profile, Release, RulePack
 from .detection import detect
@@ -24,6 +25,9 @@ class ScanResult:
     problems: list[FileProblem]
     release: Release | None = None
     drift: list[Drift] = field(default_factory=list)  # rules that would match nothing where expected
+    # Files lsync-port's apply added (the runtime helper and its figures): its own code, neither
+    # upstream's residue nor a warning, so not scanned; listed so that the report accounts for them.
+    own: list[str] = field(default_factory=list)
 
     def in_scope(self, finding: Finding) -> bool:
         return self.profile is None or path_matches(finding.path, self.profile.inference_path)
@@ -45,8 +49,9 @@ def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanRes
         # ported tree); nothing is written.
         plan = make_plan(tree, pack, profile.name)
         result.release, result.drift = plan.release, plan.drift
+    result.own = _added_by_apply(tree)
     for rel in walk(tree):
-        if _language(rel) is None:
+        if _language(rel) is None or rel in result.own:
             continue
         data = _read_or_none(tree / rel)
         if data is None:
@@ -59,3 +64,14 @@ def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanRes
         except RecursionError:
             result.problems.append(FileProblem(rel, "nested too deeply to scan (RecursionError)"))
     return result
+
+
+def _added_by_apply(tree: Path) -> list[str]:
+    """The files the manifest says apply created (no original): lsync-port's own."""
+    try:
+        manifest = State(tree).read()
+    except ManifestError:
+        return []  # scan still scans everything; apply and status name the broken manifest
+    if manifest is None:
+        return []
+    return sorted(rel for rel, entry in manifest.files.items() if entry.original is None)

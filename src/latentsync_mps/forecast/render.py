@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import GIB, METAL_BUFFER_LIMIT, ForecastReport
@@ -14,12 +15,17 @@ def gib(value: int | None) -> str:
 
 def render(console: Console, report: ForecastReport) -> None:
     where = f"release {report.release}" if report.release else "release not recognised"
+    size = f"{report.resolution}x{report.resolution}, " if report.resolution else ""
     console.print(
-        f"[bold]forecast[/] {report.tree} · {where} · {report.config} · {report.resolution}x{report.resolution}, "
+        f"[bold]forecast[/] {report.tree} · {where} · {report.config} · {size}"
         f"{report.frames} frames, classifier-free guidance, {report.steps} denoising steps · "
         f"torch {report.torch or '?'} · {report.seconds:.0f} s",
         highlight=False,
     )
+    if report.reason and not any(row.status == "pass" for row in report.configurations):
+        # Nothing was measured: the cause first and alone, not a table of empty failed rows.
+        _render_failure(console, report)
+        return
     table = Table(show_edge=False, title_justify="left", pad_edge=False)
     for column, justify in (
         ("device", "left"),
@@ -51,7 +57,7 @@ def render(console: Console, report: ForecastReport) -> None:
             "(keep the port's chunking on).",
             highlight=False,
         )
-    if not report.ported:
+    if not report.ported and report.torch is not None:  # the build ran and found no runtime helper
         console.print("The chunking rows need a ported tree: run `lsync-port apply` on it first.")
     console.print(
         "[dim]Peak: weights plus the live tensors of one chunk of frames (VAE encode, denoising, VAE decode), "
@@ -59,6 +65,10 @@ def render(console: Console, report: ForecastReport) -> None:
         "(docs/benchmarks.md).[/]"
     )
     if report.reason:
-        console.print(f"[red]forecast failed:[/] {report.reason}", highlight=False)
-        for line in report.log_tail[-8:]:
-            console.print(f"  {line}", markup=False, highlight=False, style="dim")
+        _render_failure(console, report)
+
+
+def _render_failure(console: Console, report: ForecastReport) -> None:
+    console.print(f"[red]forecast failed:[/] {escape(report.reason)}", highlight=False)
+    for line in report.log_tail[-8:]:
+        console.print(f"  {line}", markup=False, highlight=False, style="dim")

@@ -378,7 +378,8 @@ def check_device(spec, state):
                     if built
                     else "(this torch was built without MPS)"
                 )
-                + "; run with --device cpu"
+                + "; run with --device cpu (this machine's CPU) or --device mps-sim (the MPS code path, "
+                "simulated on the CPU)"
             )
     elif kind == "cuda" and not torch.cuda.is_available():
         raise CheckFailed("no CUDA device here: torch.cuda.is_available() is False; run with --device cpu")
@@ -406,32 +407,9 @@ def _stack_said(spec, state) -> dict:
 
 
 # Import names whose distribution is called something else.
-DISTRIBUTIONS = {
-    "cv2": "opencv-python-headless",
-    "decord": "eva-decord",
-    "yaml": "pyyaml",
-    "PIL": "pillow",
-    "skimage": "scikit-image",
-    "sklearn": "scikit-learn",
-    "imageio_ffmpeg": "imageio-ffmpeg",
-    "face_alignment": "face-alignment",
-    "DeepCache": "DeepCache",
-}
-
-
-def _requirement_for(distribution: str, tree: Path) -> str:
-    """The tree's own pin for a distribution (requirements.txt, marker dropped), else the bare name."""
-    import re
-
-    wanted = re.sub(r"[-_.]+", "-", distribution).lower()
-    requirements = tree / "requirements.txt"
-    lines = requirements.read_text(errors="replace").splitlines() if requirements.exists() else []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        name = re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0]
-        if name and re.sub(r"[-_.]+", "-", name).lower() == wanted:
-            return line.split(";", 1)[0].strip()
-    return distribution
+def _distributions():
+    """verify/distributions.py: which distribution installs an import name."""
+    return sys.modules.get("lsync_port_distributions") or _load_sibling("distributions.py", "lsync_port_distributions")
 
 
 def missing_dependency(error: ImportError, tree: Path) -> str:
@@ -441,8 +419,9 @@ def missing_dependency(error: ImportError, tree: Path) -> str:
     module = (error.name or "").split(".")[0]
     if not module:
         return f"{type(error).__name__}: {error}"
-    distribution = DISTRIBUTIONS.get(module, module)
-    requirement = _requirement_for(distribution, tree)
+    names = _distributions()
+    distribution = names.distribution_for(module)
+    requirement = names.requirement_for(distribution, tree)
     where = _tree_traceback(error, str(tree))[-1].split(" in ")[0]
     install = f"{sys.executable} -m pip install '{requirement}'"
     if isinstance(error, ModuleNotFoundError):
@@ -983,8 +962,9 @@ def main(spec_path: str) -> int:
         except Exception as error:  # no torchgen yaml, no pyyaml...: say so as the device check
             emit(event="start", check="device")
             detail = f"the MPS simulator could not start: {type(error).__name__}: {error}"
-            if isinstance(error, ImportError):
-                detail += f" (install it into {sys.executable}: pyyaml is in lsync-port's verify extra)"
+            if isinstance(error, ImportError) and error.name:
+                distribution = _distributions().distribution_for(error.name)
+                detail += f"; install it: {sys.executable} -m pip install '{distribution}'"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
     if spec.get("stack"):
@@ -998,10 +978,15 @@ def main(spec_path: str) -> int:
     os.environ["LATENTSYNC_DEVICE"] = spec["device"]
     if (spec.get("stack") or {}).get("ffmpeg_on_path", True):
         _ffmpeg_on_path(Path(spec["work"]))
-    with contextlib.suppress(Exception):
+    try:
         load_config(spec, state)
-    if "config" not in state:
-        emit(event="end", check="config", status="fail", seconds=0, detail=f"cannot read {spec['config']}", data={})
+    except Exception as error:  # noqa: BLE001 - said as the config check's failure, with its cause
+        cause = f"{type(error).__name__}: {error}"
+        if isinstance(error, ImportError) and error.name:
+            distribution = _distributions().distribution_for(error.name)
+            cause += f"; install it: {sys.executable} -m pip install '{distribution}'"
+        detail = f"cannot read {spec['config']}: {cause}"
+        emit(event="end", check="config", status="fail", seconds=0, detail=detail, data={})
         return 1
     ok = True
     checks = CHECKS

@@ -98,6 +98,8 @@ def render_findings(console: Console, report: VerifyReport) -> None:
         macos = f" on a simulated macOS {stats['macos']}" if stats.get("macos") else ""
         if stats.get("mac_memory_bytes"):
             macos += f" Mac with {stats['mac_memory_bytes'] / 2**30:.0f} GB of memory"
+        if stats.get("min_macos"):
+            macos += f" (torch {target['version']}'s macOS wheel needs macOS {stats['min_macos']} or later)"
         console.print(
             f"MPS simulator: judged against torch {target['version']} ({target['origin']}){macos}.", highlight=False
         )

@@ -72,6 +72,13 @@ OPINFO_ATEN = {
     "nn.functional.norm": (),
     "nn.functional.interpolatearea": (),  # adaptive_avg_pool*, which MPS runs for divisible sizes
 }
+# OpInfo keys whose entry names fewer aten ops from some release on, as torch's comment beside it says:
+# key -> [(releases, aten ops)], the first match wins, else OPINFO_ATEN.
+OPINFO_ATEN_BY_RELEASE = {
+    # 2.8 to 2.12: "Unsupported Border padding mode" (every dtype: the 2-D and 3-D samplers). 2.15: "No 5-D
+    # bicubic sampler on MPS. float32 only": the 3-D sampler; the 2-D one (AlignRestore's) runs float32.
+    "nn.functional.grid_sample": [(">=2.15", ("grid_sampler_3d",))],
+}
 # Dtypes the simulator already judges on its own (no float64 or complex128 on MPS at all).
 OWN_DTYPES = {"float64", "complex128"}
 
@@ -123,7 +130,8 @@ def check_version(version: str, what: str) -> str:
     if public not in known_versions():
         raise TargetTorchError(
             f"{what}: no MPS table for torch {public} (known: {_known_list()}); "
-            "add its wheel and run scripts/derive_mps_tables.py"
+            "`lsync-port targets` lists them; from a checkout, `python scripts/check_targets.py --refresh` adds "
+            "every newer release with a macOS arm64 wheel"
         )
     return public
 
@@ -198,8 +206,32 @@ def _requirement_lines(tree: Path):
 
 @functools.cache
 def _tables() -> dict[str, dict]:
-    """Every release's table, rebuilt from the base and the chain of diffs."""
-    data = _data()
+    return rebuild(_data())
+
+
+def releases() -> list[dict]:
+    """What is known of each release, oldest first: torch, source (the wheel it was derived from),
+    wheel, min_macos (from the wheel's platform tag), built (the wheel's build date)."""
+    keys = ("torch", "source", "wheel", "min_macos", "built")
+    return [{k: release.get(k) for k in keys} for release in _data()["releases"]]
+
+
+def min_macos(version: str) -> tuple[int, ...] | None:
+    """The oldest macOS a known release's macOS arm64 wheel installs on, (14, 0); None if unknown."""
+    for release in releases():
+        if release["torch"] == version and release["min_macos"]:
+            return tuple(int(part) for part in release["min_macos"].split("."))
+    return None
+
+
+def newest_for_macos(macos: tuple[int, ...]) -> str | None:
+    """The newest known release whose macOS wheel installs on that macOS."""
+    fits = [r["torch"] for r in releases() if r["min_macos"] and min_macos(r["torch"]) <= macos]
+    return max(fits, key=Version) if fits else None
+
+
+def rebuild(data: dict) -> dict[str, dict]:
+    """Every release's table, rebuilt from the base and the chain of diffs (mps_tables.json's layout)."""
     ops = {name: status for status, names in data["base"]["ops"].items() for name in names}
     inner = dict(data["base"]["inner"])
     api: dict[str, list[str]] = {}
@@ -219,6 +251,7 @@ def _tables() -> dict[str, dict]:
             "version": data["support_version"],
             "torch": release["torch"],
             "source": release["source"],
+            "min_macos": release.get("min_macos"),  # the oldest macOS its wheel installs on
             "counts": release["counts"],
             "ops": dict(ops),
             "inner": dict(inner),
@@ -264,7 +297,7 @@ def dtype_rules(table: dict) -> dict[str, list[dict]]:
             wanted = [d for d in dtypes if d not in OWN_DTYPES] if dtypes is not None else None
             if wanted == []:
                 continue
-            for base in _aten_bases(key, bases):
+            for base in _aten_bases(key, bases, table["torch"]):
                 has_kernel = "mps" in bases[base]
                 if list_name in UNSUPPORTED_LISTS:
                     if wanted is None and not has_kernel:
@@ -276,8 +309,13 @@ def dtype_rules(table: dict) -> dict[str, list[dict]]:
     return rules
 
 
-def _aten_bases(key: str, bases: dict[str, set[str]]) -> list[str]:
-    if key in OPINFO_ATEN:
+def _aten_bases(key: str, bases: dict[str, set[str]], version: str) -> list[str]:
+    narrowed = [
+        ops for releases, ops in OPINFO_ATEN_BY_RELEASE.get(key, []) if SpecifierSet(releases).contains(version)
+    ]
+    if narrowed:
+        names = narrowed[0]
+    elif key in OPINFO_ATEN:
         names = OPINFO_ATEN[key]
     else:
         name = key.removeprefix("nn.functional.").replace(".", "_")

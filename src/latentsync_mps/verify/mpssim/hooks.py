@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 
 from . import tensor as _tensor
-from .simulator import _ORIGINALS, SIMULATED_MAC_RAM, SIMULATED_MACOS, Simulator, _Mode, _split_copy
+from .simulator import (
+    _ORIGINALS,
+    SIMULATED_MAC_GPU_CORES,
+    SIMULATED_MAC_NAME,
+    SIMULATED_MAC_RAM,
+    Simulator,
+    _Mode,
+    _split_copy,
+)
 from .support import load_support_table
 from .tensor import MPSSimTensor, SimGenerator, _active, _is_mps
 
@@ -202,7 +210,14 @@ def _model_target_api(tree: str | os.PathLike, api: dict[str, list[str]], versio
     inside = os.path.realpath(tree) + os.sep
     ours = {  # what install() puts there, whatever this torch has
         "torch.mps": {n for n, v in vars(_MPSModule).items() if isinstance(v, (staticmethod, classmethod))},
-        "torch.backends.mps": {"is_available", "is_built", "is_macos_or_newer", "is_macos13_or_newer"},
+        "torch.backends.mps": {
+            "is_available",
+            "is_built",
+            "is_macos_or_newer",
+            "is_macos13_or_newer",
+            "get_name",
+            "get_core_count",
+        },
     }
     installed = installed_api()
     for module_name, module in (("torch.mps", torch.mps), ("torch.backends.mps", torch.backends.mps)):
@@ -243,8 +258,14 @@ def install(
     # lru_cache-wrapped like torch's own (torch._dynamo reads `is_available.__wrapped__`).
     backend.is_available = functools.lru_cache(lambda: True)
     backend.is_built = lambda: True
-    backend.is_macos_or_newer = functools.lru_cache(lambda major, minor: SIMULATED_MACOS >= (major, minor))
-    backend.is_macos13_or_newer = functools.lru_cache(lambda minor=0: SIMULATED_MACOS >= (13, minor))
+    backend.is_macos_or_newer = functools.lru_cache(lambda major, minor: simulator.macos >= (major, minor))
+    backend.is_macos13_or_newer = functools.lru_cache(lambda minor=0: simulator.macos >= (13, minor))
+    # torch 2.15 added the GPU's name and core count (its own test utilities ask for the name as soon as
+    # MPS is available); this torch's C side has no Metal device to ask, so the simulated Mac answers.
+    if hasattr(backend, "get_name"):
+        backend.get_name = lambda: SIMULATED_MAC_NAME
+    if hasattr(backend, "get_core_count"):
+        backend.get_core_count = lambda: SIMULATED_MAC_GPU_CORES
     for name in (
         "is_available",
         "device_count",

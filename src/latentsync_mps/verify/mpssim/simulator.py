@@ -18,12 +18,27 @@ from .tensor import MPSSimTensor, _BaseGenerator, _generator_is_mps, _is_cpu, _i
 
 # The macOS the simulated machine answers with (torch.backends.mps.is_macos_or_newer): 15, so SDPA on
 # strided q/k/v takes MPS's fused route as on current Macs. bfloat16 (macOS 14) is still a warning.
+# A target torch whose wheel needs a newer macOS (its table's min_macos) raises it: see simulated_macos.
 SIMULATED_MACOS = (15, 0)
+
+
+def simulated_macos(table: dict) -> tuple[int, ...]:
+    """The macOS the simulated Mac runs for a target: SIMULATED_MACOS, or the oldest macOS the target
+    torch's wheel installs on (min_macos) where that is newer; a Mac cannot run a torch its macOS is too old for."""
+    needed = table.get("min_macos")
+    floor = tuple(int(part) for part in needed.split(".")) if needed else ()
+    return max(SIMULATED_MACOS, floor)
+
+
 # The simulated Mac's memory: 16 GB, the smallest current Apple Silicon configuration, whose
 # recommended working set (torch.mps.recommended_max_memory) Metal puts at two thirds of its RAM,
 # 10.7 GiB. The runtime helper's dtype policy then takes the float16 path such a Mac takes,
 # whatever the memory of the machine running the simulation.
 SIMULATED_MAC_RAM = 16 * 2**30
+# What torch.backends.mps.get_name() / get_core_count() (torch 2.15 and later) answer: a base M4, whose
+# GPU has 10 cores and which ships with 16 GB.
+SIMULATED_MAC_NAME = "Apple M4"
+SIMULATED_MAC_GPU_CORES = 10
 
 FLOAT64_ERROR = (
     "Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64. "
@@ -149,6 +164,7 @@ class Simulator:
     def __init__(self, tree: str | os.PathLike, table: dict, fallback_enabled: bool | None = None):
         self.tree = str(Path(tree).resolve())
         self.table = table
+        self.macos = simulated_macos(table)
         if fallback_enabled is None:
             fallback_enabled = os.environ.get(FALLBACK_ENV, "").strip() not in ("", "0")
         self.fallback_enabled = fallback_enabled
@@ -229,7 +245,8 @@ class Simulator:
             "computed_in_float32": sorted(self.upcast_ops),
             "fallback_enabled": self.fallback_enabled,
             # The Mac the verdict models: its macOS (torch.backends.mps.is_macos_or_newer answers for it).
-            "macos": ".".join(map(str, SIMULATED_MACOS)),
+            "macos": ".".join(map(str, self.macos)),
+            "min_macos": self.table.get("min_macos"),  # the oldest macOS the target torch's wheel installs on
             "mac_memory_bytes": SIMULATED_MAC_RAM,
             "torch": torch.__version__,
             "target_torch": self.target or {"version": self.table.get("torch"), "origin": "installed torch"},
@@ -732,7 +749,7 @@ class Simulator:
             )
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         contiguous = all(t.is_contiguous() for t in (query, key, value))
-        macos_15 = SIMULATED_MACOS >= (15, 0)
+        macos_15 = self.macos >= (15, 0)
         fused = "aten::_scaled_dot_product_attention_math_for_mps" in self.table["ops"]  # torch 2.5 and later
         if fused and dropout_p == 0.0 and not needs_grad and (contiguous or macos_15):
             op = "aten::_scaled_dot_product_attention_math_for_mps"
