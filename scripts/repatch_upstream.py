@@ -26,6 +26,7 @@ import compileall
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -62,6 +63,7 @@ class Row:
     repository: str
     commit: str
     steps: dict[str, Step] = field(default_factory=dict)
+    stack: str = ""  # the host stack verify modelled (patches/stacks.toml); "" in reports written before stacks
 
     @property
     def passed(self) -> bool:
@@ -74,6 +76,7 @@ class Target:
     profile: str
     repository: str
     commit: str  # a commit, or "HEAD" for the newest commit of the default branch
+    stack: str = ""  # the host stack verify models; a release with several (the wrapper) is one target per stack
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
@@ -126,8 +129,8 @@ def timed(function):
 
 
 def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: Path, args) -> Row:
-    row = Row(target.release, target.profile, target.repository, target.commit)
-    tree = work / "trees" / f"{target.profile}-{target.release}"
+    row = Row(target.release, target.profile, target.repository, target.commit, stack=target.stack)
+    tree = work / "trees" / f"{target.profile}-{target.release}-{target.stack or 'default'}"
 
     def do_checkout() -> Step:
         repository = local_repository(target.repository, sources, work)
@@ -179,10 +182,14 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         if device not in DEVICES:
             return Step("skip", detail=f"this lsync-port has no --device {device}")
         python = interpreter_for(target.release, args.python)
-        report = run_verify(tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=python)
+        report = run_verify(
+            tree, pack, device=device, weights="synthetic", timeout=args.timeout, python=python, stack=target.stack
+        )
         detail = report.reason or f"{report.seconds:.0f} s"
         if report.target_torch:  # mps-sim: whose MPS kernels it was judged against, and why those
             detail += f"; target torch {report.target_torch['version']} ({report.target_torch['origin']})"
+            if report.target_torch.get("note"):
+                detail += f" ({report.target_torch['note']})"
             stats = report.simulator
             if stats.get("macos"):  # the Mac it modelled besides the torch: macOS, and memory for the dtype policy
                 memory = f", {stats['mac_memory_bytes'] / 2**30:.0f} GB" if stats.get("mac_memory_bytes") else ""
@@ -207,10 +214,8 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
             row.steps[name] = Step("skip", detail="no checkout")
             continue
         row.steps[name] = timed(actions[name])
-        print(
-            f"{target.profile} {target.release}: {name} {row.steps[name].status} {row.steps[name].detail}",
-            file=sys.stderr,
-        )
+        step = row.steps[name]
+        print(f"{target.profile} {target.release} {target.stack}: {name} {step.status} {step.detail}", file=sys.stderr)
     return row
 
 
@@ -226,14 +231,24 @@ def interpreter_for(release: str, pythons: list[str]) -> str | None:
     return chosen
 
 
-def targets(pack: RulePack, releases: list[str], include_head: bool) -> list[Target]:
+def profile_stacks(profile: str, wanted: list[str]) -> list[str]:
+    """The host stacks a profile's trees are verified on: its default first, then the others (or `wanted`)."""
+    from latentsync_mps import stacks
+
+    fitting = sorted((s for s in stacks.load() if profile in s.profiles), key=lambda s: profile not in s.default_for)
+    names = [s.name for s in fitting if not wanted or s.name in wanted]
+    return names or ([""] if not wanted else [])
+
+
+def targets(pack: RulePack, releases: list[str], include_head: bool, wanted_stacks: list[str] = ()) -> list[Target]:
     chosen = []
     for profile in pack.profiles.values():
+        on = profile_stacks(profile.name, list(wanted_stacks))
         for release in profile.releases:
-            chosen.append(Target(release.name, profile.name, release.repository, release.commit))
+            chosen += [Target(release.name, profile.name, release.repository, release.commit, s) for s in on]
         if include_head and profile.releases:
             newest = profile.releases[-1]
-            chosen.append(Target("head", profile.name, newest.repository, "HEAD"))
+            chosen += [Target("head", profile.name, newest.repository, "HEAD", s) for s in on]
     if releases:
         unknown = set(releases) - {t.release for t in chosen}
         if unknown:
@@ -243,8 +258,8 @@ def targets(pack: RulePack, releases: list[str], include_head: bool) -> list[Tar
 
 
 def markdown(rows: list[Row]) -> str:
-    header = "| profile | release | commit | " + " | ".join(STEPS) + " |"
-    lines = [header, "|" + "---|" * (3 + len(STEPS))]
+    header = "| profile | release | host stack | commit | " + " | ".join(STEPS) + " |"
+    lines = [header, "|" + "---|" * (4 + len(STEPS))]
     marks = {"pass": "✅", "fail": "❌", "skip": "–"}
     for row in rows:
         cells = []
@@ -256,9 +271,14 @@ def markdown(rows: list[Row]) -> str:
                     filter(None, [counts, f"CPU {step.child_cpu_seconds:.0f}s, load {step.load_average:g}"])
                 )
             cells.append(f"{marks[step.status]} {step.seconds:.0f}s" + (f" ({counts})" if counts else ""))
-        lines.append(f"| {row.profile} | {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row.profile} | {row.release} | {row.stack or '–'} | `{row.commit}` | " + " | ".join(cells) + " |"
+        )
     failures = [
-        f"- **{r.profile} {r.release}** {n}: {s.detail}" for r in rows for n, s in r.steps.items() if s.status == "fail"
+        f"- **{r.profile} {r.release}{' on ' + r.stack if r.stack else ''}** {n}: {s.detail}"
+        for r in rows
+        for n, s in r.steps.items()
+        if s.status == "fail"
     ]
     return "\n".join(lines + ([""] + failures if failures else [])) + "\n"
 
@@ -272,8 +292,8 @@ def summary(rows: list[Row]) -> str:
     """Per release and device: which of apply, verify cpu and verify mps-sim passed (measured)."""
     marks = {"pass": "pass", "fail": "FAIL", "skip": "not run"}
     lines = [
-        "| release | commit | " + " | ".join(SUMMARY_STEPS.values()) + " |",
-        "|---|---|" + "---|" * len(SUMMARY_STEPS),
+        "| release | host stack | commit | " + " | ".join(SUMMARY_STEPS.values()) + " |",
+        "|---|---|---|" + "---|" * len(SUMMARY_STEPS),
     ]
     for row in rows:
         cells = []
@@ -281,15 +301,19 @@ def summary(rows: list[Row]) -> str:
             step = row.steps.get(name, Step("skip"))
             cpu = f", CPU {step.child_cpu_seconds:.0f} s" if step.child_cpu_seconds >= 1 else ""
             torch = f", torch {step.target_torch}" if step.target_torch else ""
+            untabled = re.search(r"no MPS table for torch (\S+) yet", step.detail)
+            if untabled:  # the stack's torch has no table yet: judged against the newest known before it
+                torch += f" (the stack's {untabled.group(1)} has no MPS table yet)"
             cells.append(marks[step.status] + (f" ({step.seconds:.0f} s{cpu}{torch})" if step.status != "skip" else ""))
-        lines.append(f"| {row.release} | `{row.commit}` | " + " | ".join(cells) + " |")
+        lines.append(f"| {row.release} | {row.stack or '–'} | `{row.commit}` | " + " | ".join(cells) + " |")
     # Why each FAIL: one line per release and reason (both devices often fail alike).
     reasons: dict[tuple[str, str], list[str]] = {}
     for row in rows:
         for name, title in SUMMARY_STEPS.items():
             step = row.steps.get(name, Step("skip"))
             if step.status == "fail":
-                reasons.setdefault((row.release, step.detail.split("; target torch ")[0]), []).append(title)
+                label = row.release + (f" on {row.stack}" if row.stack else "")
+                reasons.setdefault((label, step.detail.split("; target torch ")[0]), []).append(title)
     notes = [f"- {release}, {' and '.join(titles)}: {why}" for (release, why), titles in reasons.items()]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -308,7 +332,8 @@ def write_doc(path: Path, rows: list[Row], args) -> None:
         "Written by `scripts/repatch_upstream.py` (never by hand): every release re-ported from its commit, "
         f"on {platform.system()} {platform.machine()} with {os.cpu_count()} CPU(s), no GPU; verify with synthetic "
         f"weights and stand-in face landmarks, interpreters: {pythons}. `mps-sim` is the MPS simulator on the CPU, "
-        f"not a Mac, judged against each tree's own target torch and the simulated Mac "
+        f"not a Mac, judged against the target torch of each row's host stack (patches/stacks.toml: ComfyUI "
+        f"Desktop's and a manual install's for the wrapper, the tree's own pins for LatentSync) and the simulated Mac "
         f"(macOS version, memory) each mps-sim step names. Seconds are wall time; CPU is user+sys of a "
         f"step's child processes, e.g. verify's child ({load}: the machine is shared, and a verify's wall time "
         f"is its CPU time divided by its share of a core). Time limit per verify: {args.timeout:g} s. "
@@ -349,6 +374,7 @@ def rows_from(report: Path) -> list[Row]:
                 r["repository"],
                 r["commit"],
                 {name: _step(step) for name, step in r["steps"].items()},
+                r.get("stack", ""),
             )
             for r in data["rows"]
         ]
@@ -374,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only this release (repeatable); 'head' is the newest commit",
     )
     parser.add_argument("--no-head", action="store_true", help="skip the newest commit of each repository")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        default=[],
+        help="only this host stack (repeatable; default: every stack of each profile, patches/stacks.toml)",
+    )
     parser.add_argument("--skip-verify", action="store_true", help="skip the verify steps")
     parser.add_argument(
         "--python",
@@ -416,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for report in args.combine for row in rows_from(report)]
     if not args.combine:
         with tempfile.TemporaryDirectory(prefix="lsync-repatch-") as work_dir:
-            for target in targets(pack, args.release, include_head=not args.no_head):
+            for target in targets(pack, args.release, include_head=not args.no_head, wanted_stacks=args.stack):
                 rows.append(run_release(target, pack, sources, Path(work_dir), args))
     report = {"rows": [asdict(r) | {"passed": r.passed} for r in rows], "passed": all(r.passed for r in rows)}
     args.json.write_text(json.dumps(report, indent=2))

@@ -23,6 +23,13 @@ if [ "$(installed_torch)" != "$TORCH_PIN" ]; then
   exit 1
 fi
 
+# The wrapper's host stacks (tests/test_comfy_stacks.py): torchaudio, torchvision, torchcodec, av and
+# soundfile on this torch. Only from the CPU index (CI): PyPI's Linux torchaudio needs a CUDA torch.
+# Without it the test uses LSYNC_UPSTREAM_PYTHON's interpreter, if it has them.
+if [ -n "${LSYNC_PORT_TORCH_INDEX:-}" ]; then
+  bash scripts/install_comfy_stack.sh "$VENV/bin/python" --torchcodec
+fi
+
 "$VENV/bin/ruff" check src tests scripts
 # pytest exits 5 when it collects no test; set -e turns that into a failure, as it should.
 # Here every extra is installed, so a test skipped for a missing extra is a set-up bug: fail it.

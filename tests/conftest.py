@@ -38,6 +38,10 @@ def pytest_unconfigure(config):
         shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
+# verify and doctor resolve the tree's requirements for the modelled Mac on the registry: not in the
+# tests, which need no network (tests/test_mac_resolve.py runs it on recorded outputs), unless asked.
+if os.environ.get("LSYNC_PORT_REGISTRY") != "1":
+    os.environ["LSYNC_PORT_MAC_RESOLVE"] = "off"
 # scripts/test.sh installs every extra and the pinned torch, as CI does: there, a test skipped for
 # a missing extra, for another torch version, or for a capability it could not drop is a failure.
 REQUIRE_EXTRAS = os.environ.get("LSYNC_PORT_REQUIRE_EXTRAS") == "1"

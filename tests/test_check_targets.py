@@ -85,8 +85,11 @@ COMPILED = "# uv pip compile ...\ntorch==2.10.0\n    # via -r requirements.txt\n
 
 
 @pytest.fixture
-def sources(tmp_path):
-    """A local index and local repositories for every GitHub URL the check reads."""
+def sources(tmp_path, monkeypatch):
+    """A local index and local repositories for every GitHub URL the check reads. The real
+    scripts/derive_stacks.py asks PyPI and rewrites patches/stacks.toml: never run it here (the test
+    of that step gives it a stand-in)."""
+    monkeypatch.setattr(check, "STACKS_SCRIPT", tmp_path / "no-derive_stacks.py")
     repos = {DESKTOP: make_repo(tmp_path / "desktop", {"assets/requirements/macos.compiled": COMPILED})}
     for url in check.upstream_repositories():
         repos[url] = make_repo(tmp_path / url.rsplit("/", 1)[-1], {"README.md": "upstream\n"})

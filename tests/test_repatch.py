@@ -151,10 +151,10 @@ def test_tables_come_from_the_run_and_each_release_gets_its_interpreter(tmp_path
     assert code == 1
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("<!-- upstream-table:end -->\nrest\n") and "old" not in text
-    assert "| release | commit | apply | verify cpu | verify mps-sim |" in text
-    assert "| fixture | `" in text and "| pass (" in text and "| FAIL (" in text
+    assert "| release | host stack | commit | apply | verify cpu | verify mps-sim |" in text
+    assert "| fixture | tree-pins | `" in text and "| pass (" in text and "| FAIL (" in text
     page = doc.read_text()
-    assert page.startswith("# Upstream re-port, ") and "never by hand" in page and "| fixture | `" in page
+    assert page.startswith("# Upstream re-port, ") and "never by hand" in page and "| fixture | tree-pins | `" in page
 
 
 def test_combine_writes_the_tables_from_runs_made_one_release_at_a_time(tmp_path):
@@ -182,8 +182,9 @@ def test_combine_writes_the_tables_from_runs_made_one_release_at_a_time(tmp_path
     assert result.returncode == 1  # 1.0's mps-sim failed
     assert [r["release"] for r in json.loads(combined.read_text())["rows"]] == ["1.5", "1.0"]
     page = doc.read_text()
-    assert "| 1.5 | `abc` | pass (1 s) | pass (700 s, CPU 240 s) | pass (700 s, CPU 240 s, torch 2.4.1) |" in page
-    assert "| 1.0 | `abc` |" in page and "FAIL (700 s, CPU 240 s, torch 2.4.1)" in page
+    # reports written before host stacks name none: the column says so
+    assert "| 1.5 | – | `abc` | pass (1 s) | pass (700 s, CPU 240 s) | pass (700 s, CPU 240 s, torch 2.4.1) |" in page
+    assert "| 1.0 | – | `abc` |" in page and "FAIL (700 s, CPU 240 s, torch 2.4.1)" in page
     assert "load average 11.5 to 11.5" in page
     broken = tmp_path / "broken.json"
     broken.write_text("{}")

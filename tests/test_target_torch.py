@@ -317,15 +317,17 @@ def test_cli_refuses_an_unknown_target_with_one_line(fixture_tree):
     assert result.exit_code == 2 and "--device mps-sim only" in result.output
 
 
-def test_the_wrapper_report_names_the_newest_target_and_says_why(tmp_path):
+def test_the_wrapper_report_names_its_host_stacks_torch(tmp_path):
+    """The wrapper pins no torch: it runs on its host's, ComfyUI Desktop's by default (not the newest)."""
     pytest.importorskip("torch", reason="verify needs torch (verify extra)")
     tree = tmp_path / "wrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
     # The target is chosen before the child starts: a 1 s run is enough to see it in the report.
     result = runner.invoke(app, ["verify", str(tree), "--device", "mps-sim", "--json", "--timeout", "1"])
     report = json.loads(result.output)
-    assert report["target_torch"]["version"] == target_torch.newest_known()
-    assert report["target_torch"]["origin"] == "no pin: newest known"
+    assert report["target_torch"]["version"] == "2.10.0" != target_torch.newest_known()
+    assert report["target_torch"]["origin"] == "host stack comfyui-desktop-macos: torch 2.10.0"
+    assert report["stack"]["name"] == "comfyui-desktop-macos" and report["stack"]["default"] is True
 
 
 def test_the_text_report_names_the_target_and_the_memory():

@@ -117,6 +117,15 @@ def _options(
 
 TreeArg = Annotated[Path, typer.Argument(help="Root of the upstream checkout.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON report instead of tables.")]
+StackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        help="The host stack to model (patches/stacks.toml): comfyui-desktop-macos (the wrapper's default), "
+        "comfyui-manual-macos, tree-pins (plain LatentSync's default: the torch its requirements pin). The tree's "
+        "code then sees only what that Mac set-up has, and mps-sim judges against the stack's torch.",
+    ),
+]
 ProfileOpt = Annotated[
     str | None,
     typer.Option(
@@ -462,6 +471,7 @@ def verify(
             "reused, and the report says so).",
         ),
     ] = False,
+    stack: StackOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run smoke inference with TREE's own code on a device and say plainly whether it works.
@@ -507,6 +517,7 @@ def verify(
             target_torch=target_torch,
             out_dir=out,
             reuse_reference=not fresh_reference,
+            stack=stack,
         )
     if json_out:
         print(json.dumps(report.to_json(), indent=2))
@@ -773,6 +784,7 @@ def doctor(
             "figures shipped for its release.",
         ),
     ] = False,
+    stack: StackOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Pre-flight check of the machine and the Python that will run a port: ok / warning / blocker, with fixes.
@@ -788,7 +800,7 @@ def doctor(
     if live_forecast:
         _needs("forecast", tree, python, Exit.USAGE)
     try:
-        result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast)
+        result = run(tree, python, resolution, _pack() if tree is not None else None, live_forecast, stack)
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:

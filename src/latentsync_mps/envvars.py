@@ -153,6 +153,20 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "`1.0=/venv-1.0/bin/python:/venv/bin/python`.",
     ),
     EnvVar(
+        "LSYNC_PORT_MAC_RESOLVE",
+        VERIFY,
+        "`on` (default), `off`",
+        "verify's pre-check and doctor resolve the tree's requirements for the modelled Mac with uv (the registry, "
+        "a few seconds); `off` skips it and says so. The test suite sets it off, except in its opt-in registry tests.",
+    ),
+    EnvVar(
+        "LSYNC_PORT_REGISTRY",
+        TESTS,
+        "`1` to run them (unset: skipped)",
+        "Opt-in tests that ask the real package registry (PyPI) through uv: the ported wrapper's requirements "
+        "resolve for ComfyUI Desktop's Mac (tests/test_mac_resolve.py). Every other test runs on recorded outputs.",
+    ),
+    EnvVar(
         "LSYNC_PORT_REQUIRE_EXTRAS",
         TESTS,
         "`1` (set by scripts/test.sh)",

@@ -121,7 +121,13 @@ def _resolution(option: int | None, tree: dict[str, Any] | None) -> dict[str, An
 
 
 def gather(
-    tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None, forecast: bool = False
+    tree: Path | None,
+    python: str | None = None,
+    resolution: int | None = None,
+    pack=None,
+    forecast: bool = False,
+    stack: str | None = None,
+    resolver=None,
 ) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from .. import __version__, engine
@@ -158,9 +164,31 @@ def gather(
         add_checkpoints(facts["tree"], caches if isinstance(caches, dict) else None)
     tree_facts = facts["tree"] or {}
     facts["vae"] = gather_vae(caches, tree_facts.get("profile"), tree_facts.get("release")) if probe else None
+    facts["stack"], facts["mac_resolve"] = _stack(tree_root, tree_facts.get("profile"), stack, resolver)
     facts["resolution"] = _resolution(resolution, facts["tree"])
     facts["forecast"] = _forecast(tree_root, facts, pack, exe, live=forecast)
     return facts
+
+
+def _stack(tree_root: Path | None, profile: str | None, name: str | None, resolver) -> tuple[dict | None, dict | None]:
+    """The host stack modelled (the tree's default, or --stack), and the tree's requirements resolved for it."""
+    from .. import mac_resolve, stacks
+
+    if tree_root is None or not profile:
+        if name is None:
+            return None, None
+        try:
+            return stacks.get(name).to_json(), None
+        except stacks.StackError as error:
+            raise DoctorError(str(error)) from None
+    try:
+        host, default = stacks.for_profile(profile, name)
+    except stacks.StackError as error:
+        raise DoctorError(str(error)) from None
+    facts = host.to_json(default) | {"decord": stacks.decord_for(host.python)}
+    if not mac_resolve.enabled():
+        return facts, mac_resolve.disabled(host).to_json()
+    return facts, (resolver or mac_resolve.resolve)(tree_root, host).to_json()
 
 
 def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, live: bool) -> dict[str, Any] | None:
@@ -191,9 +219,15 @@ def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, 
 
 
 def run(
-    tree: Path | None, python: str | None = None, resolution: int | None = None, pack=None, forecast: bool = False
+    tree: Path | None,
+    python: str | None = None,
+    resolution: int | None = None,
+    pack=None,
+    forecast: bool = False,
+    stack: str | None = None,
+    resolver=None,
 ) -> Result:
-    facts = gather(tree, python, resolution, pack, forecast)
+    facts = gather(tree, python, resolution, pack, forecast, stack, resolver)
     return Result(facts, diagnose(facts))
 
 

@@ -10,6 +10,7 @@ any machine's answers on any other.
     machine_checks.py  platform, python, decord, torch, target torch, mps, cuda, device,
                        onnxruntime, insightface, ffmpeg; the interpreter when the probe failed
     tree_checks.py     tree, requirements, checkpoints, face models, vae, tkinter
+    stack_checks.py    the host stack modelled, the tree's requirements resolved for that Mac (uv)
     memory_checks.py   memory, environment
 
 The names of those modules stay importable from here, as they were when this was one file.
@@ -54,6 +55,7 @@ from .machine_checks import (
     check_torch,
 )
 from .memory_checks import _chunking, _watermark, check_environment, check_memory, forecast_row  # noqa: F401
+from .stack_checks import check_mac_resolve, check_stack
 from .tree_checks import (
     check_checkpoints,
     check_face_models,
@@ -79,6 +81,8 @@ CHECKS = (
     check_ffmpeg,
     check_tree,
     check_requirements,
+    check_stack,
+    check_mac_resolve,
     check_checkpoints,
     check_face_models,
     check_vae,

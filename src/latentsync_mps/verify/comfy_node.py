@@ -3,7 +3,7 @@
 Loaded by path by harness.py in the tree's interpreter (`bind(harness)` hands it the harness's
 helpers). The node package is seen from a ComfyUI-shaped folder made in verify's work folder:
 
-    <work>/ComfyUI/custom_nodes/<tree name>/   every entry of the tree, linked; but
+    <work>/ComfyUI/custom_nodes/<tree name>/   the tree's folders made again, its files linked; but
         checkpoints/                          the tree's layout, filled with the synthetic weights
         configs/unet/*.yaml                   the tree's configs with the UNet shrunk as verify's weights are
 
@@ -39,7 +39,7 @@ def node_view(spec, state) -> tuple[Path, Path]:
     package.mkdir(parents=True)
     for entry in tree.iterdir():
         if entry.name not in ("checkpoints", "configs", ".lsync-port", ".git"):
-            (package / entry.name).symlink_to(entry)
+            _link(entry, package / entry.name)
     weights = state["weights"]
     checkpoints = package / "checkpoints"
     (checkpoints / "whisper").mkdir(parents=True)
@@ -50,6 +50,18 @@ def node_view(spec, state) -> tuple[Path, Path]:
     _configs(tree / "configs", package / "configs")
     state["comfy_root"], state["comfy_package"] = root, package
     return root, package
+
+
+def _link(source: Path, target: Path) -> None:
+    """Folders made, files linked: a path the tree's code builds as `<its folder>/../checkpoints` must
+    land in the node's folder (a linked folder's `..` is the tree's own, which has no checkpoints)."""
+    if source.is_dir() and not source.is_symlink():
+        target.mkdir()
+        for entry in source.iterdir():
+            if entry.name != "__pycache__":
+                _link(entry, target / entry.name)
+    else:
+        target.symlink_to(source)
 
 
 def _configs(source: Path, target: Path) -> None:
@@ -140,6 +152,26 @@ def _serve_whisper_by_name(package: Path, state) -> None:
     module._download = download
 
 
+def _serve_vae_by_name(spec, state) -> None:
+    """Some wrapper commits (556b673) load the VAE by its Hub name, a download on a new machine: with
+    synthetic weights the name is served from verify's VAE (the network is refused here)."""
+    if spec["weights"] != "synthetic" or state.get("comfy_vae_served"):
+        return
+    import diffusers
+
+    name, local = H.release_fact(spec, "vae"), str(state["weights"]["vae"])
+    original = diffusers.AutoencoderKL.from_pretrained.__func__
+
+    def from_pretrained(cls, path, *args, **kwargs):
+        if str(path) == name:
+            state.setdefault("comfy_notes", []).append(f"VAE {name} by name: served the synthetic VAE")
+            path = local
+        return original(cls, path, *args, **kwargs)
+
+    diffusers.AutoencoderKL.from_pretrained = classmethod(from_pretrained)
+    state["comfy_vae_served"] = True
+
+
 def _inputs(spec, state):
     """A workflow's inputs: the clip as IMAGE [frames, H, W, 3] float in 0..1, the audio as AUDIO."""
     import wave
@@ -216,6 +248,8 @@ def check_node(spec, state):
 
     importlib.import_module("latentsync.whisper.whisper")
     _serve_whisper_by_name(state["comfy_package"], state)
+    H.stand_in_face_detection(spec)
+    _serve_vae_by_name(spec, state)
     out_images, out_audio = CONTRACT.run_node(
         cls, images=images, audio=audio, seed=spec["seed"], lips_expression=1.5, inference_steps=spec["steps"]
     )
@@ -224,7 +258,7 @@ def check_node(spec, state):
         problems.append(f"frames of {tuple(out_images.shape[1:3])}, the input's were {tuple(images.shape[1:3])}")
     if not problems and len(out_images) == 0:
         problems.append("no frames returned")
-    mouth_mean = 0.0
+    mouth_mean = mouth_change = 0.0
     if not problems:
         frames = (out_images.numpy() * 255).astype(np.uint8)
         size = frames.shape[1]
@@ -234,6 +268,13 @@ def check_node(spec, state):
         mouth_mean = float(mouth.mean()) if mouth.size else 0.0
         if mouth_mean < 8.0:
             problems.append(f"the mouth region is black (mean {mouth_mean:.1f} of 255)")
+        common = min(len(frames), len(images))  # the node may loop the frames to the audio's length
+        given = (images[:common].numpy() * 255).astype(np.uint8)
+        before = given[:, int(cy) - half : int(cy) + half, int(cx) - 2 * half : int(cx) + 2 * half]
+        after = mouth[:common].astype(np.float32)
+        mouth_change = float(np.abs(after - before.astype(np.float32)).mean()) if mouth.size else 0.0
+        if not problems and mouth_change < 0.5:
+            problems.append(f"the mouth region is unchanged (mean difference {mouth_change:.2f}/255): not lip-synced")
         state["comfy_output_frames"] = frames
     guards = state["comfy_guards"]
     if problems:
@@ -241,12 +282,14 @@ def check_node(spec, state):
         raise H.CheckFailed("LatentSyncNode.inference: " + "; ".join(problems) + (f" ({said})" if said else ""))
     notes = state.get("comfy_notes", []) + ([guards.said()] if guards.said() else [])
     detail = (
-        f"IMAGE {tuple(out_images.shape)} float32 on cpu in 0..1, mouth mean {mouth_mean:.1f}/255; "
+        f"IMAGE {tuple(out_images.shape)} float32 on cpu in 0..1, mouth mean {mouth_mean:.1f}/255, "
+        f"changed by {mouth_change:.1f}/255 on average; "
         f"AUDIO {tuple(out_audio['waveform'].shape)} at {out_audio['sample_rate']} Hz on cpu"
     )
     return detail + ("; " + "; ".join(notes) if notes else ""), {
         "frames": len(out_images),
         "mouth_mean": round(mouth_mean, 2),
+        "mouth_change": round(mouth_change, 2),
         "network_refused": sorted(set(guards.connections)),
         "pip_installs_recorded": guards.installs,
     }

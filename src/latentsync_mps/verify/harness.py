@@ -395,9 +395,15 @@ def check_device(spec, state):
             f"({kernels} of {overloads} aten overloads have one) on macOS {simulator.stats()['macos']}, "
             f"{simulator.stats()['mac_memory_bytes'] // 2**30} GB of memory: "
             f"torch {torch.__version__} on mps-sim",
-            {"simulated": True, "support": counts},
+            {"simulated": True, "support": counts, **_stack_said(spec, state)},
         )
-    return f"torch {torch.__version__} on {device}"
+    return f"torch {torch.__version__} on {device}", _stack_said(spec, state)
+
+
+def _stack_said(spec, state) -> dict:
+    """The host stack modelled, and what this interpreter could not model of it (the device check's data)."""
+    stack = spec.get("stack")
+    return {"stack": stack["name"], "stack_notes": state.get("stack_notes") or []} if stack else {}
 
 
 # Import names whose distribution is called something else.
@@ -549,13 +555,18 @@ def check_unet(spec, state):
     return f"output {tuple(out.shape)} in {str(dtype).replace('torch.', '')}, |mean| {out.abs().mean():.4f}"
 
 
+def stand_in_face_detection(spec) -> None:
+    """Synthetic weights: the fixed landmark source replaces InsightFace (see the report)."""
+    image_processor = importlib.import_module("latentsync.utils.image_processor")
+    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
+        image_processor.FaceDetector = StandInFaceDetector
+
+
 def build_pipeline(spec, state, device, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler
 
     pipeline_module = importlib.import_module("latentsync.pipelines.lipsync_pipeline")
-    image_processor = importlib.import_module("latentsync.utils.image_processor")
-    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
-        image_processor.FaceDetector = StandInFaceDetector  # see the report: no real face detection
+    stand_in_face_detection(spec)
     vae = AutoencoderKL.from_pretrained(state["weights"]["vae"], torch_dtype=dtype)
     vae.config.scaling_factor = 0.18215
     vae.config.shift_factor = 0
@@ -642,11 +653,13 @@ def check_preview(spec, state):
     if not spec.get("preview"):
         raise SkipCheck("no preview path given")
     inputs, _ = read_video_frames(state["clip"])
-    outputs = state["output_frames"]
+    node = state.get("comfy_output_frames")  # a node package: what its LatentSyncNode returned
+    outputs = node if node is not None else state["output_frames"]
     device = "mps-sim" if spec.get("simulate") else spec["device"]
     dtype = str(state["dtype"]).replace("torch.", "")
     release = spec.get("release") or "?"
-    title = f"LatentSync {release} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
+    what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release}"
+    title = f"{what} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
     sheet = _load_sibling("preview.py", "lsync_port_preview")
     mouth = face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
     path = sheet.contact_sheet(Path(spec["preview"]), inputs, outputs, mouth, title)
@@ -967,13 +980,17 @@ def main(spec_path: str) -> int:
                 detail += f"; install it: {sys.executable} -m pip install '{distribution}'"
             emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
             return 1
+    if spec.get("stack"):
+        # The host stack modelled (stacks.toml): the tree's code sees only what that Mac set-up has.
+        state["stack_notes"] = _load_sibling("stack_model.py", "lsync_port_stack_model").install(tree, spec["stack"])
     if spec["weights"] == "synthetic" and release_fact(spec, "face_detection") == "face_alignment":
         # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
         state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
     if spec["device"] == "auto":
         spec["device"] = _auto_device()
     os.environ["LATENTSYNC_DEVICE"] = spec["device"]
-    _ffmpeg_on_path(Path(spec["work"]))
+    if (spec.get("stack") or {}).get("ffmpeg_on_path", True):
+        _ffmpeg_on_path(Path(spec["work"]))
     try:
         load_config(spec, state)
     except Exception as error:  # noqa: BLE001 - said as the config check's failure, with its cause
@@ -985,7 +1002,12 @@ def main(spec_path: str) -> int:
         emit(event="end", check="config", status="fail", seconds=0, detail=detail, data={})
         return 1
     ok = True
-    checks = CHECKS + (_comfy_checks() if spec.get("comfy") else [])
+    checks = CHECKS
+    if spec.get("comfy"):
+        # A node package: its nodes run first after the inputs are made, as a workflow runs them on the
+        # Mac (the first failure named is the node's own), then the vendored LatentSync's checks.
+        at = [name for name, _ in CHECKS].index("audio")
+        checks = CHECKS[:at] + _comfy_checks() + CHECKS[at:]
     for name, function in checks:
         if not ok:
             break

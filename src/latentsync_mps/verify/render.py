@@ -61,6 +61,10 @@ def render_report(console: Console, report: VerifyReport) -> None:
             check.detail,
         )
     console.print(table)
+    if report.stack:
+        render_stack(console, report.stack)
+    if report.requirements:
+        render_requirements(console, report.requirements)
     for check in report.checks:
         where = check.data.get("traceback")
         if check.status == "fail" and where:
@@ -215,3 +219,28 @@ def render_stalls(console: Console, report: VerifyReport) -> None:
             f"[dim]{hidden} more site(s) outside the loop (copies to the device: weights, inputs): --json.[/]"
         )
     console.print("[dim]docs/stalls.md says why each one in the loop is there and what it costs on a Mac.[/]")
+
+
+def render_stack(console: Console, stack: dict) -> None:
+    """The host stack the run modelled: its name, whether it is the tree's default, its facts' source."""
+    packages = ", ".join(f"{name} {version}" for name, version in stack["packages"].items())
+    default = " (the default for this tree; --stack names another)" if stack.get("default") else ""
+    ffmpeg = "an ffmpeg on PATH" if stack["ffmpeg_on_path"] else "no ffmpeg on PATH"
+    console.print(
+        f"host stack: {stack['name']}{default}: {stack['summary']}; Python {stack['python']}"
+        + (f", {packages}" if packages else "")
+        + f", {ffmpeg} [dim](source: {stack['source']}; checked {stack['checked']})[/]",
+        highlight=False,
+    )
+    for note in stack.get("not_modelled", []):
+        console.print(f"[dim]  not modelled here: {note}[/]", highlight=False)
+
+
+def render_requirements(console: Console, resolved: dict) -> None:
+    """The pre-check: the tree's requirements on the stack's Mac, each one without a wheel with its fix."""
+    from ..doctor.stack_checks import _line
+
+    colour = {"resolved": "green", "unresolvable": "red"}.get(resolved["status"], "dim")
+    console.print(f"[{colour}]requirements:[/] {_line(resolved)}", highlight=False)
+    for missing in resolved.get("missing", []):
+        console.print(f"  {missing['requirement']}: {missing['why']}; fix: {missing['fix']}", highlight=False)

@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from packaging.version import Version
+
+from .. import __version__, mac_resolve, stacks
 from ..engine import check_tree, detect
 from ..engine.tree import walk
 from ..release_facts import spec_facts
 from ..ruleset import RulePack
+from .target_torch import TargetTorch, TargetTorchError, check_version, known_versions, write_table
 from .target_torch import resolve as resolve_target
-from .target_torch import write_table
 
 HARNESS = Path(__file__).with_name("harness.py")
 # The tree's modules on the inference path; all must import.
@@ -89,6 +91,11 @@ class VerifyReport:
     simulator: dict = field(default_factory=dict)
     # --device mps-sim: the torch whose MPS kernels the run was judged against, and where that came from.
     target_torch: dict = field(default_factory=dict)
+    # The host stack modelled (stacks.toml): name, source, whether it is the tree's default, and what this
+    # interpreter could not model of it.
+    stack: dict = field(default_factory=dict)
+    # The pre-check: the tree's requirements resolved for the stack's Mac (mac_resolve.Resolution).
+    requirements: dict = field(default_factory=dict)
 
     # Written beside each other in the output folder: this report as JSON, and the contact sheet.
     report_file: str | None = None
@@ -130,14 +137,20 @@ def run_verify(
     target_torch: str | None = None,
     out_dir: Path | None = None,
     reuse_reference: bool = True,
+    stack: str | None = None,
+    resolver=None,
 ) -> VerifyReport:
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
     out = Path(out_dir) if out_dir else default_out_dir(tree, device)
     (out / "preview.png").unlink(missing_ok=True)  # never show the picture of an earlier run
     simulate = device == "mps-sim"
-    # Before the child starts: an unknown --target-torch (or pin) is a usage error, not a failed run.
-    target = resolve_target(tree, target_torch) if simulate else None
+    # Before the child starts: an unknown --stack, --target-torch (or pin) is a usage error, not a failed run.
+    host, host_default = stacks.for_profile(profile.name, stack)
+    target = stack_target_torch(host, tree, target_torch) if simulate else None
+    # The pre-check: do the tree's requirements install on that Mac at all (wheels only)? Reported, and
+    # the run goes on: it shows where the code itself would fail.
+    resolved = (resolver or mac_resolve.resolve)(tree, host) if mac_resolve.enabled() else mac_resolve.disabled(host)
     config = find_config(tree)
     python = python or sys.executable
     if weights == "auto":
@@ -178,6 +191,7 @@ def run_verify(
         }
         if not frames:
             spec["frames"] = 8
+        spec["stack"] = host.child_model()
         if target is not None:
             spec["mps_table"] = str(write_table(target, work / "mps-table.json"))
             spec["target_torch"] = target.to_json()
@@ -186,6 +200,10 @@ def run_verify(
     report = _report(
         tree, spec, python, results, timed_out, child.returncode, timeout, time.monotonic() - started, child.log_tail
     )
+    report.stack = host.to_json(default=host_default)
+    report.requirements = resolved.to_json()
+    device_check = results.get("device")
+    report.stack["not_modelled"] = device_check.data.get("stack_notes", []) if device_check else []
     if simulate:
         report.target_torch = target.to_json()
         _judge_findings(report, simulated)
@@ -196,6 +214,25 @@ def run_verify(
     out.mkdir(parents=True, exist_ok=True)
     Path(report.report_file).write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+def stack_target_torch(host: stacks.Stack, tree: Path, override: str | None) -> TargetTorch:
+    """mps-sim's target torch: --target-torch, else the stack's torch, else (tree-pins) the tree's own pin."""
+    if override or host.torch_from_tree or not host.torch:
+        return resolve_target(tree, override)
+    origin = f"host stack {host.name}: torch {host.torch}"
+    try:
+        return TargetTorch(check_version(host.torch, origin), origin)
+    except TargetTorchError:
+        older = [v for v in known_versions() if Version(v) < Version(host.torch)]
+        if not older:
+            raise
+        newest = max(older, key=Version)  # said in the report, as "no pin: newest known" is
+        note = (
+            f"no MPS table for torch {host.torch} yet (scripts/derive_mps_tables.py adds one from its macOS wheel): "
+            f"judged against torch {newest}, the newest known release before it; --target-torch names another"
+        )
+        return TargetTorch(newest, origin, note)
 
 
 SCRATCH_FOLDER = "temp/"
