@@ -23,11 +23,36 @@ if [ "$(installed_torch)" != "$TORCH_PIN" ]; then
   exit 1
 fi
 
-# The wrapper's host stacks (tests/test_comfy_stacks.py): torchaudio, torchvision, torchcodec, av and
-# soundfile on this torch. Only from the CPU index (CI): PyPI's Linux torchaudio needs a CUDA torch.
-# Without it the test uses LSYNC_UPSTREAM_PYTHON's interpreter, if it has them.
+# The wrapper's host stacks (tests/test_comfy_stacks.py) run the wrapper fixture with torchaudio,
+# torchvision, torchcodec, av and soundfile. With PyTorch's CPU index (LSYNC_PORT_TORCH_INDEX, the
+# GitHub workflow) their CPU builds go into this venv. Without it, the registry's Linux torchaudio is
+# a CUDA build that cannot load next to the CPU torch above: they get an interpreter of their own,
+# made once, on torch 2.14.1 (on this project's machines its wheels lie on disk; elsewhere pip
+# downloads the CUDA build, several GB). LSYNC_PORT_COMFY_PYTHON names an interpreter to use instead.
 if [ -n "${LSYNC_PORT_TORCH_INDEX:-}" ]; then
   bash scripts/install_comfy_stack.sh "$VENV/bin/python" --torchcodec
+elif [ -z "${LSYNC_PORT_COMFY_PYTHON:-}" ]; then
+  COMFY_VENV="${LSYNC_PORT_COMFY_VENV:-.venv-comfy}"
+  if ! "$COMFY_VENV/bin/python" -c "import torchaudio, torchvision, torchcodec, av, soundfile, diffusers, omegaconf" 2>/dev/null; then
+    echo "scripts/test.sh: making $COMFY_VENV (torch 2.14.1 and the ComfyUI stacks' media packages) for tests/test_comfy_stacks.py"
+    [ -x "$COMFY_VENV/bin/python" ] || python3 -m venv "$COMFY_VENV"
+    COMFY_PIP=("$COMFY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+    "${COMFY_PIP[@]}" torch==2.14.1 torchvision==0.29.1
+    "${COMFY_PIP[@]}" -e ".[verify]"
+    bash scripts/install_comfy_stack.sh "$COMFY_VENV/bin/python" --torchcodec
+  fi
+  export LSYNC_PORT_COMFY_PYTHON="$COMFY_VENV/bin/python"
+fi
+# torchcodec (the manual macOS stack's torchaudio.save) loads FFmpeg's shared libraries. As root on
+# Debian (CI) they are installed here; otherwise the command that installs them is named, and the
+# manual stack's fixture tests fail until then.
+if ! ldconfig -p 2>/dev/null | grep -q "libavutil\.so"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "scripts/test.sh: installing Debian's ffmpeg (FFmpeg's shared libraries, for torchcodec)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  else
+    echo "scripts/test.sh: FFmpeg's shared libraries are missing: the manual macOS stack's tests need them (Debian: sudo apt-get install ffmpeg)" >&2
+  fi
 fi
 
 "$VENV/bin/ruff" check src tests scripts

@@ -14,6 +14,11 @@ from latentsync_mps.resources import patches_dir
 from latentsync_mps.ruleset import load
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# pytest-xdist's workers start with COLUMNS=80, and rich fixes a console's width from COLUMNS when the
+# console is made (lsync-port's, at import): a test that asks for another width through the
+# environment would get 80 in a worker and its own width with -n 0. Without it, rich reads the width
+# when it prints (80 where there is no terminal), as in a user's process.
+os.environ.pop("COLUMNS", None)
 
 # The suite's own cache folder, never the user's: verify keeps synthetic weights (about 680 MB over a
 # whole run), parity references and the MPS support table under $XDG_CACHE_HOME/lsync-port

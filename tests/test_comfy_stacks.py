@@ -208,13 +208,18 @@ def _usable(python: str, stack: str) -> bool:
 
 def comfy_python(stack: str) -> str:
     """An interpreter with the wrapper stack's packages (scripts/install_comfy_stack.sh): this one, else the
-    upstream stack's (LSYNC_UPSTREAM_PYTHON, /work/venv-ls here, where this one's torch cannot load torchaudio)."""
-    candidates = [sys.executable, os.environ.get("LSYNC_UPSTREAM_PYTHON") or "/work/venv-ls/bin/python"]
+    one scripts/test.sh made for them (LSYNC_PORT_COMFY_PYTHON: this one's CPU torch cannot load the
+    registry's torchaudio), else the upstream stack's (LSYNC_UPSTREAM_PYTHON)."""
+    candidates = [sys.executable]
+    candidates += [
+        os.environ[name] for name in ("LSYNC_PORT_COMFY_PYTHON", "LSYNC_UPSTREAM_PYTHON") if os.environ.get(name)
+    ]
     for python in candidates:
         if Path(python).exists() and _usable(python, stack):
             return python
     pytest.skip(
-        f"no interpreter here has the {stack} extra packages: bash scripts/install_comfy_stack.sh PYTHON"
+        f"no interpreter here has the {stack} extra packages: bash scripts/test.sh makes one (.venv-comfy), or"
+        " set LSYNC_PORT_COMFY_PYTHON to one prepared with bash scripts/install_comfy_stack.sh PYTHON"
         + (" --torchcodec, and FFmpeg's libraries (apt-get install ffmpeg)" if "manual" in stack else "")
     )
 

@@ -186,6 +186,33 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("LSYNC_PORT_VENV", TESTS, "a folder, default `.venv`", "The virtual environment scripts/test.sh creates."),
     EnvVar(
+        "LSYNC_PORT_COMFY_PYTHON",
+        TESTS,
+        "an interpreter",
+        "The interpreter with the ComfyUI stacks' media packages (torchaudio, torchcodec, av, soundfile) that "
+        "tests/test_comfy_stacks.py runs the wrapper fixture with; scripts/test.sh makes one when unset.",
+    ),
+    EnvVar(
+        "LSYNC_PORT_COMFY_VENV",
+        TESTS,
+        "a folder, default `.venv-comfy`",
+        "Where scripts/test.sh makes that interpreter (torch 2.14.1 and scripts/install_comfy_stack.sh).",
+    ),
+    EnvVar(
+        "LSYNC_PORT_TEST_CACHE",
+        TESTS,
+        "a folder (default: a new temporary one per run, deleted at its end)",
+        "The suite's cache folder (XDG_CACHE_HOME for every test and child): synthetic weights, parity "
+        "references. Naming one keeps it between runs.",
+    ),
+    EnvVar(
+        "LSYNC_PORT_TEST_USER_CACHE",
+        TESTS,
+        "a folder (set by tests/conftest.py)",
+        "The user's cache folder as it was before the suite redirected XDG_CACHE_HOME; "
+        "tests/test_test_cache.py checks that nothing lands there.",
+    ),
+    EnvVar(
         "LSYNC_CORPUS_FILES",
         TESTS,
         "a number, default 40",

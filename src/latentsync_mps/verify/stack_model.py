@@ -32,6 +32,8 @@ import shutil
 import subprocess
 import sys
 
+SHELL_NOT_FOUND = 127  # a shell's status for a command not on PATH
+
 NOTES: list[str] = []
 _INSIDE = ""
 
@@ -152,7 +154,8 @@ def _no_ffmpeg_on_path(stack: str) -> None:
             if shell and isinstance(args, (str, bytes)):
                 words = shlex.split(args if isinstance(args, str) else args.decode(), posix=True) or [""]
                 if is_ffmpeg(words[0]):
-                    args = "echo 'sh: 1: ffmpeg: not found' >&2; exit 127"
+                    # what a POSIX shell says and returns for a command it cannot find
+                    args = f"echo 'sh: 1: ffmpeg: not found' >&2; exit {SHELL_NOT_FOUND}"
             else:
                 program = kwargs.get("executable") or (args if isinstance(args, (str, bytes)) else list(args)[0])
                 if is_ffmpeg(program):
