@@ -41,7 +41,8 @@ elif [ -z "${LSYNC_PORT_COMFY_PYTHON:-}" ]; then
     "${COMFY_PIP[@]}" -e ".[verify]"
     bash scripts/install_comfy_stack.sh "$COMFY_VENV/bin/python" --torchcodec
   fi
-  export LSYNC_PORT_COMFY_PYTHON="$COMFY_VENV/bin/python"
+  LSYNC_PORT_COMFY_PYTHON="$(cd "$COMFY_VENV" && pwd)/bin/python"
+  export LSYNC_PORT_COMFY_PYTHON
 fi
 # torchcodec (the manual macOS stack's torchaudio.save) loads FFmpeg's shared libraries. As root on
 # Debian (CI) they are installed here; otherwise the command that installs them is named, and the

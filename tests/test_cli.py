@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+import typer
 from conftest import tree_hashes
 from typer.testing import CliRunner
 
@@ -121,3 +123,20 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert result.returncode == 3
     assert "not a recognised upstream tree" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_relative_python_is_made_absolute_for_the_child(tmp_path, monkeypatch):
+    """verify, forecast and doctor start the tree's interpreter in a folder of their own: a relative
+    --python (`.venv/bin/python`) must name the same file there."""
+    from latentsync_mps import cli
+    from latentsync_mps.doctor import resolve_python
+
+    (tmp_path / "bin").mkdir()
+    python = tmp_path / "bin" / "python"
+    python.symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert cli._interpreter("bin/python") == str(python)
+    assert resolve_python("bin/python") == (str(python), True)
+    assert cli._interpreter(None) is None
+    with pytest.raises(typer.Exit):
+        cli._interpreter("bin/nothing")

@@ -161,6 +161,20 @@ def _engine_call(function, *args, **kwargs):
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None
 
 
+def _interpreter(python: str | None) -> str | None:
+    """--python as the absolute path the child is started with (it runs in a folder of its own, where a
+    relative path names nothing): a path, else a name on PATH."""
+    if python is None:
+        return None
+    candidate = Path(python).expanduser()
+    if candidate.is_file():
+        return str(candidate.absolute())
+    found = shutil.which(python) if os.sep not in python else None
+    if found is None:
+        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    return found
+
+
 def _needs(command: str, tree: Path, python: str | None, code: Exit) -> None:
     """One line, before the run, when the interpreter lacks what the command imports (needs.py)."""
     from .needs import Unavailable, check
@@ -494,8 +508,7 @@ def verify(
         raise fail(f"--device must be one of {', '.join(DEVICES)}, not {device!r}", Exit.USAGE)
     if weights not in WEIGHTS:
         raise fail(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}", Exit.USAGE)
-    if python is not None and shutil.which(python) is None and not Path(python).is_file():
-        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    python = _interpreter(python)
     if target_torch is not None and device != "mps-sim":
         raise fail("--target-torch applies to --device mps-sim only", Exit.USAGE)
     _needs("verify --device mps-sim" if device == "mps-sim" else "verify", tree, python, Exit.VERIFY_FAILED)
@@ -571,8 +584,7 @@ def forecast(
     from .forecast import run_forecast
     from .forecast.render import render as render_forecast
 
-    if python is not None and shutil.which(python) is None and not Path(python).is_file():
-        raise fail(f"--python {python}: no such interpreter", Exit.USAGE)
+    python = _interpreter(python)
     _needs("forecast", tree, python, Exit.FORECAST_FAILED)
     # Bad input (not a tree, no config) is a TreeError: one line and its exit code.
     report = _engine_call(run_forecast, tree, _pack(), python, frames, steps, resolution, timeout, None, chip)

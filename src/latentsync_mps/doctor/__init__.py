@@ -67,7 +67,7 @@ def resolve_python(python: str | None) -> tuple[str, bool]:
     if candidate.exists() or os.sep in python:
         if not candidate.is_file():
             raise DoctorError(f"--python {python}: no such file")
-        return str(candidate), True
+        return str(candidate.absolute()), True  # the probe runs in another folder
     found = shutil.which(python)
     if found is None:
         raise DoctorError(f"--python {python}: not found on PATH")
