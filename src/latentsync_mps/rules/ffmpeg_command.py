@@ -75,10 +75,10 @@ class _ProgramNames:
         return id(node) in self.heads
 
 
-class FfmpegCommandCommand(RuleCommand["FfmpegCommand"]):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.programs = _ProgramNames()
+class _NotesPrograms:
+    """Both visitors note each list, tuple and argument, where a string may be a command's program."""
+
+    programs: _ProgramNames
 
     def visit_List(self, node: cst.List) -> None:
         self.programs.note(node)
@@ -88,6 +88,12 @@ class FfmpegCommandCommand(RuleCommand["FfmpegCommand"]):
 
     def visit_Arg(self, node: cst.Arg) -> None:
         self.programs.note(node)
+
+
+class FfmpegCommandCommand(_NotesPrograms, RuleCommand["FfmpegCommand"]):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.programs = _ProgramNames()
 
     def leave_SimpleString(self, original_node: cst.SimpleString, updated_node: cst.SimpleString) -> Any:
         if original_node in self.programs:
@@ -130,21 +136,12 @@ class FfmpegCommand(PythonRuleKind):
         return (f'"{_PROGRAM}', f"'{_PROGRAM}")
 
 
-class _FfmpegFinder(DetectionFinder):
+class _FfmpegFinder(_NotesPrograms, DetectionFinder):
     kind: ReportFfmpegCommand
 
     def __init__(self, kind: ReportFfmpegCommand, path: str) -> None:
         super().__init__(kind, path)
         self.programs = _ProgramNames()
-
-    def visit_List(self, node: cst.List) -> None:
-        self.programs.note(node)
-
-    def visit_Tuple(self, node: cst.Tuple) -> None:
-        self.programs.note(node)
-
-    def visit_Arg(self, node: cst.Arg) -> None:
-        self.programs.note(node)
 
     def visit_SimpleString(self, node: cst.SimpleString) -> None:
         if node in self.programs or command_line(node):
