@@ -52,7 +52,7 @@ from packaging.version import InvalidVersion, Version
 REPO = Path(__file__).resolve().parent.parent
 WATCHED = REPO / "patches/watched.toml"
 UPSTREAMS = REPO / "patches/upstreams.toml"
-TABLES = REPO / "src/latentsync_mps/verify/mps_tables.json"
+TABLES = REPO / "src/latentsync_mps/pack/mps_tables.json"
 STACKS_SCRIPT = REPO / "scripts/derive_stacks.py"  # regenerates patches/stacks.toml (the host stacks)
 INDEX = "https://pypi.org/simple"
 REFRESH = "python scripts/check_targets.py --refresh"

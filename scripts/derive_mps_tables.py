@@ -27,7 +27,7 @@ From every release it reads:
   macosx_14_0_arm64 -> 14.0), and its dist-info/WHEEL entry's time the day it was built (`built`).
 
 Writes derived facts only (op names, statuses, OpInfo keys, dtype names) to
-src/latentsync_mps/verify/mps_tables.json: the oldest release in full, every later one as a diff
+src/latentsync_mps/pack/mps_tables.json: the oldest release in full, every later one as a diff
 against the one before it. `--update` keeps the releases already in FILE and adds (or replaces) the
 ones given, so a new release needs only its own wheel. `--cross-check` also reads each macOS wheel's
 libtorch_cpu.dylib and checks its `wrapper_MPS_<op>` symbols against the yaml's verdict for a few ops
@@ -52,12 +52,12 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from latentsync_mps.verify import mps_sim  # noqa: E402
+from latentsync_mps.payload import mps_sim  # noqa: E402
 
 YAML = "torchgen/packaged/ATen/native/native_functions.yaml"
 COMMON_MPS = "torch/testing/_internal/common_mps.py"
 DYLIB = "torch/lib/libtorch_cpu.dylib"
-OUT = REPO / "src/latentsync_mps/verify/mps_tables.json"
+OUT = REPO / "src/latentsync_mps/pack/mps_tables.json"
 FORMAT = 1
 # The macOS the simulator answers with: the expectations' MACOS_VERSION conditions are evaluated for it.
 MACOS = 15.0
@@ -353,7 +353,7 @@ def derive(source: Source, cross: bool) -> dict:
 
 def shipped(path: Path) -> dict[str, dict]:
     """The releases already in a tables file, in derive()'s shape (for --update)."""
-    from latentsync_mps.verify.target_torch import rebuild
+    from latentsync_mps.pack.target_torch import rebuild
 
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != FORMAT or data.get("support_version") != mps_sim.SUPPORT_VERSION:

@@ -85,7 +85,7 @@ def scan(folder: Path) -> str:
 
 
 def _example_tree() -> Path:
-    from latentsync_mps.resources import example_tree
+    from latentsync_mps.pack.paths import example_tree
 
     return example_tree()
 

@@ -36,9 +36,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from latentsync_mps import engine
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import RulePack, load
+from latentsync_mps import port as engine
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import RulePack, load
 
 STEPS = ("checkout", "apply", "reapply", "scan", "compile", "verify-cpu", "verify-mps-sim")
 
@@ -176,8 +176,8 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
     def do_verify(device: str) -> Step:
         if args.skip_verify:
             return Step("skip", detail="--skip-verify")
-        from latentsync_mps.cli import DEVICES
-        from latentsync_mps.verify.runner import run_verify
+        from latentsync_mps.cli.commands.verify import DEVICES
+        from latentsync_mps.features.verify.runner import run_verify
 
         if device not in DEVICES:
             return Step("skip", detail=f"this lsync-port has no --device {device}")
@@ -233,7 +233,7 @@ def interpreter_for(release: str, pythons: list[str]) -> str | None:
 
 def profile_stacks(profile: str, wanted: list[str]) -> list[str]:
     """The host stacks a profile's trees are verified on: its default first, then the others (or `wanted`)."""
-    from latentsync_mps import stacks
+    from latentsync_mps.pack import stacks
 
     fitting = sorted((s for s in stacks.load() if profile in s.profiles), key=lambda s: profile not in s.default_for)
     names = [s.name for s in fitting if not wanted or s.name in wanted]

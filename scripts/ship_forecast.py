@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from latentsync_mps.forecast import MEASURED_FILE  # noqa: E402
-from latentsync_mps.resources import patches_dir  # noqa: E402
+from latentsync_mps.features.forecast import MEASURED_FILE  # noqa: E402
+from latentsync_mps.pack.paths import patches_dir  # noqa: E402
 
 ROW_KEYS = ("device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes", "weights_bytes", "largest_buffer_op")
 # The counted work per phase (FLOPs, bytes, intensity bins): doctor's time per chunk on this Mac.

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import tree_hashes
 
-from latentsync_mps import engine
-from latentsync_mps.manifest import STATE_DIR, atomic_write
+from latentsync_mps import port as engine
+from latentsync_mps.port.manifest import STATE_DIR, atomic_write
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 TMP_SUFFIX = ".lsync-tmp"

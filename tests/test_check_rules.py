@@ -8,7 +8,7 @@ import shutil
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.resources import patches_dir
+from latentsync_mps.pack.paths import patches_dir
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="the runtime helper is exercised wit
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
+from latentsync_mps.payload.runtime import _lsync_port as helper  # noqa: E402
 
 F = torch.nn.functional
 

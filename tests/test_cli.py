@@ -128,15 +128,15 @@ def test_console_script_runs_without_traceback(tmp_path):
 def test_a_relative_python_is_made_absolute_for_the_child(tmp_path, monkeypatch):
     """verify, forecast and doctor start the tree's interpreter in a folder of their own: a relative
     --python (`.venv/bin/python`) must name the same file there."""
-    from latentsync_mps import cli
-    from latentsync_mps.doctor import resolve_python
+    from latentsync_mps.cli import inputs
+    from latentsync_mps.features.doctor import resolve_python
 
     (tmp_path / "bin").mkdir()
     python = tmp_path / "bin" / "python"
     python.symlink_to(sys.executable)
     monkeypatch.chdir(tmp_path)
-    assert cli._interpreter("bin/python") == str(python)
+    assert inputs.interpreter("bin/python") == str(python)
     assert resolve_python("bin/python") == (str(python), True)
-    assert cli._interpreter(None) is None
+    assert inputs.interpreter(None) is None
     with pytest.raises(typer.Exit):
-        cli._interpreter("bin/nothing")
+        inputs.interpreter("bin/nothing")

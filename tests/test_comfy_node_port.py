@@ -15,7 +15,7 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 
 # ComfyUI's folder_paths.py, as far as the node uses it: it lies in the ComfyUI root and keeps the

@@ -16,12 +16,13 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine, stacks
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.pack import stacks
 
 runner = CliRunner()
 COMFY_STACKS = ["comfyui-desktop-macos", "comfyui-manual-macos"]
-STACK_MODEL = Path(stacks.__file__).with_name("verify") / "stack_model.py"
+STACK_MODEL = Path(stacks.__file__).parents[1] / "payload" / "verify" / "stack_model.py"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,14 +277,14 @@ def test_the_wrapper_fixture_fails_where_the_mac_fails_and_passes_ported(tmp_pat
 
 
 def _known_tables() -> list[str]:
-    from latentsync_mps.verify.target_torch import known_versions
+    from latentsync_mps.pack.target_torch import known_versions
 
     return known_versions()
 
 
 def test_a_stack_torch_without_a_table_is_judged_by_the_newest_before_it_and_says_so(tmp_path):
-    from latentsync_mps.verify import runner as verify_runner
-    from latentsync_mps.verify.target_torch import TargetTorchError
+    from latentsync_mps.features.verify import runner as verify_runner
+    from latentsync_mps.pack.target_torch import TargetTorchError
 
     host = stacks.get("comfyui-desktop-macos")
     assert verify_runner.stack_target_torch(host, tmp_path, None).version == "2.10.0"  # the stack's, not the newest

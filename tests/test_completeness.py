@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps import engine
-from latentsync_mps.cuda_mentions import account, unaccounted
-from latentsync_mps.findings import python_finders
-from latentsync_mps.resources import runtime_helper_source
-from latentsync_mps.rewrite import run_pass
-from latentsync_mps.rules.base import FileContext, PythonRuleKind, path_matches
+from latentsync_mps import port as engine
+from latentsync_mps.pack.paths import runtime_helper_source
+from latentsync_mps.port.cuda_mentions import account, unaccounted
+from latentsync_mps.port.findings import python_finders
+from latentsync_mps.port.rewrite import run_pass
+from latentsync_mps.port.rules.base import FileContext, PythonRuleKind, path_matches
 
 torch = pytest.importorskip("torch")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
-from latentsync_mps.findings import python_finders
-from latentsync_mps.rewrite import run_pass
-from latentsync_mps.rules.base import FileContext, PythonRuleKind
+from latentsync_mps.port.findings import python_finders
+from latentsync_mps.port.rewrite import run_pass
+from latentsync_mps.port.rules.base import FileContext, PythonRuleKind
 
 FULL = "LSYNC_CORPUS_FILES" in os.environ
 SAMPLE = int(os.environ.get("LSYNC_CORPUS_FILES", "40"))

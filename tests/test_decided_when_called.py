@@ -22,7 +22,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the ported trees are exercised with the verify extra (torch) installed")
 
-from latentsync_mps import engine  # noqa: E402
+from latentsync_mps import port as engine  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASES = {

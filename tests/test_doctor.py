@@ -19,15 +19,15 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.doctor import catalog, checks, run_probe
-from latentsync_mps.doctor import tree as doctor_tree
-from latentsync_mps.doctor.catalog import memory_need_gb, video_reader_wheel
-from latentsync_mps.doctor.checks import BLOCKER, OK, WARNING
-from latentsync_mps.verify import target_torch
+from latentsync_mps.features.doctor import catalog, checks, run_probe
+from latentsync_mps.features.doctor import tree as doctor_tree
+from latentsync_mps.features.doctor.catalog import memory_need_gb, video_reader_wheel
+from latentsync_mps.features.doctor.checks import BLOCKER, OK, WARNING
+from latentsync_mps.pack import target_torch
 
 GIB = 1024**3
-PROBE = Path(checks.__file__).with_name("probe.py")
-HELPER = Path(checks.__file__).parent.parent / "runtime" / "_lsync_port.py"
+PROBE = Path(checks.__file__).parents[2] / "payload" / "probe.py"
+HELPER = Path(checks.__file__).parents[2] / "payload" / "runtime" / "_lsync_port.py"
 runner = CliRunner()
 
 
@@ -1094,7 +1094,7 @@ def test_probe_of_something_that_is_not_python():
 
 
 def test_doctor_import_stays_light():
-    code = "import sys, latentsync_mps.cli, latentsync_mps.doctor; print('torch' in sys.modules)"
+    code = "import sys, latentsync_mps.cli, latentsync_mps.features.doctor; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

@@ -11,10 +11,11 @@ import json
 from test_doctor import GIB, cuda_facts, expect, linux_facts, mac_facts, put, with_tree
 from typer.testing import CliRunner
 
-from latentsync_mps.cli import Exit, app
-from latentsync_mps.doctor import checks
-from latentsync_mps.doctor.checks import BLOCKER, OK, WARNING
-from latentsync_mps.forecast import measured, pick
+from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.features.doctor import checks
+from latentsync_mps.features.doctor.checks import BLOCKER, OK, WARNING
+from latentsync_mps.features.forecast import measured, pick
 
 runner = CliRunner()
 
@@ -143,8 +144,8 @@ def test_the_shipped_figures_are_the_real_release_measured_with_the_port():
 def test_doctor_forecast_runs_a_live_forecast_of_the_tree(fixture_tree, monkeypatch):
     """--forecast: the figures come from `run_forecast` on this tree (faked here: the real one is
     tests/test_forecast.py's), at doctor's resolution, and the check says they are live."""
-    import latentsync_mps.forecast as forecast_module
-    from latentsync_mps.forecast import Configuration, ForecastReport
+    import latentsync_mps.features.forecast as forecast_module
+    from latentsync_mps.features.forecast import Configuration, ForecastReport
 
     calls = []
 
@@ -169,7 +170,7 @@ def test_a_live_forecast_is_named_as_such():
 
 
 def test_the_memory_row_says_about_how_long_a_chunk_takes_on_this_mac():
-    from latentsync_mps.forecast.estimate import chunk_estimate, find_chip, load_chips, load_cpu_parts
+    from latentsync_mps.features.forecast.estimate import chunk_estimate, find_chip, load_chips, load_cpu_parts
 
     row = pick(shipped(), "mps", "float16", True)
     facts = mac(recommended_gib=row["peak_bytes"] / GIB + 1)

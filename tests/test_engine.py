@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from conftest import tree_hashes
 
-from latentsync_mps import engine
-from latentsync_mps.manifest import State
+from latentsync_mps import port as engine
+from latentsync_mps.port.manifest import State
 
 
 def apply(tree, pack, **kwargs):

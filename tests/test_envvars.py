@@ -1,4 +1,4 @@
-"""The table of environment variables (latentsync_mps/envvars.py) matches what the code reads.
+"""The table of environment variables (latentsync_mps/cli/envvars.py) matches what the code reads.
 
 Reads under src/ are found in the syntax tree: `os.environ.get(X)`, `os.getenv(X)`,
 `os.environ[X]`, `X in os.environ`, `os.environ.setdefault/pop(X)`, with X a string, a module
@@ -13,7 +13,7 @@ import ast
 import re
 from pathlib import Path
 
-from latentsync_mps.envvars import ENV_VARS, READERS, TESTS
+from latentsync_mps.cli.envvars import ENV_VARS, READERS, TESTS
 
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
@@ -144,7 +144,7 @@ def test_every_variable_read_under_src_is_declared():
     assert not unknown, f"environment reads whose variable name is not a literal or module constant: {unknown}"
     missing = {name: places for name, places in named.items() if name not in DECLARED}
     assert not missing, (
-        f"read but not declared in src/latentsync_mps/envvars.py: {missing}; add an EnvVar for each "
+        f"read but not declared in src/latentsync_mps/cli/envvars.py: {missing}; add an EnvVar for each "
         "(then: python scripts/gen_reference.py)"
     )
 
@@ -157,7 +157,7 @@ def test_every_declared_variable_is_read_somewhere():
         if path.is_file() and path.suffix in (".py", ".sh"):
             mentioned.update(re.findall(r"\b[A-Z][A-Z0-9_]+\b", path.read_text(encoding="utf-8")))
     stale = sorted(DECLARED - mentioned)
-    assert not stale, f"declared in src/latentsync_mps/envvars.py but read nowhere: {stale}"
+    assert not stale, f"declared in src/latentsync_mps/cli/envvars.py but read nowhere: {stale}"
     for var in ENV_VARS:
         assert var.reader in READERS and var.meaning and var.values, var
         if var.reader != TESTS:
@@ -175,4 +175,4 @@ def test_the_project_names_used_by_tests_and_scripts_are_declared():
             for name in project.findall(path.read_text(encoding="utf-8", errors="replace")):
                 used.setdefault(name, path.relative_to(REPO).as_posix())
     missing = {name: where for name, where in used.items() if name not in DECLARED}
-    assert not missing, f"named but not declared in src/latentsync_mps/envvars.py: {missing}"
+    assert not missing, f"named but not declared in src/latentsync_mps/cli/envvars.py: {missing}"

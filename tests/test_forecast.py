@@ -17,9 +17,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
-from latentsync_mps.cli import Exit, app
-from latentsync_mps.forecast import (
+from latentsync_mps import port as engine
+from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.features.forecast import (
     CONFIG_FALLBACKS,
     METAL_BUFFER_LIMIT,
     Configuration,
@@ -27,7 +28,7 @@ from latentsync_mps.forecast import (
     inference_config,
     load_facts,
 )
-from latentsync_mps.forecast.render import render
+from latentsync_mps.render.forecast import render
 
 pytest.importorskip("torch", reason="forecast needs the verify extra (torch, diffusers)")
 pytest.importorskip("diffusers", reason="forecast needs the verify extra (torch, diffusers)")
@@ -193,7 +194,7 @@ def test_a_config_the_tree_cannot_read_fails_the_forecast(fixture_tree):
 def test_the_meter_counts_live_storages_until_they_die():
     import torch
 
-    from latentsync_mps.forecast.meter import MemoryMeter
+    from latentsync_mps.payload.forecast.meter import MemoryMeter
 
     meter = MemoryMeter()
     with meter:

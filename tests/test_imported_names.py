@@ -10,7 +10,7 @@ import libcst as cst
 import pytest
 from libcst.metadata import MetadataWrapper
 
-from latentsync_mps.rules.names import ImportedNameProvider, lazy_imported_names
+from latentsync_mps.port.rules.names import ImportedNameProvider, lazy_imported_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -20,9 +20,10 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 from typer.testing import CliRunner, Result
 
-from latentsync_mps import engine
-from latentsync_mps.cli import Exit, app
-from latentsync_mps.manifest import STATE_DIR
+from latentsync_mps import port as engine
+from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.port.manifest import STATE_DIR
 
 SEED = 20_240_611
 TRIALS = 20

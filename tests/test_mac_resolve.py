@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from latentsync_mps import mac_resolve, stacks
+from latentsync_mps.host import mac_resolve
+from latentsync_mps.pack import stacks
 
 DATA = Path(__file__).parent / "data" / "uv"
 DESKTOP = "comfyui-desktop-macos"

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch", reason="the runtime helper is exercised wit
 av = pytest.importorskip("av", reason="the verify extra installs PyAV")
 soundfile = pytest.importorskip("soundfile", reason="the verify extra installs soundfile")
 
-from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
+from latentsync_mps.payload.runtime import _lsync_port as helper  # noqa: E402
 
 
 def moving_square(frames=12, height=64, width=96):

@@ -24,8 +24,9 @@ torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (veri
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 pytest.importorskip("diffusers", reason="the smoke pipeline needs diffusers (verify extra)")
 
-from latentsync_mps import engine  # noqa: E402
-from latentsync_mps.verify import harness, runner  # noqa: E402
+from latentsync_mps import port as engine  # noqa: E402
+from latentsync_mps.features.verify import runner  # noqa: E402
+from latentsync_mps.payload.verify import harness  # noqa: E402
 
 # Chunks of 1 frame (the fixture's config says 4) keep the runs cheap; the videos have 2 and 4
 # chunks. Two chunks at least: while a chunk is denoised, the previous chunk's result is still

@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("torch", reason="the simulator needs torch (verify extra)")
 
-from latentsync_mps.verify import target_torch  # noqa: E402
-from latentsync_mps.verify.target_torch import TargetTorch  # noqa: E402
+from latentsync_mps.pack import target_torch  # noqa: E402
+from latentsync_mps.pack.target_torch import TargetTorch  # noqa: E402
 
-VERIFY = Path(__file__).parent.parent / "src/latentsync_mps/verify"
-HELPER = Path(__file__).parent.parent / "src/latentsync_mps/runtime/_lsync_port.py"
+PAYLOAD = Path(__file__).parent.parent / "src/latentsync_mps/payload"
+HELPER = Path(__file__).parent.parent / "src/latentsync_mps/payload/runtime/_lsync_port.py"
 
 CALLER = """
 import torch
@@ -54,9 +54,9 @@ def load(path, name):
     spec.loader.exec_module(module)
     return module
 
-verify, tree, table, events = sys.argv[1:5]
-sim = load(verify + "/mps_sim.py", "lsync_port_mps_sim")
-harness = load(verify + "/harness.py", "lsync_port_harness")
+payload, tree, table, events = sys.argv[1:5]
+sim = load(payload + "/mps_sim.py", "lsync_port_mps_sim")
+harness = load(payload + "/verify/harness.py", "lsync_port_harness")
 sim.install(tree, None, table)
 sys.path.insert(0, tree)
 import torch
@@ -95,7 +95,7 @@ def under(tmp_path_factory):
             table = target_torch.write_table(TargetTorch(version, "--target-torch"), root / "table.json")
             env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTSYNC_")}
             done = subprocess.run(
-                [sys.executable, str(root / "driver.py"), str(VERIFY), str(tree), str(table), str(root / "ev")],
+                [sys.executable, str(root / "driver.py"), str(PAYLOAD), str(tree), str(table), str(root / "ev")],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -123,7 +123,7 @@ def test_the_shipped_tables_carry_each_releases_mps_api():
 
 
 def test_public_api_reads_functions_and_all_but_not_private_names():
-    from latentsync_mps.verify import mps_sim
+    from latentsync_mps.payload import mps_sim
 
     text = "__all__ = ['Event', 'seed']\ndef seed(): pass\ndef _lazy(): pass\nclass Event: pass\nx = 1\n"
     assert mps_sim.public_api(text) == ["Event", "seed"]

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (verify extra)")
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
-from latentsync_mps import engine  # noqa: E402
+from latentsync_mps import port as engine  # noqa: E402
 from latentsync_mps.cli import app  # noqa: E402
-from latentsync_mps.verify import mps_sim  # noqa: E402
+from latentsync_mps.payload import mps_sim  # noqa: E402
 
 SIM = Path(mps_sim.__file__)
 TORCH_2_13 = torch.__version__.split("+")[0] == "2.13.0"
@@ -393,7 +393,7 @@ def verify(tree, *args: str):
     another --target-torch): these tests are about the simulated device itself. Judging a tree by the
     torch it pins (the default) is tests/test_target_torch.py's."""
     if "--target-torch" not in args:
-        from latentsync_mps.verify.target_torch import known_versions
+        from latentsync_mps.pack.target_torch import known_versions
 
         if INSTALLED not in known_versions():
             pytest.skip(f"no shipped MPS table for the installed torch {INSTALLED}")
@@ -468,8 +468,8 @@ def test_injected_defects_are_reported_at_their_file_and_line(ported):
 def test_findings_are_shown_grouped_by_call_site():
     from rich.console import Console
 
-    from latentsync_mps.verify.render import render_findings
-    from latentsync_mps.verify.runner import VerifyReport
+    from latentsync_mps.features.verify.runner import VerifyReport
+    from latentsync_mps.render.verify import render_findings
 
     finding = {"kind": "op", "level": "error", "op": "aten::linalg_eig", "count": 2, "function": "f", "message": "m"}
     report = VerifyReport("t", "mps-sim", "python", "synthetic", [], False, "r", 1.0)

@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (verify extra)")
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
-from latentsync_mps.verify import mps_sim  # noqa: E402
+from latentsync_mps.payload import mps_sim  # noqa: E402
 
 CHILD = textwrap.dedent(
     """

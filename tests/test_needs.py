@@ -13,11 +13,11 @@ from packaging.requirements import Requirement
 from rich.console import Console
 from typer.testing import CliRunner
 
-from latentsync_mps import needs
 from latentsync_mps.cli import app
-from latentsync_mps.forecast import Configuration, ForecastReport
-from latentsync_mps.forecast.render import render
-from latentsync_mps.verify.distributions import distribution_for, requirement_for
+from latentsync_mps.features.forecast import Configuration, ForecastReport
+from latentsync_mps.host import needs
+from latentsync_mps.payload.verify.distributions import distribution_for, requirement_for
+from latentsync_mps.render.forecast import render
 
 try:
     import tomllib
@@ -113,7 +113,7 @@ def test_a_forecast_that_measured_nothing_says_why_first_and_alone():
 def test_a_too_old_package_is_named_by_its_distribution(tmp_path):
     """`from google.protobuf.internal import builder` fails on an old protobuf: the fix installs
     protobuf (the tree's pin), never 'google'."""
-    from latentsync_mps.verify import harness
+    from latentsync_mps.payload.verify import harness
 
     (tmp_path / "requirements.txt").write_text("protobuf==4.25.3\n")
     (tmp_path / "mod.py").write_text(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shutil
 
-from latentsync_mps import engine
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import load
+from latentsync_mps import port as engine
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import load
 
 
 def test_the_digest_is_the_same_for_rules_installed_elsewhere(tmp_path):
@@ -32,7 +32,7 @@ def test_a_changed_detection_rule_alone_makes_a_reapply_plan_again(fixture_tree,
     """Detection rules (patches/findings/) replace nothing, but what they report is the re-apply's
     residue and findings: changing only one of them must not be answered with the last report,
     neither by the early check (engine/noop.py) nor by the full plan's digest."""
-    from latentsync_mps.engine import noop
+    from latentsync_mps.port import noop
 
     engine.commit(engine.make_plan(fixture_tree, load(patches_dir())))
     assert engine.make_plan(fixture_tree, load(patches_dir())).unchanged, "the case: an untouched re-apply is a no-op"

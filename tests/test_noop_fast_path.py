@@ -1,4 +1,4 @@
-"""The early no-op check (engine/noop.py, cli._reapply_early): a re-apply on a tree nothing touched
+"""The early no-op check (engine/noop.py, cli/early_apply.py): a re-apply on a tree nothing touched
 since is answered from the manifest before any rule is loaded, with the same report and exit code
 as the full plan's no-op; anything the plan depends on that changed makes it plan in full."""
 
@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from latentsync_mps import cli, engine
-from latentsync_mps.engine import noop
-from latentsync_mps.manifest import STATE_DIR, TreeLock
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import load
+from latentsync_mps import port as engine
+from latentsync_mps.cli import early_apply
+from latentsync_mps.cli.app import app
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import load
+from latentsync_mps.port import noop
+from latentsync_mps.port.manifest import STATE_DIR, TreeLock
 
 # Runs the console entry point and says on stderr whether libcst was imported: the early answer
 # must not need it.
@@ -76,13 +79,13 @@ def test_the_early_answer_is_the_full_no_op_report(fixture_tree):
             assert how == "libcst loaded", options
     report = json.loads(runs["early", ("--json",)][0])
     assert report["unchanged"] and report["residue"] and report["findings"] != report["residue"]
-    assert runs["early", ("--strict",)][1] == cli.Exit.STRICT
+    assert runs["early", ("--strict",)][1] == Exit.STRICT
     text = runs["early", ()][0]
     assert "Nothing to do" in text and "Residue on the inference path" in text
 
 
 def test_the_stored_records_mirror_what_the_report_reads():
-    from latentsync_mps.rules.finding import Finding
+    from latentsync_mps.port.rules.finding import Finding
 
     finding = Finding("a.py", 3, "torch-cuda", "error", "torch.cuda.x()", "why", "fix")
     assert noop.StoredFinding(**finding.to_json()).to_json() == finding.to_json()
@@ -164,7 +167,7 @@ def test_another_version_or_changed_package_code_is_planned_in_full(fixture_tree
     package = shutil.copytree(noop._PACKAGE, tmp_path / "site-packages" / "latentsync_mps")
     monkeypatch.setattr(noop, "_PACKAGE", package)
     assert answered_early(fixture_tree)
-    rewrite = package / "rewrite.py"
+    rewrite = package / "port" / "rewrite.py"
     rewrite.write_text(rewrite.read_text() + "\n# changed\n")
     assert not answered_early(fixture_tree)
     monkeypatch.undo()
@@ -189,7 +192,7 @@ def test_the_early_answer_waits_for_the_lock(fixture_tree):
     applied(fixture_tree)
     with TreeLock(fixture_tree, "test holds it"):
         done = lsync("apply", str(fixture_tree), env={"LSYNC_PORT_LOCK_WAIT": "0.2"})
-        assert done.returncode == cli.Exit.LOCKED and "test holds it" in done.stderr
+        assert done.returncode == Exit.LOCKED and "test holds it" in done.stderr
         done = lsync("apply", str(fixture_tree), "--dry-run")  # a dry run takes no lock
         assert done.returncode == 0 and done.stderr.strip().endswith("early answer")
 
@@ -208,16 +211,16 @@ def test_the_early_answer_waits_for_the_lock(fixture_tree):
 )
 def test_anything_but_a_plain_apply_goes_to_typer(fixture_tree, argv):
     applied(fixture_tree)
-    assert cli._reapply_early(["apply", str(fixture_tree), "--dry-run", "--json"]) is True  # it would answer
-    assert cli._reapply_early([str(fixture_tree) if a == "TREE" else a for a in argv]) is False
+    assert early_apply.reapply_early(["apply", str(fixture_tree), "--dry-run", "--json"]) is True  # it would answer
+    assert early_apply.reapply_early([str(fixture_tree) if a == "TREE" else a for a in argv]) is False
 
 
 def test_the_early_parser_knows_apply_s_options_as_typer_does():
     import typer.main
 
-    command = typer.main.get_command(cli.app).commands["apply"]
+    command = typer.main.get_command(app).commands["apply"]
     typer_options = sorted(opt for p in command.params for opt in p.opts if opt.startswith("-"))
-    parser = cli._ApplyOptions()
+    parser = early_apply._ApplyOptions()
     early_options = sorted(opt for action in parser._actions for opt in action.option_strings)
     assert early_options == typer_options
     flags = {opt for p in command.params if getattr(p, "is_flag", False) for opt in p.opts}
@@ -241,15 +244,15 @@ def test_a_re_apply_after_problems_reports_them_again_with_the_same_exit_code(fi
     broken.write_text("import torch\nx = torch.cuda.is_available(\n")  # a candidate that cannot be parsed
     runs = _answers(fixture_tree, "--json")
     problems = [{"path": "latentsync/broken.py", "reason": json.loads(runs["first"][0])["problems"][0]["reason"]}]
-    assert runs["first"][1] == cli.Exit.PARTIAL and "cannot be parsed" in problems[0]["reason"]
+    assert runs["first"][1] == Exit.PARTIAL and "cannot be parsed" in problems[0]["reason"]
     for name in ("early", "full"):
         out, code, how = runs[name]
         assert how == ("early answer" if name == "early" else "libcst loaded"), name
         report = json.loads(out)
         assert report["unchanged"] and report["problems"] == problems, name
-        assert code == cli.Exit.PARTIAL, name
+        assert code == Exit.PARTIAL, name
     text = lsync("apply", str(fixture_tree))
-    assert text.returncode == cli.Exit.PARTIAL
+    assert text.returncode == Exit.PARTIAL
     assert "not processed: latentsync/broken.py: cannot be parsed" in text.stdout
     assert "Nothing to do" in text.stdout and "1 problem(s)" in text.stdout
 
@@ -259,13 +262,13 @@ def test_a_file_edited_by_hand_stays_a_problem_on_every_re_apply(fixture_tree):
     (fixture_tree / "predict.py").write_text("# edited by hand\n")
     codes = [lsync("apply", str(fixture_tree), "--json") for _ in range(3)]
     for done in codes:
-        assert done.returncode == cli.Exit.PARTIAL, done.stdout
+        assert done.returncode == Exit.PARTIAL, done.stdout
         assert [p["path"] for p in json.loads(done.stdout)["problems"]] == ["predict.py"]
     assert codes[-1].stderr.strip().splitlines()[-1] == "early answer"
 
 
 def test_strict_exits_as_the_first_apply_did_on_a_no_op_re_apply(fixture_tree):
     runs = _answers(fixture_tree, "--strict", "--rules", ",".join(SUBSET))
-    assert runs["first"][1] == cli.Exit.STRICT
-    assert [runs[name][1] for name in ("early", "full")] == [cli.Exit.STRICT] * 2
+    assert runs["first"][1] == Exit.STRICT
+    assert [runs[name][1] for name in ("early", "full")] == [Exit.STRICT] * 2
     assert [runs[name][2] for name in ("early", "full")] == ["early answer", "libcst loaded"]

@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch", reason="the runtime helper is exercised wit
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from latentsync_mps import engine  # noqa: E402
-from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
+from latentsync_mps import port as engine  # noqa: E402
+from latentsync_mps.payload.runtime import _lsync_port as helper  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What torch 2.5.1 (1.6 and main), 2.4.1 (1.5) and 2.1.2 (1.0) lack on MPS, by overload packet.

@@ -12,7 +12,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -68,7 +68,7 @@ def test_the_error_measure_is_the_mean_of_squared_differences():
     square of the mean difference would call the first exact and the second 26 dB."""
     import numpy as np
 
-    from latentsync_mps.verify.harness import frame_error
+    from latentsync_mps.payload.verify.harness import frame_error
 
     reference = np.full((4, 64, 64, 3), 128, np.uint8)
     assert frame_error(reference, reference.copy()) == (float("inf"), 0.0)

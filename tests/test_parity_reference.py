@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -44,7 +44,7 @@ def parity(report: dict) -> dict:
 
 
 def test_mps_sim_reuses_the_cpu_verify_output_which_is_the_reference_it_would_compute(fixture_tree, pack, own_cache):
-    from latentsync_mps.verify.harness import read_video_frames
+    from latentsync_mps.payload.verify.harness import read_video_frames
 
     engine.commit(engine.make_plan(fixture_tree, pack))
     cpu = verify(fixture_tree, "--device", "cpu")
@@ -99,7 +99,7 @@ def test_the_fixtures_face_alignment_gives_the_same_bits_every_call(fixture):
 def test_a_reused_reference_that_differs_fails_parity_and_the_reason_says_it_was_reused(fixture_tree, pack, own_cache):
     import numpy as np
 
-    from latentsync_mps.verify.harness import _write_video, read_video_frames
+    from latentsync_mps.payload.verify.harness import _write_video, read_video_frames
 
     engine.commit(engine.make_plan(fixture_tree, pack))
     assert verify(fixture_tree, "--device", "cpu")["passed"]
@@ -136,7 +136,7 @@ def test_an_edited_tree_gets_a_fresh_reference_and_a_drift_on_mps_still_fails(fi
 
 
 def test_the_tree_digest_follows_the_code_not_the_pipelines_scratch_files(fixture_tree):
-    from latentsync_mps.verify.runner import tree_digest
+    from latentsync_mps.features.verify.runner import tree_digest
 
     before = tree_digest(fixture_tree)
     (fixture_tree / "temp").mkdir(exist_ok=True)
@@ -149,7 +149,7 @@ def test_the_tree_digest_follows_the_code_not_the_pipelines_scratch_files(fixtur
 
 def test_a_cache_that_cannot_take_the_reference_is_skipped_not_an_error(tmp_path):
     """Keeping the reference is an optimisation: a full disk or a read-only home must not fail verify."""
-    from latentsync_mps.verify.harness import ReferenceCache
+    from latentsync_mps.payload.verify.harness import ReferenceCache
 
     video = tmp_path / "out.mp4"
     video.write_bytes(b"frames")

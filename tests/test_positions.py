@@ -9,7 +9,7 @@ import libcst as cst
 import pytest
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from latentsync_mps.positions import LazyPositions
+from latentsync_mps.port.positions import LazyPositions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, tree_hashes
 
-from latentsync_mps import engine
-from latentsync_mps.ruleset import RuleFileError, load
+from latentsync_mps import port as engine
+from latentsync_mps.pack.ruleset import RuleFileError, load
 
 
 def profile_covers(profile, relpath: str) -> bool:
-    from latentsync_mps.rules.base import path_matches
+    from latentsync_mps.port.rules.base import path_matches
 
     return path_matches(relpath, profile.inference_path)
 
@@ -268,7 +268,7 @@ def test_ported_wrapper_node_imports_as_a_comfyui_package(tmp_path, pack, monkey
     engine.commit(engine.make_plan(tree, pack))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("LATENTSYNC_DEVICE", "cpu")
-    from latentsync_mps.verify.comfy_contract import folder_paths_module
+    from latentsync_mps.payload.verify.comfy_contract import folder_paths_module
 
     monkeypatch.setitem(sys.modules, "folder_paths", folder_paths_module(tmp_path / "ComfyUI"))
     try:
@@ -295,7 +295,7 @@ def test_wrapper_profile_includes_the_latentsync_pack(pack):
 
 
 def test_include_must_name_a_known_profile_and_not_nest(tmp_path):
-    from latentsync_mps.resources import patches_dir
+    from latentsync_mps.pack.paths import patches_dir
 
     patches = tmp_path / "patches"
     shutil.copytree(patches_dir(), patches)

@@ -118,7 +118,7 @@ def test_relative_links_lead_to_files_that_exist(page):
 
 def test_help_lists_every_exit_code(generator):
     """`lsync-port --help` keeps its own short list of the codes: none may be missing from it."""
-    from latentsync_mps.cli import EXIT_CODES_HELP
+    from latentsync_mps.cli.exits import EXIT_CODES_HELP
 
     for member in generator.exit_enum():
         assert re.search(rf"(?<![\w-]){member.value} ", EXIT_CODES_HELP), (

@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import doctor, release_facts
 from latentsync_mps.cli import app
-from latentsync_mps.doctor import catalog, checks
-from latentsync_mps.doctor import tree as doctor_tree
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import RuleFileError, load
-from latentsync_mps.verify import comfy_node, runner
+from latentsync_mps.features import doctor
+from latentsync_mps.features.doctor import catalog, checks
+from latentsync_mps.features.doctor import tree as doctor_tree
+from latentsync_mps.features.verify import runner
+from latentsync_mps.pack import release_facts
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.payload.verify import comfy_node
 
-HARNESS = Path(runner.__file__).with_name("harness.py")
+HARNESS = runner.HARNESS
 
 
 @pytest.fixture

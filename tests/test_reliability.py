@@ -24,15 +24,17 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 from typer.testing import CliRunner
 
-from latentsync_mps import engine, manifest
-from latentsync_mps.cli import Exit, app
-from latentsync_mps.manifest import LOCK, STATE_DIR, TreeLock
+from latentsync_mps import port as engine
+from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.port import manifest
+from latentsync_mps.port.manifest import LOCK, STATE_DIR, TreeLock
 
 ENV = {k: v for k, v in os.environ.items() if k != "LSYNC_PORT_DEBUG"} | {"COLUMNS": "400"}
 HOLD = """
 import sys, time
 from pathlib import Path
-from latentsync_mps.manifest import TreeLock
+from latentsync_mps.port.manifest import TreeLock
 lock = TreeLock(Path(sys.argv[1]), "lsync-port apply (test holder)")
 lock.acquire()
 print("held", flush=True)
@@ -344,7 +346,7 @@ def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, code):
 
 INJECT = """
 import errno, os, sys
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 real, code = engine.stage, int(sys.argv[1])
 def stage(path, *args, **kwargs):
     if path.name == "unet.py":

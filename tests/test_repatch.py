@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps.resources import patches_dir
+from latentsync_mps.pack.paths import patches_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "repatch_upstream.py"

@@ -8,7 +8,7 @@ import pytest
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 
-from latentsync_mps.rewrite import _plain_imports
+from latentsync_mps.port.rewrite import _plain_imports
 
 HEADS = [
     "",

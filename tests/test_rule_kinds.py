@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from latentsync_mps.engine import run_rule
-from latentsync_mps.rules import RuleKind
-from latentsync_mps.rules.base import Example, Rule, RuleError
+from latentsync_mps.port import run_rule
+from latentsync_mps.port.rules import RuleKind
+from latentsync_mps.port.rules.base import Example, Rule, RuleError
 
 
 def kind(name: str, **options):
@@ -330,7 +330,7 @@ def test_drop_unused_import_carries_comments_and_keeps_what_is_used():
 
 
 def test_path_above_counts_levels_and_validates():
-    from latentsync_mps.rulecheck import report_lines
+    from latentsync_mps.port.rulecheck import report_lines
 
     above = kind("report-path-above", anchor="folder_paths.__file__", levels=2, **DETECTION_TEXTS)
     text = (

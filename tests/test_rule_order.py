@@ -3,8 +3,8 @@ decides within a group."""
 
 from __future__ import annotations
 
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import ORDER_FILE, KindOrder, load
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import ORDER_FILE, KindOrder, load
 
 PACK = load(patches_dir())
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import RuleFileError, load
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import RuleFileError, load
 
 GOOD_RULE = """
 [[rule]]

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the runtime helper is exercised with the verify extra (torch) installed")
 
-from latentsync_mps.runtime import _lsync_port as helper  # noqa: E402
+from latentsync_mps.payload.runtime import _lsync_port as helper  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -116,8 +116,8 @@ def test_the_figures_apply_writes_are_the_ones_the_helper_reads(fixture_tree, pa
     it (lsync-port is not installed there); revert removes it. 1.0 has no shipped forecast."""
     import importlib.util
 
-    from latentsync_mps import engine
-    from latentsync_mps.memory_figures import DATA_NAME
+    from latentsync_mps import port as engine
+    from latentsync_mps.pack.memory_figures import DATA_NAME
 
     assert DATA_NAME == helper.MEMORY_FIGURES
     engine.commit(engine.make_plan(fixture_tree, pack))
@@ -314,8 +314,8 @@ def test_empty_cache_reaches_the_cuda_backend(monkeypatch):
 
 
 def test_helper_written_into_a_tree_is_this_module(fixture_tree, pack):
-    from latentsync_mps import engine
-    from latentsync_mps.resources import runtime_helper_source
+    from latentsync_mps import port as engine
+    from latentsync_mps.pack.paths import runtime_helper_source
 
     engine.commit(engine.make_plan(fixture_tree, pack))
     assert (fixture_tree / "latentsync/_lsync_port.py").read_text() == runtime_helper_source()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, tree_hashes
 
-from latentsync_mps import engine
-from latentsync_mps.cli import Exit
-from latentsync_mps.manifest import STATE_DIR
+from latentsync_mps import port as engine
+from latentsync_mps.cli.exits import Exit
+from latentsync_mps.port.manifest import STATE_DIR
 
 BOM = b"\xef\xbb\xbf"
 # A wide terminal, so that rich never folds a long path in a message over two lines.

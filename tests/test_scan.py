@@ -11,9 +11,9 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
-from latentsync_mps.findings import KINDS, find_in_python, find_in_requirements
+from latentsync_mps.port.findings import KINDS, find_in_python, find_in_requirements
 
 
 def found(source: str, path: str = "latentsync/models/x.py") -> set[tuple[str, str]]:

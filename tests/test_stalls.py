@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps.verify.mpssim.stalls import COPY, CPU, READBACK, TO_HOST, StallCounter
+from latentsync_mps.payload.mpssim.stalls import COPY, CPU, READBACK, TO_HOST, StallCounter
 
 runner = CliRunner()
 PIPELINE = "latentsync/pipelines/lipsync_pipeline.py"
@@ -69,7 +69,7 @@ def _verify(tree: Path) -> dict:
     import torch
 
     from latentsync_mps.cli import app
-    from latentsync_mps.verify.target_torch import known_versions
+    from latentsync_mps.pack.target_torch import known_versions
 
     installed = torch.__version__.split("+")[0]
     if installed not in known_versions():
@@ -82,7 +82,7 @@ def _verify(tree: Path) -> dict:
 
 @pytest.fixture
 def ported(fixture_tree, pack):
-    from latentsync_mps import engine
+    from latentsync_mps import port as engine
 
     engine.commit(engine.make_plan(fixture_tree, pack))
     return fixture_tree
@@ -137,8 +137,8 @@ def test_stalls_inserted_in_the_loop_are_reported_at_their_site_per_step(ported)
 def test_the_report_shows_the_loops_stalls_by_site():
     from rich.console import Console
 
-    from latentsync_mps.verify.render import render_stalls
-    from latentsync_mps.verify.runner import VerifyReport
+    from latentsync_mps.features.verify.runner import VerifyReport
+    from latentsync_mps.render.verify import render_stalls
 
     counter = StallCounter()
     counter.loop_begin()
@@ -169,7 +169,7 @@ def test_a_real_release_has_no_stalls_in_its_denoising_loop(tmp_path, pack):
 
     from conftest import real_latentsync_16
 
-    from latentsync_mps import engine
+    from latentsync_mps import port as engine
     from latentsync_mps.cli import app
 
     real = real_latentsync_16()

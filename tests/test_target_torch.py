@@ -18,10 +18,10 @@ import pytest
 from conftest import real_latentsync_16
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
-from latentsync_mps.verify import target_torch
-from latentsync_mps.verify.target_torch import TargetTorchError, known_versions, resolve
+from latentsync_mps.pack import target_torch
+from latentsync_mps.pack.target_torch import TargetTorchError, known_versions, resolve
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()
@@ -34,7 +34,7 @@ runner = CliRunner()
 def test_the_table_for_the_installed_torch_is_what_build_support_table_derives():
     torch = pytest.importorskip("torch", reason="needs torch (verify extra)")
     pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
-    from latentsync_mps.verify import mps_sim
+    from latentsync_mps.payload import mps_sim
 
     installed = torch.__version__.split("+")[0]
     if installed not in known_versions():
@@ -49,7 +49,7 @@ def test_the_table_for_the_installed_torch_is_what_build_support_table_derives()
 
 def test_mps_kernels_registered_from_python_are_read_from_each_releases_own_files():
     pytest.importorskip("torch", reason="needs torch (verify extra)")
-    from latentsync_mps.verify import mps_sim
+    from latentsync_mps.payload import mps_sim
 
     text = (
         'mps_lib = torch.library.Library("aten", "IMPL", "MPS")\n'
@@ -93,7 +93,7 @@ def test_every_shipped_table_comes_from_a_macos_arm64_wheel_with_its_minimum_mac
 
 def test_the_simulated_mac_runs_at_least_the_macos_its_target_torch_needs():
     pytest.importorskip("torch", reason="needs torch (verify extra)")
-    from latentsync_mps.verify.mpssim.simulator import SIMULATED_MACOS, simulated_macos
+    from latentsync_mps.payload.mpssim.simulator import SIMULATED_MACOS, simulated_macos
 
     assert simulated_macos(target_torch.table_for("2.14.1")) == max(SIMULATED_MACOS, (14, 0))
     assert simulated_macos({"min_macos": "16.1"}) == (16, 1)  # a future torch that needs macOS 16.1
@@ -140,7 +140,7 @@ def test_numerics_defects_carry_their_source_and_versions():
 @pytest.fixture
 def sim():
     pytest.importorskip("torch", reason="needs torch (verify extra)")
-    from latentsync_mps.verify import mps_sim
+    from latentsync_mps.payload import mps_sim
 
     def make(**table):
         table.setdefault("ops", {})
@@ -333,8 +333,8 @@ def test_the_wrapper_report_names_its_host_stacks_torch(tmp_path):
 def test_the_text_report_names_the_target_and_the_memory():
     from rich.console import Console
 
-    from latentsync_mps.verify.render import render_findings
-    from latentsync_mps.verify.runner import VerifyReport
+    from latentsync_mps.features.verify.runner import VerifyReport
+    from latentsync_mps.render.verify import render_findings
 
     report = VerifyReport("t", "mps-sim", "python", "synthetic", [], True, "", 1.0)
     report.target_torch = {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.resources import bundled_patches_dir
+from latentsync_mps.pack.paths import bundled_patches_dir
 
 FIXTURE_STACKS = Path(__file__).parent / "fixtures" / "targets" / "stacks.toml"
 runner = CliRunner()

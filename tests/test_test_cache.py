@@ -30,7 +30,7 @@ def test_the_suite_has_a_cache_folder_of_its_own():
 
 
 def test_every_cache_lsync_port_writes_is_in_the_suites_folder():
-    from latentsync_mps.verify.runner import _cache_dir
+    from latentsync_mps.features.verify.runner import _cache_dir
 
     # verify's synthetic weights, and beside them (harness.py) the parity references and the MPS support table.
     own = _cache_dir().parent
@@ -42,6 +42,6 @@ def test_every_cache_lsync_port_writes_is_in_the_suites_folder():
 
 def test_a_child_process_a_test_starts_caches_there_too():
     """verify and forecast run the tree in a child process, which reads the environment it inherits."""
-    code = "from latentsync_mps.verify.runner import _cache_dir; print(_cache_dir())"
+    code = "from latentsync_mps.features.verify.runner import _cache_dir; print(_cache_dir())"
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert _inside(Path(printed), TEST_CACHE)

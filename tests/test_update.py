@@ -12,7 +12,8 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 from typer.testing import CliRunner
 
-from latentsync_mps.cli import Exit, app
+from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import Exit
 
 runner = CliRunner()
 INFERENCE = "scripts/inference.py"

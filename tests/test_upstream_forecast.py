@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.forecast import CONFIGURATIONS, METAL_BUFFER_LIMIT
+from latentsync_mps.features.forecast import CONFIGURATIONS, METAL_BUFFER_LIMIT
 
 TREES = [Path(p) for p in os.environ.get("LSYNC_UPSTREAM", "").split(os.pathsep) if p]
 PYTHON = os.environ.get("LSYNC_UPSTREAM_PYTHON")

@@ -11,7 +11,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")

@@ -11,9 +11,9 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
-from latentsync_mps.verify import comfy_contract as contract
+from latentsync_mps.payload.verify import comfy_contract as contract
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import engine
+from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -124,7 +124,7 @@ def test_wrong_version_names_the_pin(tmp_path, pack):
 def _load_landmarks():
     import importlib.util
 
-    from latentsync_mps.verify import harness
+    from latentsync_mps.payload.verify import harness
 
     spec = importlib.util.spec_from_file_location(
         "landmarks_under_test", harness.Path(harness.__file__).with_name("landmarks.py")

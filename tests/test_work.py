@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.forecast import estimate
+from latentsync_mps.features.forecast import estimate
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,7 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="module")
 def work():
     pytest.importorskip("torch", reason="forecast needs the verify extra (torch)")
-    from latentsync_mps.forecast import work as module
+    from latentsync_mps.payload.forecast import work as module
 
     return module
 
@@ -108,7 +108,7 @@ def test_an_unknown_chip_is_said_and_the_known_ones_listed(tmp_path):
 
 def test_forecast_json_gives_flops_bytes_and_the_estimate_per_chip(tmp_path, pack):
     pytest.importorskip("diffusers", reason="forecast needs the verify extra (torch, diffusers)")
-    from latentsync_mps import engine
+    from latentsync_mps import port as engine
 
     tree = tmp_path / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)

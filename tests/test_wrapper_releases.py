@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps import engine
-from latentsync_mps.resources import patches_dir
-from latentsync_mps.ruleset import RuleFileError, load
+from latentsync_mps import port as engine
+from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.ruleset import RuleFileError, load
 
 AFFINE = "latentsync/utils/affine_transform.py"
 # What detection looks at (empty stand-ins will do), and the one file the waived rule is about:

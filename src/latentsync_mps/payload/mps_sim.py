@@ -1,0 +1,50 @@
+"""The simulated MPS device (`lsync-port verify TREE --device mps-sim`): the entry point that the verify
+harness loads by path, in the child that runs the tree under the tree's own interpreter (which need
+not have lsync-port installed), and that `from latentsync_mps.payload import mps_sim` imports.
+
+The simulator itself is the package beside this file, mpssim/ (its docstring says what it checks
+and what it cannot see). Imported as part of lsync-port, this module is that package's names;
+loaded by path, it loads the package by path too, under one fixed name, so that the harness, the
+tests' child drivers (`spec_from_file_location(..., "mps_sim.py")`, or this folder on sys.path and
+`import mps_sim`) and lsync-port all get the same names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_PACKAGE_BY_PATH = "lsync_port_mpssim"
+
+
+def _load_parts_by_path():
+    """mpssim/ as a package named _PACKAGE_BY_PATH (its relative imports then resolve in it)."""
+    if _PACKAGE_BY_PATH in sys.modules:
+        return sys.modules[_PACKAGE_BY_PATH]
+    folder = Path(__file__).resolve().with_name("mpssim")
+    spec = importlib.util.spec_from_file_location(
+        _PACKAGE_BY_PATH, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_PACKAGE_BY_PATH] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if __package__:  # latentsync_mps.payload.mps_sim
+    from . import mpssim as _parts
+else:  # loaded by path, or imported as the top-level module `mps_sim`
+    _parts = _load_parts_by_path()
+
+__all__ = list(_parts.__all__)
+globals().update({name: getattr(_parts, name) for name in __all__})
+
+
+def __getattr__(name: str):
+    """Names the single-file simulator had that are not public (`_OpInfo`, `_SIMULATOR`, ...): read,
+    live, from the part that holds them now."""
+    for part in (_parts.tensor, _parts.support, _parts.simulator, _parts.hooks):
+        if name in vars(part):
+            return vars(part)[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
