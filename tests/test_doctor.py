@@ -19,10 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.features.doctor import catalog, checks, run_probe
+from latentsync_mps.features.doctor import catalog, checks, run_probe, verdicts
+from latentsync_mps.features.doctor import facts as doctor_facts
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.doctor.catalog import memory_need_gb, video_reader_wheel
-from latentsync_mps.features.doctor.checks import BLOCKER, OK, WARNING
+from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, WARNING
 from latentsync_mps.pack import target_torch
 
 GIB = 1024**3
@@ -242,10 +243,10 @@ def put(facts: dict, dotted: str, value) -> dict:
     return facts
 
 
-def answer(check, facts) -> checks.Check:
+def answer(check, facts) -> verdicts.Check:
     result = check(copy.deepcopy(facts))
     assert result is not None
-    assert result.status in checks.STATUSES
+    assert result.status in verdicts.STATUSES
     return result
 
 
@@ -470,7 +471,7 @@ def test_mps_unknown_without_torch_on_mac():
 
 def test_probe_errors_read_as_unknown():
     facts = put(mac_facts(), "probe.torch.mps_available", {"error": "RuntimeError: boom"})
-    assert checks.mps_available(facts) is False
+    assert doctor_facts.mps_available(facts) is False
     expect(checks.check_mps, facts, BLOCKER, "is_available() None")
 
 
@@ -670,7 +671,7 @@ def test_tree_not_a_latentsync_tree_blocks():
     expect(checks.check_tree, facts, BLOCKER, "not a LatentSync tree")
     for check in (checks.check_requirements, checks.check_checkpoints):
         assert check(facts) is None
-    assert checks.needs_insightface(facts) is None
+    assert doctor_facts.needs_insightface(facts) is None
 
 
 def test_tree_not_patched_on_mac_blocks():
@@ -978,7 +979,7 @@ def test_checks_survive_empty_facts():
     facts = {"probe": {}, "tree": None}
     for check in checks.CHECKS:
         result = check(facts)
-        assert result is None or result.status in checks.STATUSES
+        assert result is None or result.status in verdicts.STATUSES
 
 
 # ---------------------------------------------------------------------------------------------

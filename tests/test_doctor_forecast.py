@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from latentsync_mps.cli import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.features.doctor import checks
-from latentsync_mps.features.doctor.checks import BLOCKER, OK, WARNING
+from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, WARNING
 from latentsync_mps.features.forecast import measured, pick
 
 runner = CliRunner()

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
 from latentsync_mps.features import doctor
-from latentsync_mps.features.doctor import catalog, checks
+from latentsync_mps.features.doctor import catalog
+from latentsync_mps.features.doctor import facts as doctor_facts
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.verify import runner
 from latentsync_mps.pack import release_facts
@@ -101,7 +102,7 @@ def test_the_cli_gives_one_line_for_bad_facts(copied_pack, tmp_path):
 
 def test_doctor_reads_the_facts_of_the_pack_in_use(copied_pack):
     tree_15 = {"tree": {"profile": "latentsync", "release": "1.5", "error": None}}
-    assert checks.needs_insightface(tree_15) is False
+    assert doctor_facts.needs_insightface(tree_15) is False
     names = [c.path for c in catalog.checkpoints("latentsync", "1.5")]
     assert not any("buffalo_l" in name for name in names)
     assert catalog.DEFAULT_RESOLUTION["1.5"] == 256
@@ -109,7 +110,7 @@ def test_doctor_reads_the_facts_of_the_pack_in_use(copied_pack):
     change_fact(copied_pack, "1.5", "face_detection", '"face_alignment"', '"insightface"')
     change_fact(copied_pack, "1.5", "resolution", "256", "384")
     change_fact(copied_pack, "1.5", "weights_repo", '"ByteDance/LatentSync-1.5"', '"someone/weights"')
-    assert checks.needs_insightface(tree_15) is True
+    assert doctor_facts.needs_insightface(tree_15) is True
     entries = catalog.checkpoints("latentsync", "1.5")
     assert any("buffalo_l" in e.path for e in entries)
     assert entries[0].repo == "someone/weights"

@@ -87,6 +87,10 @@ class Resolution:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> Resolution:
+        return cls(**{**data, "missing": [Missing(**m) for m in data["missing"]]})
+
     def line(self) -> str:
         where = f"macOS {self.platform} arm64, CPython {self.python} (stack {self.stack})"
         if self.status == "unchecked":

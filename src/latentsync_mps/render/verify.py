@@ -238,9 +238,9 @@ def render_stack(console: Console, stack: dict) -> None:
 
 def render_requirements(console: Console, resolved: dict) -> None:
     """The pre-check: the tree's requirements on the stack's Mac, each one without a wheel with its fix."""
-    from latentsync_mps.features.doctor.stack_checks import _line
+    from latentsync_mps.host.mac_resolve import Resolution
 
     colour = {"resolved": "green", "unresolvable": "red"}.get(resolved["status"], "dim")
-    console.print(f"[{colour}]requirements:[/] {_line(resolved)}", highlight=False)
+    console.print(f"[{colour}]requirements:[/] {Resolution.from_json(resolved).line()}", highlight=False)
     for missing in resolved.get("missing", []):
         console.print(f"  {missing['requirement']}: {missing['why']}; fix: {missing['fix']}", highlight=False)

@@ -50,7 +50,8 @@ def doctor(
     check compares this machine with the memory forecast of the tree's release (shipped with
     lsync-port; --forecast measures this tree). Exit {Exit.DOCTOR_BLOCKER} when any check is a blocker.
     """
-    from latentsync_mps.features.doctor import DoctorError, render, run
+    from latentsync_mps.features.doctor import DoctorError, run
+    from latentsync_mps.render.doctor import render
 
     if live_forecast and tree is None:
         raise fail("--forecast needs TREE: it forecasts that tree's memory", Exit.USAGE)
@@ -63,7 +64,7 @@ def doctor(
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        render(console, result)
+        render(console, result, Exit.DOCTOR_BLOCKER.value)
     if result.blockers:
         raise typer.Exit(int(Exit.DOCTOR_BLOCKER))
 

@@ -22,8 +22,9 @@ def targets(json_out: JsonOpt = False) -> None:
     wrapper commits: the trees `apply` recognises. Last: what the package registry and the upstream
     repositories served when last checked, and the command that refreshes it all.
     """
-    from latentsync_mps.features.targets import gather, render
+    from latentsync_mps.features.targets import gather
     from latentsync_mps.pack.paths import patches_dir
+    from latentsync_mps.render.targets import render
 
     data = gather(patches_dir())
     if json_out:

@@ -12,34 +12,13 @@ any machine's answers on any other.
     tree_checks.py     tree, requirements, checkpoints, face models, vae, tkinter
     stack_checks.py    the host stack modelled, the tree's requirements resolved for that Mac (uv)
     memory_checks.py   memory, environment
-
-The names of those modules stay importable from here, as they were when this was one file.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from latentsync_mps.features.doctor.facts import (  # noqa: F401 - re-exported
-    ProbeFacts,
-    cuda_available,
-    dotted,
-    helper_device,
-    installed,
-    is_mac,
-    macos,
-    mps_available,
-    needs_insightface,
-    python_version,
-    release,
-    section,
-    size,
-    torch_facts,
-    value,
-    version_tuple,
-)
-from latentsync_mps.features.doctor.facts import python_cmd as _python_cmd  # noqa: F401 - re-exported
-from latentsync_mps.features.doctor.facts import truthy as _truthy  # noqa: F401 - re-exported
+from latentsync_mps.features.doctor.facts import ProbeFacts
 from latentsync_mps.features.doctor.machine_checks import (
     check_cuda,
     check_decord,
@@ -54,13 +33,7 @@ from latentsync_mps.features.doctor.machine_checks import (
     check_target_torch,
     check_torch,
 )
-from latentsync_mps.features.doctor.memory_checks import (  # noqa: F401
-    _chunking,
-    _watermark,
-    check_environment,
-    check_memory,
-    forecast_row,
-)
+from latentsync_mps.features.doctor.memory_checks import check_environment, check_memory
 from latentsync_mps.features.doctor.stack_checks import check_mac_resolve, check_stack
 from latentsync_mps.features.doctor.tree_checks import (
     check_checkpoints,
@@ -70,8 +43,7 @@ from latentsync_mps.features.doctor.tree_checks import (
     check_tree,
     check_vae,
 )
-from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, STATUSES, WARNING, Check  # noqa: F401 - re-exported
-from latentsync_mps.features.doctor.verdicts import listing as _listing  # noqa: F401 - re-exported
+from latentsync_mps.features.doctor.verdicts import Check
 
 CHECKS = (
     check_platform,

@@ -33,7 +33,9 @@ def check_mac_resolve(facts: ProbeFacts) -> Check | None:
     if not resolved:
         return None
     name = "requirements on the Mac"
-    line = _line(resolved)
+    from latentsync_mps.host.mac_resolve import Resolution
+
+    line = Resolution.from_json(resolved).line()
     if resolved["status"] == "unchecked":
         return Check(
             name, WARNING, line + ".", "Run doctor again with the registry (PyPI) reachable, and uv installed."
@@ -45,11 +47,3 @@ def check_mac_resolve(facts: ProbeFacts) -> Check | None:
     detail = line + ": " + "; ".join(f"{m['requirement']} ({m['why']})" for m in missing) + "."
     status = WARNING if all(m["builds_on_mac"] for m in missing) else BLOCKER
     return Check(name, status, detail, fixes)
-
-
-def _line(resolved: dict) -> str:
-    from latentsync_mps.host.mac_resolve import Missing, Resolution
-
-    data = dict(resolved)
-    data["missing"] = [Missing(**m) for m in data["missing"]]
-    return Resolution(**data).line()
