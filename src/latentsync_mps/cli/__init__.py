@@ -1,5 +1,6 @@
 """The `lsync-port` command. Thin: it parses options, calls a feature or the port, and renders the
-result. This is the only layer that knows exit codes (exits.py).
+result. This is the only layer that knows exit codes (exits.py). It may import every other folder;
+nothing imports it.
 
 Heavy modules (libcst, the port, torch) are imported inside the commands so that `--help` starts fast.
 """

@@ -1,0 +1,2 @@
+"""_lsync_port.py, the module that apply writes into a ported tree (it imports only torch and the
+standard library)."""
