@@ -15,7 +15,6 @@ Every problem is reported as a RuleFileError naming the file and, where there is
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +22,11 @@ from typing import TYPE_CHECKING, Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from latentsync_mps.pack.errors import TomlSyntaxError
+from latentsync_mps.pack.toml_files import read_toml
 from latentsync_mps.port.rules import RuleKind  # registers every kind
-from latentsync_mps.port.rules.report import DetectionRuleKind
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 from latentsync_mps.port.rules.base import Example, Expectation, Rule, RuleError, path_matches
+from latentsync_mps.port.rules.report import DetectionRuleKind
 
 if TYPE_CHECKING:
     from latentsync_mps.pack.release_facts import ReleaseFacts
@@ -180,8 +176,8 @@ def load(root: Path) -> RulePack:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
+        return read_toml(path)
+    except TomlSyntaxError as error:
         raise RuleFileError(path, f"not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RuleFileError(path, f"cannot be read: {error}") from None

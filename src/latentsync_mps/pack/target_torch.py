@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,12 +27,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from latentsync_mps.pack.errors import TomlSyntaxError
+from latentsync_mps.pack.toml_files import parse_toml, read_toml
 from latentsync_mps.port import TreeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 TABLES = Path(__file__).with_name("mps_tables.json")
 DEFECTS = Path(__file__).with_name("mps_defects.toml")
@@ -193,8 +189,8 @@ def _requirement_lines(tree: Path):
     pyproject = tree / "pyproject.toml"
     if pyproject.is_file():
         try:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            project = parse_toml(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except (TomlSyntaxError, UnicodeDecodeError):
             return
         for line in project.get("dependencies", []):
             yield "pyproject.toml", line
@@ -326,7 +322,7 @@ def _aten_bases(key: str, bases: dict[str, set[str]], version: str) -> list[str]
 
 @functools.cache
 def _defects() -> list[dict]:
-    return tomllib.loads(DEFECTS.read_text(encoding="utf-8"))["defect"]
+    return read_toml(DEFECTS)["defect"]
 
 
 def defects_for(version: str) -> list[dict]:
