@@ -19,7 +19,8 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 
 from latentsync_mps import port as engine
-from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.pack.errors import RuleFileError
+from latentsync_mps.pack.ruleset import load
 
 
 def profile_covers(profile, relpath: str) -> bool:

@@ -16,8 +16,9 @@ from latentsync_mps.features.doctor import catalog, checks
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.verify import runner
 from latentsync_mps.pack import release_facts
+from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.pack.ruleset import load
 from latentsync_mps.payload.verify import comfy_node
 
 HARNESS = runner.HARNESS

@@ -10,6 +10,21 @@ class TomlSyntaxError(ValueError):
     """A file is not valid TOML. `str()` is the parser's message."""
 
 
+class RuleFileError(Exception):
+    """A rule pack is malformed: the message names the file and, where there is one, the rule."""
+
+    def __init__(self, path: Path, message: str, rule_id: str | None = None) -> None:
+        where = f"{path}" + (f", rule '{rule_id}'" if rule_id else "")
+        super().__init__(f"{where}: {message}")
+
+
+class ReleaseFactsError(RuleFileError):
+    """A bad `facts` table. `str()` names the file, the release and the key, on one line."""
+
+    def __init__(self, path: Path | str, release: str, key: str, message: str) -> None:
+        super().__init__(Path(path), f"release '{release}', facts{'.' + key if key else ''}: {message}")
+
+
 class TableError(Exception):
     """A shipped table (forecast.toml, forecast-measured.json, apple-chips.toml) that cannot be read."""
 

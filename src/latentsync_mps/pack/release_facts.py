@@ -32,18 +32,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.pack.errors import TomlSyntaxError
-from latentsync_mps.pack.ruleset import RuleFileError
+from latentsync_mps.pack.errors import ReleaseFactsError, RuleFileError, TomlSyntaxError
 from latentsync_mps.pack.toml_files import parse_toml
 
 FACE_DETECTORS = ("face_alignment", "insightface")
-
-
-class ReleaseFactsError(RuleFileError):
-    """A bad `facts` table. `str()` names the file, the release and the key, on one line."""
-
-    def __init__(self, path: Path | str, release: str, key: str, message: str) -> None:
-        super().__init__(Path(path), f"release '{release}', facts{'.' + key if key else ''}: {message}")
 
 
 @dataclass(frozen=True)

@@ -17,27 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.pack.errors import TomlSyntaxError
+from latentsync_mps.pack.errors import RuleFileError, TomlSyntaxError
+from latentsync_mps.pack.release_facts import ReleaseFacts
+from latentsync_mps.pack.release_facts import parse as parse_facts
 from latentsync_mps.pack.toml_files import read_toml
 from latentsync_mps.port.rules import RuleKind  # registers every kind
 from latentsync_mps.port.rules.base import Example, Expectation, Rule, RuleError, path_matches
 from latentsync_mps.port.rules.report import DetectionRuleKind
-
-if TYPE_CHECKING:
-    from latentsync_mps.pack.release_facts import ReleaseFacts
-
-
-class RuleFileError(Exception):
-    """A rule pack is malformed. `str()` is a message for a person."""
-
-    def __init__(self, path: Path, message: str, rule_id: str | None = None) -> None:
-        where = f"{path}" + (f", rule '{rule_id}'" if rule_id else "")
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -365,8 +356,6 @@ def _check_unique_ids(profiles: dict[str, Profile]) -> None:
 
 
 def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
-    from latentsync_mps.pack.release_facts import parse as parse_facts  # it imports RuleFileError from here
-
     releases = []
     data = _read(path)
     for entry in data.pop("release", []):

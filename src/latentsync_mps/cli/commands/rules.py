@@ -108,7 +108,8 @@ def check_rules(
     `after` (and stay so when run again), a detection-only rule's `before` must be reported at the
     lines its `report` lists. Prints pass/fail per example; exits {Exit.RULES} when any fails.
     """
-    from latentsync_mps.pack.ruleset import RuleFileError, load
+    from latentsync_mps.pack.errors import RuleFileError
+    from latentsync_mps.pack.ruleset import load
     from latentsync_mps.port.rulecheck import check_pack
 
     if not directory.is_dir():
