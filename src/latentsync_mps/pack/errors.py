@@ -25,6 +25,19 @@ class ReleaseFactsError(RuleFileError):
         super().__init__(Path(path), f"release '{release}', facts{'.' + key if key else ''}: {message}")
 
 
+class StackError(Exception):
+    """A host stack that is not known, or a stacks.toml that cannot be read: the user names another
+    --stack, or regenerates the file."""
+
+
+class TargetTorchError(Exception):
+    """A torch version the shipped MPS tables do not cover, or one that cannot be told: the user
+    names another --target-torch."""
+
+    # tests/test_target_torch.py asserts this (the CLI's usage code, cli/exits.py maps the type).
+    exit_code = 2
+
+
 class TableError(Exception):
     """A shipped table (forecast.toml, forecast-measured.json, apple-chips.toml) that cannot be read."""
 

@@ -14,18 +14,11 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentsync_mps.pack.errors import TomlSyntaxError
+from latentsync_mps.pack.errors import StackError, TomlSyntaxError
 from latentsync_mps.pack.paths import bundled_patches_dir, patches_dir
 from latentsync_mps.pack.toml_files import read_toml
-from latentsync_mps.port import TreeError
 
 STACKS_FILE = "stacks.toml"
-USAGE = 2  # cli.Exit.USAGE
-
-
-class StackError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.pack.errors import TomlSyntaxError
+from latentsync_mps.pack.errors import TargetTorchError, TomlSyntaxError
 from latentsync_mps.pack.toml_files import parse_toml, read_toml
-from latentsync_mps.port import TreeError
 
 TABLES = Path(__file__).with_name("mps_tables.json")
 DEFECTS = Path(__file__).with_name("mps_defects.toml")
-USAGE = 2  # cli.Exit.USAGE: the user must name another --target-torch
 # A Mac the tree's requirements are resolved for: Apple Silicon, macOS, CPython 3.11.
 DARWIN_ARM64 = {
     "platform_system": "Darwin",
@@ -87,11 +85,6 @@ class TargetTorch:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-class TargetTorchError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
 
 
 @functools.cache
