@@ -18,8 +18,8 @@ from latentsync_mps.features.verify import runner
 from latentsync_mps.pack import release_facts
 from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import load
 from latentsync_mps.payload.verify import comfy_node
+from latentsync_mps.port.rulepack import load
 
 HARNESS = runner.HARNESS
 

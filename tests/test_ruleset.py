@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from latentsync_mps.cli import app
 from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import load
+from latentsync_mps.port.rulepack import load
 
 GOOD_RULE = """
 [[rule]]

@@ -109,8 +109,8 @@ def check_rules(
     lines its `report` lists. Prints pass/fail per example; exits {Exit.RULES} when any fails.
     """
     from latentsync_mps.pack.errors import RuleFileError
-    from latentsync_mps.pack.ruleset import load
     from latentsync_mps.port.rulecheck import check_pack
+    from latentsync_mps.port.rulepack import load
 
     if not directory.is_dir():
         raise fail(f"{directory}: no such directory (give a rule pack folder)", Exit.USAGE)
