@@ -38,7 +38,8 @@ from pathlib import Path
 
 from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import RulePack, load
+from latentsync_mps.pack.ruleset import RulePack
+from latentsync_mps.port.rulepack import load
 
 STEPS = ("checkout", "apply", "reapply", "scan", "compile", "verify-cpu", "verify-mps-sim")
 

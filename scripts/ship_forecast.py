@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from latentsync_mps.features.forecast import MEASURED_FILE  # noqa: E402
+from latentsync_mps.pack.forecast_tables import MEASURED_FILE  # noqa: E402
 from latentsync_mps.pack.paths import patches_dir  # noqa: E402
 
 ROW_KEYS = ("device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes", "weights_bytes", "largest_buffer_op")

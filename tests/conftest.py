@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import load
+from latentsync_mps.port.rulepack import load
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # pytest-xdist's workers start with COLUMNS=80, and rich fixes a console's width from COLUMNS when the

@@ -21,10 +21,11 @@ from conftest import FIXTURES
 
 from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import runtime_helper_source
+from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.port.cuda_mentions import account, unaccounted
 from latentsync_mps.port.findings import python_finders
 from latentsync_mps.port.rewrite import run_pass
-from latentsync_mps.port.rules.base import FileContext, PythonRuleKind, path_matches
+from latentsync_mps.port.rules.base import FileContext, PythonRuleKind
 
 torch = pytest.importorskip("torch")
 

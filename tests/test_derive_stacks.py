@@ -107,7 +107,7 @@ def test_without_the_registry_one_line_and_the_file_unchanged(derive, tmp_path, 
 
 def test_the_committed_file_is_what_the_script_writes(derive):
     """patches/stacks.toml is the script's output: rendering what it holds gives the file back."""
-    from latentsync_mps.pack.stacks import tomllib  # tomli on Python 3.10
+    from latentsync_mps.pack.toml_files import tomllib  # tomli on Python 3.10
 
     text = derive.STACKS.read_text()
     data = tomllib.loads(text)

@@ -170,7 +170,8 @@ def test_a_live_forecast_is_named_as_such():
 
 
 def test_the_memory_row_says_about_how_long_a_chunk_takes_on_this_mac():
-    from latentsync_mps.features.forecast.estimate import chunk_estimate, find_chip, load_chips, load_cpu_parts
+    from latentsync_mps.features.forecast.estimate import chunk_estimate, find_chip, load_chips
+    from latentsync_mps.pack.forecast_tables import load_cpu_parts
 
     row = pick(shipped(), "mps", "float16", True)
     facts = mac(recommended_gib=row["peak_bytes"] / GIB + 1)

@@ -7,7 +7,7 @@ import shutil
 
 from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import load
+from latentsync_mps.port.rulepack import load
 
 
 def test_the_digest_is_the_same_for_rules_installed_elsewhere(tmp_path):

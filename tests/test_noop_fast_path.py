@@ -19,9 +19,9 @@ from latentsync_mps.cli import early_apply
 from latentsync_mps.cli.app import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import load
 from latentsync_mps.port import noop
 from latentsync_mps.port.manifest import STATE_DIR, TreeLock
+from latentsync_mps.port.rulepack import load
 
 # Runs the console entry point and says on stderr whether libcst was imported: the early answer
 # must not need it.

@@ -19,11 +19,12 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 
 from latentsync_mps import port as engine
-from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.pack.errors import RuleFileError
+from latentsync_mps.port.rulepack import load
 
 
 def profile_covers(profile, relpath: str) -> bool:
-    from latentsync_mps.port.rules.base import path_matches
+    from latentsync_mps.pack.rule import path_matches
 
     return path_matches(relpath, profile.inference_path)
 

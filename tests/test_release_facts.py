@@ -17,9 +17,10 @@ from latentsync_mps.features.doctor import facts as doctor_facts
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.verify import runner
 from latentsync_mps.pack import release_facts
+from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import RuleFileError, load
 from latentsync_mps.payload.verify import comfy_node
+from latentsync_mps.port.rulepack import load
 
 HARNESS = runner.HARNESS
 

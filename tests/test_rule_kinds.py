@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from latentsync_mps.pack.rule import Example, Rule
 from latentsync_mps.port import run_rule
 from latentsync_mps.port.rules import RuleKind
-from latentsync_mps.port.rules.base import Example, Rule, RuleError
+from latentsync_mps.port.rules.base import RuleError
 
 
 def kind(name: str, **options):

@@ -4,7 +4,8 @@ decides within a group."""
 from __future__ import annotations
 
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import ORDER_FILE, KindOrder, load
+from latentsync_mps.pack.ruleset import ORDER_FILE, KindOrder
+from latentsync_mps.port.rulepack import load
 
 PACK = load(patches_dir())
 

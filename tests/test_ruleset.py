@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
+from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.port.rulepack import load
 
 GOOD_RULE = """
 [[rule]]

@@ -15,8 +15,9 @@ import pytest
 from conftest import FIXTURES
 
 from latentsync_mps import port as engine
+from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.port.rulepack import load
 
 AFFINE = "latentsync/utils/affine_transform.py"
 # What detection looks at (empty stand-ins will do), and the one file the waived rule is about:

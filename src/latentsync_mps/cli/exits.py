@@ -74,11 +74,14 @@ def fail(message: str, code: Exit) -> typer.Exit:
 
 def engine_call(function, *args, **kwargs):
     """Run an engine function, turning its expected errors into messages and exit codes."""
+    from latentsync_mps.pack.errors import StackError, TargetTorchError
     from latentsync_mps.port import TreeError
 
     try:
         return function(*args, **kwargs)
     except TreeError as error:
         raise fail(str(error), Exit(error.exit_code)) from None
+    except (StackError, TargetTorchError) as error:
+        raise fail(str(error), Exit.USAGE) from None
     except PermissionError as error:
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None

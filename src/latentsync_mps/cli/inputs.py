@@ -13,8 +13,9 @@ from latentsync_mps.cli.exits import Exit, engine_call, fail
 
 
 def load_pack():
+    from latentsync_mps.pack.errors import RuleFileError
     from latentsync_mps.pack.paths import patches_dir
-    from latentsync_mps.pack.ruleset import RuleFileError, load
+    from latentsync_mps.port.rulepack import load
 
     try:
         return load(patches_dir())

@@ -10,18 +10,14 @@
   skipped for having no macOS arm64 wheel: patches/watched.toml, which scripts/check_targets.py
   writes (the scheduled check in .github/workflows/upstream.yml fails when it is out of date).
 
-Only small files are read (tomllib, json): no torch, no libcst.
+Only small files are read (TOML through pack/toml_files.py, json): no torch, no libcst.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from latentsync_mps.pack.toml_files import read_toml
 
 STACKS = "stacks.toml"
 UPSTREAMS = "upstreams.toml"
@@ -32,7 +28,7 @@ REFRESH = "python scripts/check_targets.py --refresh"
 def _toml(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    return read_toml(path)
 
 
 def gather(patches: Path) -> dict:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import PurePosixPath
 
-from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.errors import TableError
+from latentsync_mps.pack.forecast_tables import measured_forecasts
 
 # The helper reads this name from its own folder (runtime/_lsync_port.py, MEMORY_FIGURES).
 DATA_NAME = "_lsync_port_memory.json"
-MEASURED_FILE = "forecast-measured.json"
 
 
 def data_path(runtime_path: str) -> str:
@@ -30,10 +30,9 @@ def figures_for(release) -> bytes | None:
     when the release has no shipped forecast."""
     if release is None:
         return None
-    path = patches_dir() / MEASURED_FILE
     try:
-        releases = json.loads(path.read_text(encoding="utf-8")).get("releases", {})
-    except (OSError, ValueError):
+        releases = measured_forecasts() or {}
+    except TableError:
         return None
     shipped = releases.get(release.name) or releases.get(str(release.version))
     if not shipped:

@@ -26,28 +26,16 @@ the tree's own interpreter and imports nothing from lsync-port.
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.pack.ruleset import RuleFileError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from latentsync_mps.pack.errors import ReleaseFactsError, RuleFileError, TomlSyntaxError
+from latentsync_mps.pack.toml_files import parse_toml
 
 FACE_DETECTORS = ("face_alignment", "insightface")
-
-
-class ReleaseFactsError(RuleFileError):
-    """A bad `facts` table. `str()` names the file, the release and the key, on one line."""
-
-    def __init__(self, path: Path | str, release: str, key: str, message: str) -> None:
-        super().__init__(Path(path), f"release '{release}', facts{'.' + key if key else ''}: {message}")
 
 
 @dataclass(frozen=True)
@@ -184,8 +172,8 @@ def _read_entries(path: str, text: str) -> tuple[_Entry, ...]:
     """The releases with facts in one upstreams.toml (parsed once per content). The rest of each
     entry is ruleset.load's to check."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+        data = parse_toml(text)
+    except TomlSyntaxError as error:
         raise RuleFileError(Path(path), f"not valid TOML: {error}") from None
     found = []
     for entry in data.get("release", []):

@@ -11,37 +11,40 @@
                                         one's own without it uses the bundled one)
 
 Every problem is reported as a RuleFileError naming the file and, where there is one, the rule.
+What the rule kinds know (their names, their options) the loader asks of a KindCatalog, which the
+port gives (port/rulepack.py): the pack imports no kind.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.port.rules import RuleKind  # registers every kind
-from latentsync_mps.port.rules.report import DetectionRuleKind
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-from latentsync_mps.port.rules.base import Example, Expectation, Rule, RuleError, path_matches
-
-if TYPE_CHECKING:
-    from latentsync_mps.pack.release_facts import ReleaseFacts
+from latentsync_mps.pack.errors import RuleFileError, TomlSyntaxError
+from latentsync_mps.pack.release_facts import ReleaseFacts
+from latentsync_mps.pack.release_facts import parse as parse_facts
+from latentsync_mps.pack.rule import Example, Expectation, Rule, path_matches
+from latentsync_mps.pack.toml_files import read_toml
 
 
-class RuleFileError(Exception):
-    """A rule pack is malformed. `str()` is a message for a person."""
+class KindCatalog(Protocol):
+    """The rule kinds, as the loader needs them."""
 
-    def __init__(self, path: Path, message: str, rule_id: str | None = None) -> None:
-        where = f"{path}" + (f", rule '{rule_id}'" if rule_id else "")
-        super().__init__(f"{where}: {message}")
+    def names(self) -> list[str]:
+        """Every kind's name, sorted."""
+
+    def reports_only(self, kind: str) -> bool:
+        """Whether the kind only reports (its rules go in findings/) rather than rewrites."""
+
+    def problem(self, rule: Rule) -> str | None:
+        """What is wrong with the rule's options for its kind, or None."""
+
+    def build(self, rule: Rule) -> Any:
+        """The rule as its configured kind."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Profile:
     rules: list[Rule] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
     kind_order: KindOrder = field(default_factory=KindOrder)
+    catalog: KindCatalog | None = None  # set by load()
 
     def runtime_module_for(self, relpath: str) -> str:
         """How rewritten code in `relpath` imports the runtime helper."""
@@ -112,9 +116,10 @@ class Profile:
                 return module
         return self.runtime_module
 
-    def kinds(self) -> list[RuleKind]:
+    def kinds(self) -> list[Any]:
         """Every rule of this profile as its configured kind, in execution order."""
-        built = [RuleKind.registry[rule.kind](rule) for rule in self.rules]
+        assert self.catalog is not None
+        built = [self.catalog.build(rule) for rule in self.rules]
         for kind in built:
             kind.rank = self.kind_order.rank(kind.rule.kind)
         return sorted(built, key=lambda k: k.rank)  # stable: file order within a rank
@@ -128,10 +133,12 @@ class RulePack:
     root: Path
     profiles: dict[str, Profile]
     findings: list[Rule] = field(default_factory=list)  # detection-only rules, for every tree
+    catalog: KindCatalog | None = None  # set by load()
 
-    def detectors(self) -> list[DetectionRuleKind]:
+    def detectors(self) -> list[Any]:
         """The detection-only rules as their configured kinds, in file order."""
-        return [_detector(rule) for rule in self.findings]
+        assert self.catalog is not None
+        return [self.catalog.build(rule) for rule in self.findings]
 
     def rule(self, rule_id: str) -> Rule | None:
         """The rule with this id, as its own profile defines it (not as a profile including it)."""
@@ -141,11 +148,13 @@ class RulePack:
         return (own or found or [None])[0]
 
 
-def load(root: Path) -> RulePack:
+def load(root: Path, catalog: KindCatalog) -> RulePack:
+    """The rule packs under `root`, each rule checked against the kinds of `catalog`."""
     profiles: dict[str, Profile] = {}
     files: dict[str, Path] = {}
     for profile_file in sorted(root.glob("*/profile.toml")):
         profile = _load_profile(profile_file)
+        profile.catalog = catalog
         profiles[profile.name] = profile
         files[profile.name] = profile_file
     if not profiles:
@@ -156,17 +165,19 @@ def load(root: Path) -> RulePack:
                 raise RuleFileError(files[profile.name], f"includes unknown or nested profile '{source}'")
             for rule_file in sorted(files[source].parent.glob("*.toml")):
                 if rule_file.name != "profile.toml":
-                    profile.rules.extend(_load_rules(rule_file, profile.name))
+                    profile.rules.extend(_load_rules(rule_file, profile.name, catalog))
     _check_unique_ids(profiles)
     findings_dir = root / FINDINGS_DIR
     if not findings_dir.is_dir():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without it
         from latentsync_mps.pack.paths import bundled_patches_dir
 
         findings_dir = bundled_patches_dir() / FINDINGS_DIR
-    findings = [rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR)]
+    findings = [
+        rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR, catalog)
+    ]
     _check_unique_ids({FINDINGS_DIR: Profile(FINDINGS_DIR, "", (), 0, "", "", (), rules=findings)})
     _check_supersedes(findings)
-    order = _load_order(root / ORDER_FILE)
+    order = _load_order(root / ORDER_FILE, catalog)
     for profile in profiles.values():
         profile.kind_order = order
     upstreams = root / "upstreams.toml"
@@ -175,13 +186,13 @@ def load(root: Path) -> RulePack:
             profiles[release.profile].releases.append(release)
     for profile in profiles.values():
         profile.releases.sort(key=lambda r: r.version)
-    return RulePack(root, profiles, findings)
+    return RulePack(root, profiles, findings, catalog)
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
+        return read_toml(path)
+    except TomlSyntaxError as error:
         raise RuleFileError(path, f"not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RuleFileError(path, f"cannot be read: {error}") from None
@@ -245,21 +256,21 @@ def _load_profile(path: Path) -> Profile:
     return profile
 
 
-def _load_rules(path: Path, profile: str) -> list[Rule]:
+def _load_rules(path: Path, profile: str, catalog: KindCatalog) -> list[Rule]:
     data = _read(path)
     entries = data.pop("rule", [])
     if data:
         raise RuleFileError(path, f"unknown top-level table(s): {', '.join(sorted(data))}; rules go in [[rule]]")
-    return [_load_rule(entry, path, profile) for entry in entries]
+    return [_load_rule(entry, path, profile, catalog) for entry in entries]
 
 
-def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
+def _load_rule(entry: dict[str, Any], path: Path, profile: str, catalog: KindCatalog) -> Rule:
     fields = _Fields(entry, path)
     rule_id = fields.get("id", str)
     fields.rule_id = rule_id
     kind = fields.get("kind", str)
-    if kind not in RuleKind.registry:
-        raise fields.fail(f"unknown kind '{kind}' (known: {', '.join(sorted(RuleKind.registry))})")
+    if kind not in catalog.names():
+        raise fields.fail(f"unknown kind '{kind}' (known: {', '.join(catalog.names())})")
     releases = fields.specifier("releases", "")
     expect = []
     for item in fields.get("expect", list, []):
@@ -273,7 +284,7 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
             )
         )
         sub.done()
-    detection = issubclass(RuleKind.registry[kind], DetectionRuleKind)
+    detection = catalog.reports_only(kind)
     if detection != (profile == FINDINGS_DIR):
         where = f"{FINDINGS_DIR}/" if detection else "a profile's folder"
         raise fields.fail(f"kind '{kind}' {'only reports' if detection else 'rewrites'}: its rules go in {where}")
@@ -312,10 +323,9 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str) -> Rule:
     fields.done()
     if not rule.examples:
         raise fields.fail("has no [[rule.example]]: every rule carries before/after examples")
-    try:
-        RuleKind.registry[kind](rule)  # validates the options
-    except RuleError as error:
-        raise fields.fail(str(error)) from None
+    problem = catalog.problem(rule)
+    if problem is not None:
+        raise fields.fail(problem)
     return rule
 
 
@@ -330,13 +340,7 @@ def _check_supersedes(findings: list[Rule]) -> None:
             raise RuleFileError(Path(rule.source), message, rule.id)
 
 
-def _detector(rule: Rule) -> DetectionRuleKind:
-    kind = RuleKind.registry[rule.kind](rule)
-    assert isinstance(kind, DetectionRuleKind)
-    return kind
-
-
-def _load_order(path: Path) -> KindOrder:
+def _load_order(path: Path, catalog: KindCatalog) -> KindOrder:
     if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
         from latentsync_mps.pack.paths import bundled_patches_dir
 
@@ -347,11 +351,9 @@ def _load_order(path: Path) -> KindOrder:
     if not all(isinstance(g, list) and g and all(isinstance(k, str) for k in g) for g in groups):
         raise RuleFileError(path, "'groups' must be a list of non-empty lists of kind names")
     named = [k for g in groups for k in g]
-    unknown = sorted(set(named) - set(RuleKind.registry) - {"*"})
+    unknown = sorted(set(named) - set(catalog.names()) - {"*"})
     if unknown:
-        raise RuleFileError(
-            path, f"unknown kind(s) {', '.join(unknown)} (known: {', '.join(sorted(RuleKind.registry))})"
-        )
+        raise RuleFileError(path, f"unknown kind(s) {', '.join(unknown)} (known: {', '.join(catalog.names())})")
     twice = sorted({k for k in named if named.count(k) > 1})
     if twice:
         raise RuleFileError(path, f"kind(s) named more than once: {', '.join(twice)}")
@@ -369,8 +371,6 @@ def _check_unique_ids(profiles: dict[str, Profile]) -> None:
 
 
 def _load_releases(path: Path, profiles: dict[str, Profile]) -> list[Release]:
-    from latentsync_mps.pack.release_facts import parse as parse_facts  # it imports RuleFileError from here
-
     releases = []
     data = _read(path)
     for entry in data.pop("release", []):

@@ -11,25 +11,14 @@ applied in the child by verify/stack_model.py), and mps-sim judges against the s
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentsync_mps.pack.errors import StackError, TomlSyntaxError
 from latentsync_mps.pack.paths import bundled_patches_dir, patches_dir
-from latentsync_mps.port import TreeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from latentsync_mps.pack.toml_files import read_toml
 
 STACKS_FILE = "stacks.toml"
-USAGE = 2  # cli.Exit.USAGE
-
-
-class StackError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
 
 
 @dataclass(frozen=True)
@@ -100,8 +89,8 @@ class Stack:
 def _load(root: Path) -> tuple[Stack, ...]:
     path = root / STACKS_FILE
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        data = read_toml(path)
+    except (OSError, TomlSyntaxError) as error:
         raise StackError(
             f"{path}: the host stacks cannot be read ({error}); regenerate with scripts/derive_stacks.py"
         ) from None
@@ -144,7 +133,7 @@ def load() -> tuple[Stack, ...]:
 def decord_wheels() -> list[dict]:
     """decord's distributions with macOS arm64 wheels, per CPython ([[decord]] in stacks.toml)."""
     path = _root() / STACKS_FILE
-    return list(tomllib.loads(path.read_text(encoding="utf-8")).get("decord", []))
+    return list(read_toml(path).get("decord", []))
 
 
 def decord_for(python: str) -> list[str]:

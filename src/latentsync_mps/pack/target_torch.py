@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,16 +27,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.port import TreeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from latentsync_mps.pack.errors import TargetTorchError, TomlSyntaxError
+from latentsync_mps.pack.toml_files import parse_toml, read_toml
 
 TABLES = Path(__file__).with_name("mps_tables.json")
 DEFECTS = Path(__file__).with_name("mps_defects.toml")
-USAGE = 2  # cli.Exit.USAGE: the user must name another --target-torch
 # A Mac the tree's requirements are resolved for: Apple Silicon, macOS, CPython 3.11.
 DARWIN_ARM64 = {
     "platform_system": "Darwin",
@@ -91,11 +85,6 @@ class TargetTorch:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-class TargetTorchError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
 
 
 @functools.cache
@@ -193,8 +182,8 @@ def _requirement_lines(tree: Path):
     pyproject = tree / "pyproject.toml"
     if pyproject.is_file():
         try:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            project = parse_toml(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except (TomlSyntaxError, UnicodeDecodeError):
             return
         for line in project.get("dependencies", []):
             yield "pyproject.toml", line
@@ -326,7 +315,7 @@ def _aten_bases(key: str, bases: dict[str, set[str]], version: str) -> list[str]
 
 @functools.cache
 def _defects() -> list[dict]:
-    return tomllib.loads(DEFECTS.read_text(encoding="utf-8"))["defect"]
+    return read_toml(DEFECTS)["defect"]
 
 
 def defects_for(version: str) -> list[dict]:

@@ -62,7 +62,7 @@ KINDS = {
 
 @functools.cache
 def _detectors_of(root: str) -> tuple[DetectionRuleKind, ...]:
-    from latentsync_mps.pack.ruleset import load
+    from latentsync_mps.port.rulepack import load
 
     return tuple(load(Path(root)).detectors())
 

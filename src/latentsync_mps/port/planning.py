@@ -12,11 +12,12 @@ from pathlib import Path
 from latentsync_mps import __version__
 from latentsync_mps.pack.memory_figures import data_path, figures_for
 from latentsync_mps.pack.paths import runtime_helper_source
+from latentsync_mps.pack.rule import Rule, path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
 from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import STATE_DIR, Manifest, ManifestError, State, sha256
-from latentsync_mps.port.rules.base import Change, Rule, RuleKind, path_matches
+from latentsync_mps.port.rules.base import Change, RuleKind
 from latentsync_mps.port.transform import _transform_all
 from latentsync_mps.port.tree import FileProblem, TreeError, _language, _read_or_none, _safe_target, check_tree, walk
 

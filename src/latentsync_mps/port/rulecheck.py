@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from latentsync_mps.pack.rule import Example, Rule
 from latentsync_mps.pack.ruleset import RulePack
-from latentsync_mps.port.rules.base import Example, FileContext, Rule, RuleKind
+from latentsync_mps.port.rules.base import FileContext, RuleKind
 from latentsync_mps.port.rules.report import DetectionRuleKind, PythonDetectionKind, RequirementReport
 
 

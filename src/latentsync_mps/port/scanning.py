@@ -7,12 +7,12 @@ from pathlib import Path
 
 import libcst as cst
 
+from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
 from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import ManifestError, State
 from latentsync_mps.port.planning import Drift, make_plan
-from latentsync_mps.port.rules.base import path_matches
 from latentsync_mps.port.transform import find
 from latentsync_mps.port.tree import FileProblem, TreeError, _language, _read_or_none, _short, check_tree, walk
 

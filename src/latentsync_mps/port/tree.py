@@ -69,7 +69,7 @@ def _language(relpath: str) -> str | None:
     if relpath.endswith(".py"):
         return "python"
     # Imported here: rules/ brings libcst, and walk() serves the no-op check, which must not load it.
-    from latentsync_mps.port.rules.base import path_matches
+    from latentsync_mps.pack.rule import path_matches
 
     if path_matches(relpath, REQUIREMENTS_GLOBS):
         return "requirements"

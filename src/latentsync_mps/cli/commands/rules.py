@@ -108,8 +108,9 @@ def check_rules(
     `after` (and stay so when run again), a detection-only rule's `before` must be reported at the
     lines its `report` lists. Prints pass/fail per example; exits {Exit.RULES} when any fails.
     """
-    from latentsync_mps.pack.ruleset import RuleFileError, load
+    from latentsync_mps.pack.errors import RuleFileError
     from latentsync_mps.port.rulecheck import check_pack
+    from latentsync_mps.port.rulepack import load
 
     if not directory.is_dir():
         raise fail(f"{directory}: no such directory (give a rule pack folder)", Exit.USAGE)

@@ -147,7 +147,7 @@ def gather(
         except engine.TreeError as error:
             raise DoctorError(str(error)) from None
         if pack is None:
-            from latentsync_mps.pack.ruleset import load
+            from latentsync_mps.port.rulepack import load
 
             pack = load(patches_dir())
         facts["tree"] = gather_tree(tree_root, pack)

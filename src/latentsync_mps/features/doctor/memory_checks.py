@@ -65,8 +65,8 @@ def speed_phrase(facts: ProbeFacts, row: dict | None) -> str:
         chunk_estimate,
         find_chip,
         load_chips,
-        load_cpu_parts,
     )
+    from latentsync_mps.pack.forecast_tables import load_cpu_parts
 
     if not row or not row.get("work") or row.get("device") != "mps":
         return ""

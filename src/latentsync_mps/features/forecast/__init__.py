@@ -15,15 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from latentsync_mps.pack.errors import TableError
+from latentsync_mps.pack.forecast_tables import FACTS_FILE, forecast_facts, measured_forecasts
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
 from latentsync_mps.port import TreeError, check_tree, detect
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 CHILD = Path(__file__).resolve().parent.parent.parent / "payload" / "forecast" / "child.py"
 METAL_BUFFER_LIMIT = 2**32  # bytes one Metal buffer may hold
@@ -111,11 +108,10 @@ def configuration_name(device: str, dtype: str, chunking: bool | None) -> str:
 
 
 def load_facts(root: Path | None = None) -> dict:
-    path = (root or patches_dir()) / "forecast.toml"
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ForecastError(f"cannot read the forecast facts {path}: {error}", 9) from None
+        return forecast_facts(root)
+    except TableError as error:
+        raise ForecastError(f"cannot read the forecast facts {error.path}: {error.reason}", 9) from None
 
 
 def inference_config(tree: Path) -> str:
@@ -162,7 +158,7 @@ def run_forecast(
     if known and facts.get("vae", {}).get("name") != known["vae"]:
         # forecast.toml holds the hub config of one VAE; the release must load that one.
         raise ForecastError(
-            f"{patches_dir() / 'forecast.toml'}: [vae] is the config of {facts.get('vae', {}).get('name')!r}, but "
+            f"{patches_dir() / FACTS_FILE}: [vae] is the config of {facts.get('vae', {}).get('name')!r}, but "
             f"LatentSync {known['release']} loads {known['vae']!r} (patches/upstreams.toml, [release.facts] vae)",
             9,
         )
@@ -196,7 +192,8 @@ def run_forecast(
 
 
 def _estimate(report: ForecastReport, chips) -> dict:
-    from latentsync_mps.features.forecast.estimate import estimates, load_cpu_parts
+    from latentsync_mps.features.forecast.estimate import estimates
+    from latentsync_mps.pack.forecast_tables import load_cpu_parts
 
     rows = [dict(asdict(row), name=row.name) for row in report.configurations if row.status == "pass"]
     return estimates(rows, chips, report.frames, load_cpu_parts())
@@ -268,23 +265,18 @@ def _resolution(spec, results) -> int | None:
 # patches/forecast-measured.json from `lsync-port forecast --json` reports). doctor reads them
 # because a live forecast takes a minute or more; the runtime dtype policy can use them too.
 
-MEASURED_FILE = "forecast-measured.json"
-
 
 def measured(release: str | None, root: Path | None = None) -> dict | None:
     """The shipped forecast of a release: {"release", "resolution", "frames", "torch", "commit",
     "configurations": [{"device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes"}]},
     or None when the release was not measured."""
-    import json
-
-    path = (root or patches_dir()) / MEASURED_FILE
-    if release is None or not path.is_file():
+    if release is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ForecastError(f"cannot read the shipped forecast {path}: {error}", 9) from None
-    return data.get("releases", {}).get(release)
+        releases = measured_forecasts(root)
+    except TableError as error:
+        raise ForecastError(f"cannot read the shipped forecast {error.path}: {error.reason}", 9) from None
+    return None if releases is None else releases.get(release)
 
 
 def pick(forecast: dict, device: str, dtype: str, chunking: bool) -> dict | None:

@@ -11,27 +11,20 @@ The CPU part: what runs on a Mac's CPU per frame (face detection on ONNX Runtime
 the affine warp and restore, audio features, video decode and encode), measured on this project's
 machine (patches/cpu-measured.json: the date and the machine with it) and multiplied by the frames.
 
-Data: patches/apple-chips.toml (each figure with its source). No torch here: doctor and the CLI
-import this module.
+Data: patches/apple-chips.toml (each figure with its source), read by pack/forecast_tables.py. No
+torch here: doctor and the CLI import this module.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.pack.errors import TableError
+from latentsync_mps.pack.forecast_tables import CHIPS_FILE, chip_table
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-CHIPS_FILE = "apple-chips.toml"
-CPU_FILE = "cpu-measured.json"
 INFERENCE_STEPS = 20  # upstream's inference.sh default
 LEAVES_OUT = (
     "kernels below peak: MPS kernels reach a fraction of the chip's peak FLOPs and bandwidth, so a real "
@@ -73,11 +66,10 @@ def _source(sources: dict, key: str) -> str:
 
 
 def load_chips(root: Path | None = None) -> list[Chip]:
-    path = (root or patches_dir()) / CHIPS_FILE
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ChipError(f"cannot read the chip table {path}: {error}") from None
+        data = chip_table(root)
+    except TableError as error:
+        raise ChipError(f"cannot read the chip table {error.path}: {error.reason}") from None
     sources = data.get("sources", {})
     return [
         Chip(
@@ -114,17 +106,6 @@ def this_mac_chip() -> str | None:
         return None
     brand = result.stdout.strip()
     return brand if brand.startswith("Apple") else None
-
-
-def load_cpu_parts(root: Path | None = None) -> dict | None:
-    """scripts/bench.py's measured CPU parts: {"date", "machine", "parts": {name: {"per_frame_s", ...}}}."""
-    path = (root or patches_dir()) / CPU_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def roofline_seconds(phase: dict, chip: Chip, dtype: str) -> float:
