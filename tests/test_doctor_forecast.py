@@ -15,7 +15,7 @@ from latentsync_mps.cli import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.features.doctor import checks
 from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, WARNING
-from latentsync_mps.features.forecast import measured, pick
+from latentsync_mps.pack.forecast_tables import measured, pick
 
 runner = CliRunner()
 
@@ -170,7 +170,7 @@ def test_a_live_forecast_is_named_as_such():
 
 
 def test_the_memory_row_says_about_how_long_a_chunk_takes_on_this_mac():
-    from latentsync_mps.features.forecast.estimate import chunk_estimate, find_chip, load_chips
+    from latentsync_mps.pack.apple_chips import chunk_estimate, find_chip, load_chips
     from latentsync_mps.pack.forecast_tables import load_cpu_parts
 
     row = pick(shipped(), "mps", "float16", True)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.features.forecast import estimate
+from latentsync_mps.pack import apple_chips as estimate
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures"

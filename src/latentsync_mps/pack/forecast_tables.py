@@ -64,3 +64,28 @@ def load_cpu_parts(root: Path | None = None) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+# The forecast measured on each real release (scripts/ship_forecast.py writes forecast-measured.json
+# from `lsync-port forecast --json` reports): doctor reads it because a live forecast takes a
+# minute or more.
+def measured(release: str | None, root: Path | None = None) -> dict | None:
+    """The shipped forecast of a release: {"release", "resolution", "frames", "torch", "commit",
+    "configurations": [{"device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes"}]},
+    or None when the release was not measured; TableError when the file cannot be read."""
+    if release is None:
+        return None
+    releases = measured_forecasts(root)
+    return None if releases is None else releases.get(release)
+
+
+def pick(forecast: dict, device: str, dtype: str, chunking: bool) -> dict | None:
+    """The configuration row of a forecast (shipped or live JSON) for one way of running.
+    bfloat16 has float16's sizes; the CUDA path has no chunking."""
+    dtype = "float16" if dtype == "bfloat16" else dtype
+    for row in forecast.get("configurations", []):
+        if row["device"] != device or row["dtype"] != dtype or row.get("peak_bytes") is None:
+            continue
+        if device == "cuda" or row.get("chunking") == chunking:
+            return row
+    return None

@@ -58,7 +58,9 @@ def doctor(
     if live_forecast:
         check_needs("forecast", tree, python, Exit.USAGE)
     try:
-        result = run(tree, python, resolution, load_pack() if tree is not None else None, live_forecast, stack)
+        pack = load_pack() if tree is not None else None
+        live = _live_forecast(pack, python) if live_forecast else None
+        result = run(tree, python, resolution, pack, live, stack)
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:
@@ -67,6 +69,27 @@ def doctor(
         render(console, result, Exit.DOCTOR_BLOCKER.value)
     if result.blockers:
         raise typer.Exit(int(Exit.DOCTOR_BLOCKER))
+
+
+def _live_forecast(pack, python: str | None):
+    """--forecast: doctor's memory check reads a live `forecast` of the tree, at doctor's resolution.
+    The CLI composes the two features; doctor only calls this."""
+    from latentsync_mps.features.doctor import resolve_python
+
+    exe, _ = resolve_python(python)
+
+    def live(tree_root: Path, resolution: int) -> dict:
+        from latentsync_mps.features.forecast import ForecastError, run_forecast
+
+        try:
+            report = run_forecast(tree_root, pack, python=exe, resolution=resolution)
+        except ForecastError as error:
+            return {"source": "live", "error": str(error)}
+        if not report.ok:
+            return {"source": "live", "error": report.reason}
+        return report.to_json() | {"source": "live"}
+
+    return live
 
 
 def register(app: typer.Typer) -> None:

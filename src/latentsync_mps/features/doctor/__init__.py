@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagno
 
 PROBE = Path(__file__).resolve().parent.parent.parent / "payload" / "probe.py"
 PROBE_TIMEOUT_S = 300  # a cold import of torch + insightface on a slow disk can take a minute
+
+
+# (tree root, resolution) -> a live forecast's JSON with "source": "live", or {"source": "live", "error": ...}
+LiveForecast = Callable[[Path, int], dict[str, Any]]
 
 
 class DoctorError(Exception):
@@ -126,7 +131,7 @@ def gather(
     python: str | None = None,
     resolution: int | None = None,
     pack=None,
-    forecast: bool = False,
+    forecast: LiveForecast | None = None,
     stack: str | None = None,
     resolver=None,
 ) -> dict[str, Any]:
@@ -168,7 +173,7 @@ def gather(
     facts["vae"] = gather_vae(caches, tree_facts.get("profile"), tree_facts.get("release")) if probe else None
     facts["stack"], facts["mac_resolve"] = _stack(tree_root, tree_facts.get("profile"), stack, resolver)
     facts["resolution"] = _resolution(resolution, facts["tree"])
-    facts["forecast"] = _forecast(tree_root, facts, pack, exe, live=forecast)
+    facts["forecast"] = _forecast(tree_root, facts, live=forecast)
     return facts
 
 
@@ -194,21 +199,16 @@ def _stack(tree_root: Path | None, profile: str | None, name: str | None, resolv
     return facts, (resolver or mac_resolve.resolve)(tree_root, host).to_json()
 
 
-def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, live: bool) -> dict[str, Any] | None:
+def _forecast(tree_root: Path | None, facts: dict[str, Any], live: LiveForecast | None) -> dict[str, Any] | None:
     """The memory forecast the "memory" check compares with this machine. By default the one
     shipped for the tree's release (measured on the real release: a live forecast takes a minute
-    or more); with --forecast, a live one of this very tree (its config, its resolution, its edits)."""
-    from latentsync_mps.features.forecast import ForecastError, measured, run_forecast
+    or more); with --forecast, a live one of this very tree (its config, its resolution, its edits),
+    which the CLI runs (`live`: doctor does not run another feature)."""
+    from latentsync_mps.pack.errors import TableError
+    from latentsync_mps.pack.forecast_tables import measured
 
-    if live and tree_root is not None:
-        try:
-            report = run_forecast(tree_root, pack, python=python, resolution=facts["resolution"]["value"])
-        except ForecastError as error:
-            return {"source": "live", "error": str(error)}
-        data = report.to_json() | {"source": "live"}
-        if not report.ok:
-            return {"source": "live", "error": report.reason}
-        return data
+    if live is not None and tree_root is not None:
+        return live(tree_root, facts["resolution"]["value"])
     tree = facts.get("tree") or {}
     if tree:
         release = tree.get("release")
@@ -216,7 +216,7 @@ def _forecast(tree_root: Path | None, facts: dict[str, Any], pack, python: str, 
         release = (release_facts.reference_releases().get(facts["resolution"]["value"]) or (None,))[0]
     try:
         shipped = measured(release)
-    except ForecastError:
+    except TableError:
         return None
     return None if shipped is None else shipped | {"source": "shipped"}
 
@@ -226,7 +226,7 @@ def run(
     python: str | None = None,
     resolution: int | None = None,
     pack=None,
-    forecast: bool = False,
+    forecast: LiveForecast | None = None,
     stack: str | None = None,
     resolver=None,
 ) -> Result:

@@ -36,7 +36,7 @@ def forecast_row(facts: ProbeFacts | dict[str, Any], kind: str, res: int) -> tup
     """The forecast configuration that matches how the tree will run here (device, the helper's
     dtype, chunking), with a few words on where the figure comes from; None when the forecast
     has no such row or was made at another resolution."""
-    from latentsync_mps.features.forecast import pick
+    from latentsync_mps.pack.forecast_tables import pick
 
     facts = ProbeFacts.parse(facts)
 
@@ -59,8 +59,8 @@ def forecast_row(facts: ProbeFacts | dict[str, Any], kind: str, res: int) -> tup
 
 def speed_phrase(facts: ProbeFacts, row: dict | None) -> str:
     """ "about N s per 16-frame chunk on this Mac (Apple M3 Pro, ...)", from the forecast row's counted
-    work and this Mac's chip (forecast/estimate.py); on another machine, says which chip it would use."""
-    from latentsync_mps.features.forecast.estimate import (
+    work and this Mac's chip (pack/apple_chips.py); on another machine, says which chip it would use."""
+    from latentsync_mps.pack.apple_chips import (
         ChipError,
         chunk_estimate,
         find_chip,

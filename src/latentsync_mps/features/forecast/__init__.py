@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from latentsync_mps.pack.errors import TableError
-from latentsync_mps.pack.forecast_tables import FACTS_FILE, forecast_facts, measured_forecasts
+from latentsync_mps.pack.forecast_tables import FACTS_FILE, forecast_facts
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
@@ -142,8 +142,8 @@ def run_forecast(
     on_event=None,
     chip: str | None = None,
 ) -> ForecastReport:
-    from latentsync_mps.features.forecast.estimate import ChipError, find_chip, load_chips
     from latentsync_mps.features.verify.runner import run_child
+    from latentsync_mps.pack.apple_chips import ChipError, find_chip, load_chips
 
     try:  # a chip the table does not know: said before anything runs
         chips = load_chips()
@@ -192,7 +192,7 @@ def run_forecast(
 
 
 def _estimate(report: ForecastReport, chips) -> dict:
-    from latentsync_mps.features.forecast.estimate import estimates
+    from latentsync_mps.pack.apple_chips import estimates
     from latentsync_mps.pack.forecast_tables import load_cpu_parts
 
     rows = [dict(asdict(row), name=row.name) for row in report.configurations if row.status == "pass"]
@@ -258,34 +258,3 @@ def _resolution(spec, results) -> int | None:
         return spec["resolution"]
     build = results.get("build")
     return build.data.get("resolution") if build is not None else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Shipped figures: the forecast measured on each real release (scripts/ship_forecast.py writes
-# patches/forecast-measured.json from `lsync-port forecast --json` reports). doctor reads them
-# because a live forecast takes a minute or more; the runtime dtype policy can use them too.
-
-
-def measured(release: str | None, root: Path | None = None) -> dict | None:
-    """The shipped forecast of a release: {"release", "resolution", "frames", "torch", "commit",
-    "configurations": [{"device", "dtype", "chunking", "peak_bytes", "largest_buffer_bytes"}]},
-    or None when the release was not measured."""
-    if release is None:
-        return None
-    try:
-        releases = measured_forecasts(root)
-    except TableError as error:
-        raise ForecastError(f"cannot read the shipped forecast {error.path}: {error.reason}", 9) from None
-    return None if releases is None else releases.get(release)
-
-
-def pick(forecast: dict, device: str, dtype: str, chunking: bool) -> dict | None:
-    """The configuration row of a forecast (shipped or live JSON) for one way of running.
-    bfloat16 has float16's sizes; the CUDA path has no chunking."""
-    dtype = "float16" if dtype == "bfloat16" else dtype
-    for row in forecast.get("configurations", []):
-        if row["device"] != device or row["dtype"] != dtype or row.get("peak_bytes") is None:
-            continue
-        if device == "cuda" or row.get("chunking") == chunking:
-            return row
-    return None

@@ -16,7 +16,7 @@ on it a lower bound on speed only as far as the FLOPs go.
 
 For the roofline, each op lands in a bin by its arithmetic intensity (FLOPs per byte, a quarter
 of an octave wide); ops with no FLOPs land in "memory". A chip with peak P FLOP/s and bandwidth
-B bytes/s spends max(flops / P, bytes / B) on a bin (lsync-port's forecast/estimate.py).
+B bytes/s spends max(flops / P, bytes / B) on a bin (lsync-port's pack/apple_chips.py).
 """
 
 from __future__ import annotations

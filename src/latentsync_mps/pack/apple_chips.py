@@ -11,8 +11,8 @@ The CPU part: what runs on a Mac's CPU per frame (face detection on ONNX Runtime
 the affine warp and restore, audio features, video decode and encode), measured on this project's
 machine (patches/cpu-measured.json: the date and the machine with it) and multiplied by the frames.
 
-Data: patches/apple-chips.toml (each figure with its source), read by pack/forecast_tables.py. No
-torch here: doctor and the CLI import this module.
+Data: patches/apple-chips.toml (each figure with its source), read by pack/forecast_tables.py. It is
+here, beside its table, because forecast and doctor both estimate from it; no torch.
 """
 
 from __future__ import annotations
