@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from latentsync_mps.features import doctor
 from latentsync_mps.features.doctor import catalog, checks
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.verify import runner
+from latentsync_mps.host.child import ChildRun
 from latentsync_mps.pack import release_facts
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.ruleset import RuleFileError, load
+from latentsync_mps.payload.protocol import Spec
 from latentsync_mps.payload.verify import comfy_node
 
 HARNESS = runner.HARNESS
@@ -134,8 +137,8 @@ def test_the_runner_writes_the_detected_releases_facts_into_the_spec(copied_pack
     seen = {}
 
     def child(script, spec, tree, python, timeout, on_event=None):
-        seen.update(spec)
-        return runner.ChildRun({}, False, {}, 1, [])
+        seen.update(spec.to_json())
+        return ChildRun({}, False, {}, 1, [])
 
     monkeypatch.setattr(runner, "run_child", child)
     runner.run_verify(fixture_tree, load(copied_pack), device="cpu", out_dir=fixture_tree.parent / "out")
@@ -163,7 +166,7 @@ def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
     (tmp_path / "checkpoints" / "latentsync_unet.pt").write_bytes(b"")
     (tmp_path / "checkpoints" / "whisper" / "medium.pt").write_bytes(b"")
     facts = release_facts.lookup("latentsync", "1.6").to_json() | {"detected": True}
-    spec = {"tree": str(tmp_path), "release_facts": facts | {"whisper": "medium", "vae": "someone/vae"}}
+    spec = Spec(tree=str(tmp_path), release_facts=facts | {"whisper": "medium", "vae": "someone/vae"})
     weights = harness.real_weights(spec, {"model": {"cross_attention_dim": 384}})
     assert Path(weights["whisper"]).name == "medium.pt" and weights["vae"] == "someone/vae"
     with pytest.raises(harness.CheckFailed, match="small.pt"):
@@ -171,8 +174,8 @@ def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
 
     # No face_detector.py in this tree: a detected release's facts decide, not the files.
     assert harness.release_fact(spec, "whole_chunks") is False
-    assert harness.release_fact(dict(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
-    assert harness.release_fact(dict(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
+    assert harness.release_fact(replace(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
+    assert harness.release_fact(replace(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
 
 
 def test_memory_needs_are_the_releases_published_figures(copied_pack):
@@ -214,7 +217,7 @@ def test_the_wrappers_node_links_whisper_by_the_facts_name(tmp_path):
     for path in weights.values():
         path.write_bytes(b"")
     facts = release_facts.lookup("latentsync", "main").to_json() | {"detected": False}
-    spec = {"tree": str(tree), "work": str(tmp_path / "work"), "release_facts": facts | {"whisper": "base"}}
+    spec = Spec(tree=str(tree), work=str(tmp_path / "work"), release_facts=facts | {"whisper": "base"})
     _, package = comfy_node.node_view(spec, {"weights": weights})
     assert (package / "checkpoints" / "whisper" / "base.pt").resolve() == weights["whisper"]
     assert not (package / "checkpoints" / "whisper" / "tiny.pt").exists()
