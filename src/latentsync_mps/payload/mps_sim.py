@@ -35,12 +35,3 @@ else:  # loaded by path, or imported as the top-level module `mps_sim`: mpssim/ 
 
 __all__ = list(_parts.__all__)
 globals().update({name: getattr(_parts, name) for name in __all__})
-
-
-def __getattr__(name: str):
-    """Names the single-file simulator had that are not public (`_OpInfo`, `_SIMULATOR`, ...): read,
-    live, from the part that holds them now."""
-    for part in (_parts.tensor, _parts.support, _parts.simulator, _parts.hooks):
-        if name in vars(part):
-            return vars(part)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
