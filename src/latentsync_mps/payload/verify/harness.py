@@ -818,7 +818,7 @@ def reference_cache(spec, state) -> ReferenceCache | None:
 
 def reference_key(spec, state) -> dict:
     """Everything the CPU float32 run's output depends on that verify can see: the tree (its files'
-    digest, from the runner), this harness and lsync-port, the inputs verify makes (frames, size,
+    digest, from the runner), this harness's folder and lsync-port, the inputs verify makes (frames, size,
     steps, seed), the weights (their files' sizes and times), the interpreter and its packages, the
     torch thread count (it changes the order of float32 sums), the ffmpeg that encodes the video,
     and the LATENTSYNC_* settings the runtime helper reads."""
@@ -840,7 +840,8 @@ def reference_key(spec, state) -> dict:
     return {
         "tree_digest": given.get("tree_digest"),
         "tool_version": given.get("tool_version"),
-        "harness": [hashlib.sha256((HERE / name).read_bytes()).hexdigest() for name in ("harness.py", "landmarks.py")],
+        # Every file of verify's payload: an edit anywhere in it may change the reference run.
+        "harness": [hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(HERE.glob("*.py"))],
         "inputs": [spec.frames, state["resolution"], spec.steps, spec.seed, spec.config, spec.weights],
         "weights": weights,
         "python": [sys.executable, sys.version],
