@@ -48,13 +48,13 @@ module_spec = importlib.util.spec_from_file_location("lsync_port_harness", sys.a
 harness = importlib.util.module_from_spec(module_spec)
 sys.modules[module_spec.name] = harness
 module_spec.loader.exec_module(harness)
-spec = json.loads(Path(sys.argv[2]).read_text())
-harness.EVENTS = Path(spec["events"])
-os.chdir(spec["tree"])
-sys.path.insert(0, spec["tree"])
+spec = harness.protocol.Spec.read(sys.argv[2])
+harness.EVENTS = Path(spec.events)
+os.chdir(spec.tree)
+sys.path.insert(0, spec.tree)
 state = {"simulator": harness._install_simulator(spec)}
 os.environ["LATENTSYNC_DEVICE"] = "mps"
-harness._ffmpeg_on_path(Path(spec["work"]))
+harness._ffmpeg_on_path(Path(spec.work))
 harness.load_config(spec, state)
 state["config"]["data"]["num_frames"] = CHUNK_FRAMES
 LENGTHS = LENGTHS_JSON
@@ -62,7 +62,7 @@ simulator = state["simulator"]
 
 
 def check(name, function):
-    assert harness.run_check(name, function, spec, state), Path(spec["events"]).read_text()[-3000:]
+    assert harness.run_check(name, function, spec, state), Path(spec.events).read_text()[-3000:]
 
 
 for name in ("device", "imports", "weights", "decode", "audio", "unet"):
@@ -76,11 +76,11 @@ for frames, undone in ((LENGTHS[0], False), (LENGTHS[1], False), (LENGTHS[1], Tr
     if undone:  # the port before the two rules: chunks kept on the device, joined there
         helper.release_chunk_memory = lambda result: result
         helper.join_chunks = state["torch"].cat
-    spec["frames"] = frames
+    spec.frames = frames
     check("decode", harness.check_decode)  # the clip and its audio (the pipeline encodes the audio itself)
     before = simulator.live_bytes
     simulator.peak_bytes = before
-    out = Path(spec["work"]) / f"output-{frames}-{undone}.mp4"
+    out = Path(spec.work) / f"output-{frames}-{undone}.mp4"
     harness.run_pipeline(spec, state, "mps", state["dtype"], out)
     errors = [f for f in simulator.report() if f["level"] == "error"]
     runs.append({"undone": undone, "frames": len(harness.read_video_frames(out)[0]),

@@ -65,7 +65,8 @@ import _lsync_port as helper
 
 out = {"sees": caller.sees(), "outside": torch.mps.recommended_max_memory() > 0}
 harness.EVENTS = events
-out["check_passed"] = harness.run_check("macos", caller.macos_check, {"tree": tree, "device": "mps"}, {})
+spec = harness.protocol.Spec(tree=tree, device="mps")
+out["check_passed"] = harness.run_check("macos", caller.macos_check, spec, {})
 with open(events) as handle:
     out["check"] = json.loads(handle.read().splitlines()[-1])
 try:

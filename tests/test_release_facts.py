@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from latentsync_mps.features.doctor import catalog
 from latentsync_mps.features.doctor import facts as doctor_facts
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.verify import runner
+from latentsync_mps.host.child import ChildRun
 from latentsync_mps.pack import release_facts
 from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.payload.protocol import Spec
 from latentsync_mps.payload.verify import comfy_node
 from latentsync_mps.port.rulepack import load
 
@@ -136,8 +139,8 @@ def test_the_runner_writes_the_detected_releases_facts_into_the_spec(copied_pack
     seen = {}
 
     def child(script, spec, tree, python, timeout, on_event=None):
-        seen.update(spec)
-        return runner.ChildRun({}, False, {}, 1, [])
+        seen.update(spec.to_json())
+        return ChildRun({}, False, {}, 1, [])
 
     monkeypatch.setattr(runner, "run_child", child)
     runner.run_verify(fixture_tree, load(copied_pack), device="cpu", out_dir=fixture_tree.parent / "out")
@@ -165,7 +168,7 @@ def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
     (tmp_path / "checkpoints" / "latentsync_unet.pt").write_bytes(b"")
     (tmp_path / "checkpoints" / "whisper" / "medium.pt").write_bytes(b"")
     facts = release_facts.lookup("latentsync", "1.6").to_json() | {"detected": True}
-    spec = {"tree": str(tmp_path), "release_facts": facts | {"whisper": "medium", "vae": "someone/vae"}}
+    spec = Spec(tree=str(tmp_path), release_facts=facts | {"whisper": "medium", "vae": "someone/vae"})
     weights = harness.real_weights(spec, {"model": {"cross_attention_dim": 384}})
     assert Path(weights["whisper"]).name == "medium.pt" and weights["vae"] == "someone/vae"
     with pytest.raises(harness.CheckFailed, match="small.pt"):
@@ -173,8 +176,8 @@ def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
 
     # No face_detector.py in this tree: a detected release's facts decide, not the files.
     assert harness.release_fact(spec, "whole_chunks") is False
-    assert harness.release_fact(dict(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
-    assert harness.release_fact(dict(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
+    assert harness.release_fact(replace(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
+    assert harness.release_fact(replace(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
 
 
 def test_memory_needs_are_the_releases_published_figures(copied_pack):
@@ -216,7 +219,7 @@ def test_the_wrappers_node_links_whisper_by_the_facts_name(tmp_path):
     for path in weights.values():
         path.write_bytes(b"")
     facts = release_facts.lookup("latentsync", "main").to_json() | {"detected": False}
-    spec = {"tree": str(tree), "work": str(tmp_path / "work"), "release_facts": facts | {"whisper": "base"}}
+    spec = Spec(tree=str(tree), work=str(tmp_path / "work"), release_facts=facts | {"whisper": "base"})
     _, package = comfy_node.node_view(spec, {"weights": weights})
     assert (package / "checkpoints" / "whisper" / "base.pt").resolve() == weights["whisper"]
     assert not (package / "checkpoints" / "whisper" / "tiny.pt").exists()

@@ -15,36 +15,23 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_PACKAGE_BY_PATH = "lsync_port_mpssim"
+HERE = Path(__file__).resolve().parent
 
 
-def _load_parts_by_path():
-    """mpssim/ as a package named _PACKAGE_BY_PATH (its relative imports then resolve in it)."""
-    if _PACKAGE_BY_PATH in sys.modules:
-        return sys.modules[_PACKAGE_BY_PATH]
-    folder = Path(__file__).resolve().with_name("mpssim")
-    spec = importlib.util.spec_from_file_location(
-        _PACKAGE_BY_PATH, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_PACKAGE_BY_PATH] = module
-    spec.loader.exec_module(module)
-    return module
+def _load_protocol():
+    """payload/protocol.py, loaded by path: the one sibling that cannot come through its own loader."""
+    if "lsync_port_protocol" not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location("lsync_port_protocol", HERE / "protocol.py")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules["lsync_port_protocol"] = module
+        module_spec.loader.exec_module(module)
+    return sys.modules["lsync_port_protocol"]
 
 
 if __package__:  # latentsync_mps.payload.mps_sim
     from . import mpssim as _parts
-else:  # loaded by path, or imported as the top-level module `mps_sim`
-    _parts = _load_parts_by_path()
+else:  # loaded by path, or imported as the top-level module `mps_sim`: mpssim/ under one fixed name
+    _parts = _load_protocol().load_sibling(HERE / "mpssim", "lsync_port_mpssim", package=True)
 
 __all__ = list(_parts.__all__)
 globals().update({name: getattr(_parts, name) for name in __all__})
-
-
-def __getattr__(name: str):
-    """Names the single-file simulator had that are not public (`_OpInfo`, `_SIMULATOR`, ...): read,
-    live, from the part that holds them now."""
-    for part in (_parts.tensor, _parts.support, _parts.simulator, _parts.hooks):
-        if name in vars(part):
-            return vars(part)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

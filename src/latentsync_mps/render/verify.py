@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from latentsync_mps.features.verify.runner import CHECK_TITLES, VerifyReport
+from latentsync_mps.features.verify.runner import CHECK_TITLES, VerifyReport, check_title
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ def render_report(console: Console, report: VerifyReport) -> None:
     for check in report.checks:
         colour = {"pass": "green", "fail": "red", "skip": "dim"}.get(check.status, "")
         table.add_row(
-            check.title,
+            check_title(check.name),
             f"[{colour}]{check.status}[/]",
             f"{check.seconds:.1f} s",
             _memory(check.peak_memory),

@@ -2,7 +2,7 @@
 
 The parent side: find the config the release's inference uses, gather the facts the tree does
 not hold (patches/forecast.toml: VAE config, whisper dims), and run child.py in the tree's
-interpreter through verify's child machinery (runner.run_child). The child builds the real models
+interpreter through the host's child machinery (host.child.run_child). The child builds the real models
 on the meta device and counts bytes; nothing heavy is computed, so it runs on 2 cores.
 """
 
@@ -15,11 +15,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from latentsync_mps.host.child import run_child
 from latentsync_mps.pack.errors import TableError
 from latentsync_mps.pack.forecast_tables import FACTS_FILE, forecast_facts
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
+from latentsync_mps.payload.protocol import Spec
 from latentsync_mps.port import TreeError, check_tree, detect
 
 CHILD = Path(__file__).resolve().parent.parent.parent / "payload" / "forecast" / "child.py"
@@ -142,7 +144,6 @@ def run_forecast(
     on_event=None,
     chip: str | None = None,
 ) -> ForecastReport:
-    from latentsync_mps.features.verify.runner import run_child
     from latentsync_mps.pack.apple_chips import ChipError, find_chip, load_chips
 
     try:  # a chip the table does not know: said before anything runs
@@ -163,27 +164,27 @@ def run_forecast(
             9,
         )
     python = python or sys.executable
-    spec = {
-        "tree": str(tree),
-        "config": config,
-        "resolution": resolution,
-        "frames": frames,
-        "steps": steps,
-        "inference_steps": 20,  # upstream's inference.sh default; only the first `steps` run
-        "guidance_scale": 1.5,  # inference.sh's value: above 1, so classifier-free guidance doubles the batch
-        "runtime_module": profile.runtime_module,
-        "release_facts": known,
-        "vae": facts["vae"],
-        "stand_ins": facts.get("child", {}).get("stand_ins", []),
-        "whisper": facts["whisper"],  # the child picks the model by the config's cross_attention_dim
-        "configurations": [
+    spec = Spec(
+        tree=str(tree),
+        config=config,
+        resolution=resolution,
+        frames=frames,
+        steps=steps,
+        inference_steps=20,  # upstream's inference.sh default; only the first `steps` run
+        guidance_scale=1.5,  # inference.sh's value: above 1, so classifier-free guidance doubles the batch
+        runtime_module=profile.runtime_module,
+        release_facts=known,
+        vae=facts["vae"],
+        stand_ins=facts.get("child", {}).get("stand_ins", []),
+        whisper=facts["whisper"],  # the child picks the model by the config's cross_attention_dim
+        configurations=[
             {"name": configuration_name(d, t, c), "device": d, "dtype": t, "chunking": c} for d, t, c in CONFIGURATIONS
         ],
-    }
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lsync-forecast-") as work_dir:
-        spec["work"] = work_dir
-        spec["events"] = str(Path(work_dir) / "events.jsonl")
+        spec.work = work_dir
+        spec.events = str(Path(work_dir) / "events.jsonl")
         child = run_child(CHILD, spec, tree, python, timeout, on_event)
     seconds = round(time.monotonic() - started, 2)
     report = _report(spec, release.name if release else None, python, child, timeout, seconds)
@@ -203,7 +204,7 @@ def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
     results = child.results
     build = results.get("build")
     rows = []
-    for entry in spec["configurations"]:
+    for entry in spec.configurations:
         result = results.get(entry["name"])
         row = Configuration(entry["device"], entry["dtype"], entry["chunking"], "fail")
         if result is not None:
@@ -236,14 +237,14 @@ def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
             reason = f"{failed[0].name}: {failed[0].detail}"
     build_data = build.data if build is not None else {}
     return ForecastReport(
-        tree=spec["tree"],
+        tree=spec.tree,
         release=release,
         python=python,
         torch=build_data.get("torch"),
-        config=spec["config"],
-        frames=spec["frames"],
+        config=spec.config,
+        frames=spec.frames,
         resolution=_resolution(spec, results),
-        steps=spec["steps"],
+        steps=spec.steps,
         ported=bool(build_data.get("ported")),
         configurations=rows,
         seconds=seconds,
@@ -254,7 +255,7 @@ def _report(spec, release, python, child, timeout, seconds) -> ForecastReport:
 
 
 def _resolution(spec, results) -> int | None:
-    if spec.get("resolution"):
-        return spec["resolution"]
+    if spec.resolution:
+        return spec.resolution
     build = results.get("build")
     return build.data.get("resolution") if build is not None else None

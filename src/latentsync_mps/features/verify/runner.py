@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,15 +21,17 @@ from packaging.version import Version
 
 from latentsync_mps import __version__
 from latentsync_mps.host import mac_resolve
+from latentsync_mps.host.child import CheckResult, run_child
 from latentsync_mps.pack import stacks
 from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
 from latentsync_mps.pack.target_torch import TargetTorch, TargetTorchError, check_version, known_versions, write_table
 from latentsync_mps.pack.target_torch import resolve as resolve_target
+from latentsync_mps.payload.protocol import Spec
 from latentsync_mps.port import check_tree, detect
 from latentsync_mps.port.tree import walk
 
-HARNESS = Path(__file__).resolve().parent.parent.parent / "payload" / "verify" / "harness.py"
+HARNESS = Path(__file__).resolve().parents[2] / "payload" / "verify" / "harness.py"
 # The tree's modules on the inference path; all must import.
 MODULES = [
     "latentsync.utils.util",
@@ -63,18 +64,8 @@ CONFIG_CANDIDATES = (
 )
 
 
-@dataclass
-class CheckResult:
-    name: str
-    status: str  # pass | fail | skip | running (when the child died during it)
-    seconds: float = 0.0
-    detail: str = ""
-    peak_memory: int | None = None
-    data: dict = field(default_factory=dict)
-
-    @property
-    def title(self) -> str:
-        return CHECK_TITLES.get(self.name, self.name)
+def check_title(name: str) -> str:
+    return CHECK_TITLES.get(name, name)
 
 
 @dataclass
@@ -161,42 +152,40 @@ def run_verify(
     with tempfile.TemporaryDirectory(prefix="lsync-verify-") as work_dir:
         work = Path(work_dir)
         events = work / "events.jsonl"
-        spec = {
-            "tree": str(tree),
-            "device": "mps" if simulate else device,
-            "simulate": "mps" if simulate else None,
-            "weights": weights,
-            "steps": steps,
-            "frames": frames or 0,
-            "seed": 1247,
-            "config": config or CONFIG_CANDIDATES[0],
-            "modules": MODULES,
-            "runtime_module": profile.runtime_module,
-            "work": str(work),
-            "events": str(events),
-            "cache": str(_cache_dir()),
-            "min_psnr": min_psnr,
+        spec = Spec(
+            tree=str(tree),
+            device="mps" if simulate else device,
+            simulate="mps" if simulate else None,
+            weights=weights,
+            steps=steps,
+            frames=frames or 8,
+            seed=1247,
+            config=config or CONFIG_CANDIDATES[0],
+            modules=MODULES,
+            runtime_module=profile.runtime_module,
+            work=str(work),
+            events=str(events),
+            cache=str(_cache_dir()),
+            min_psnr=min_psnr,
             # A ComfyUI node package: its nodes run too, as a workflow runs them.
-            "comfy": is_node_package(tree, profile.name),
-            "release": release.name if release else None,
+            comfy=is_node_package(tree, profile.name),
+            release=release.name if release else None,
             # What the release is like at run time (patches/upstreams.toml): the harness reads no lsync-port data.
-            "release_facts": spec_facts(pack, profile, release),
-            "preview": str(out / "preview.png"),
+            release_facts=spec_facts(pack, profile, release),
+            preview=str(out / "preview.png"),
             # Parity off cpu: the output of an earlier cpu verify of the same tree and inputs is the
             # CPU float32 reference, when the harness finds one under the same key (harness.reference_key).
-            "reference": {
+            reference={
                 "reuse": reuse_reference,
                 "folder": str(_cache_dir().with_name("verify-reference")),
                 "tree_digest": tree_digest(tree),
                 "tool_version": __version__,
             },
-        }
-        if not frames:
-            spec["frames"] = 8
-        spec["stack"] = host.child_model()
+            stack=host.child_model(),
+        )
         if target is not None:
-            spec["mps_table"] = str(write_table(target, work / "mps-table.json"))
-            spec["target_torch"] = target.to_json()
+            spec.mps_table = str(write_table(target, work / "mps-table.json"))
+            spec.target_torch = target.to_json()
         child = run_child(HARNESS, spec, tree, python, timeout, on_event)
     results, timed_out, simulated = child.results, child.timed_out, child.simulated
     report = _report(
@@ -269,41 +258,6 @@ def default_out_dir(tree: Path, device: str) -> Path:
     return Path(tempfile.gettempdir()) / "lsync-port-verify" / f"{tree.name}-{digest}" / device
 
 
-@dataclass
-class ChildRun:
-    """What a child script run through `run_child` left: its checks, and how it ended."""
-
-    results: dict[str, CheckResult]
-    timed_out: bool
-    simulated: dict
-    returncode: int
-    log_tail: list[str]
-
-
-def run_child(script: Path, spec: dict, tree: Path, python: str, timeout: float, on_event=None) -> ChildRun:
-    """Run `script SPEC.json` under `python` from the tree's root, in its own process group, and
-    follow its events (spec["events"], one JSON line each) until it exits or `timeout` passes.
-    Shared by verify (harness.py) and forecast (forecast/child.py)."""
-    work = Path(spec["work"])
-    events = Path(spec["events"])
-    events.touch()
-    (work / "spec.json").write_text(json.dumps(spec))
-    log = work / "child.log"
-    with open(log, "wb") as log_handle:
-        child = subprocess.Popen(
-            [python, str(script), str(work / "spec.json")],
-            cwd=tree,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        results, timed_out, simulated = _follow(child, events, timeout, on_event)
-    log_tail = log.read_text(errors="replace").splitlines()[-15:]
-    return ChildRun(results, timed_out, simulated, child.returncode, log_tail)
-
-
 def _judge_findings(report: VerifyReport, simulated: dict) -> None:
     """--device mps-sim: any error-level finding fails verify, even when every check passed."""
     report.device = "mps-sim"
@@ -318,69 +272,20 @@ def _judge_findings(report: VerifyReport, simulated: dict) -> None:
         report.reason = f"MPS simulator: {len(errors)} error finding(s); first: {where}: {what}"
 
 
-def _follow(
-    child: subprocess.Popen, events: Path, timeout: float, on_event
-) -> tuple[dict[str, CheckResult], bool, dict]:
-    results: dict[str, CheckResult] = {}
-    simulated: dict = {}
-    deadline = time.monotonic() + timeout
-    offset = 0
-    timed_out = False
-    while True:
-        finished = child.poll() is not None
-        with open(events, encoding="utf-8") as handle:
-            handle.seek(offset)
-            chunk = handle.read()
-        complete = chunk[: chunk.rfind("\n") + 1]
-        offset += len(complete.encode("utf-8"))
-        for line in complete.splitlines():
-            event = json.loads(line)
-            if event["event"] == "findings":
-                simulated = event  # cumulative: the last one has them all
-                continue
-            if event["event"] == "start":
-                results[event["check"]] = CheckResult(event["check"], "running")
-            else:
-                results[event["check"]] = CheckResult(
-                    event["check"],
-                    event["status"],
-                    event["seconds"],
-                    event["detail"],
-                    event.get("peak_memory"),
-                    event.get("data", {}),
-                )
-            if on_event:
-                on_event(event)
-        if finished:
-            return results, timed_out, simulated
-        if time.monotonic() > deadline:
-            timed_out = True
-            _kill(child)
-        time.sleep(0.05)
-
-
-def _kill(child: subprocess.Popen) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    child.wait()
-
-
 def _report(tree, spec, python, results, timed_out, returncode, timeout, seconds, log_tail) -> VerifyReport:
     checks = list(results.values())
     running = [c for c in checks if c.status == "running"]
     failed = [c for c in checks if c.status == "fail"]
     if timed_out:
-        where = running[-1].title if running else "start-up"
+        where = check_title(running[-1].name) if running else "start-up"
         reason = f"timed out after {timeout:g} s during: {where}"
     elif running:
         how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
         hint = " (SIGKILL: out of memory?)" if returncode == -signal.SIGKILL else ""
-        reason = f"the child process died ({how}{hint}) during: {running[-1].title}"
+        reason = f"the child process died ({how}{hint}) during: {check_title(running[-1].name)}"
         running[-1].detail = reason
     elif failed:
-        reason = f"{failed[0].title}: {failed[0].detail}"
+        reason = f"{check_title(failed[0].name)}: {failed[0].detail}"
     elif returncode != 0:
         reason = f"the child process exited with code {returncode} before any check ran"
     elif not checks:
@@ -389,11 +294,11 @@ def _report(tree, spec, python, results, timed_out, returncode, timeout, seconds
         reason = ""
     for check in running:
         check.status = "fail"
-    device = spec["device"]
+    device = spec.device
     if results.get("device") and results["device"].status == "pass":
         device = results["device"].detail.rsplit(" on ", 1)[-1]
     passed = not reason and all(c.status in ("pass", "skip") for c in checks) and "output" in results
-    return VerifyReport(str(tree), device, python, spec["weights"], checks, passed, reason, round(seconds, 2), log_tail)
+    return VerifyReport(str(tree), device, python, spec.weights, checks, passed, reason, round(seconds, 2), log_tail)
 
 
 def _cache_dir() -> Path:

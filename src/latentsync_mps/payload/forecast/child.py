@@ -29,7 +29,6 @@ import functools
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import sys
 import types
@@ -38,15 +37,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _load_protocol():
+    """payload/protocol.py, loaded by path: the one sibling that cannot come through its own loader."""
+    if "lsync_port_protocol" not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location("lsync_port_protocol", HERE.parent / "protocol.py")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules["lsync_port_protocol"] = module
+        module_spec.loader.exec_module(module)
+    return sys.modules["lsync_port_protocol"]
 
 
-harness = _load("lsync_port_harness", HERE.parent / "verify" / "harness.py")
+protocol = _load_protocol()
+harness = protocol.load_sibling(HERE.parent / "verify" / "harness.py", "lsync_port_harness")
 
 
 def attention_kernels(torch, device: str):
@@ -121,27 +123,27 @@ def check_build(spec, state):
     import torch
 
     state["torch"] = torch
-    state["meter_module"] = _load("lsync_port_meter", HERE / "meter.py")
-    state["work_module"] = _load("lsync_port_work", HERE / "work.py")
+    state["meter_module"] = protocol.load_sibling(HERE / "meter.py", "lsync_port_meter")
+    state["work_module"] = protocol.load_sibling(HERE / "work.py", "lsync_port_work")
     stood_in: set[str] = set()
-    stand_ins = spec.get("stand_ins", [])
+    stand_ins = spec.stand_ins
     state["unet_module"] = import_tree_module("latentsync.models.unet", stand_ins, stood_in)
     state["pipeline_module"] = import_tree_module("latentsync.pipelines.lipsync_pipeline", stand_ins, stood_in)
     state["whisper_module"] = import_tree_module("latentsync.whisper.whisper.model", stand_ins, stood_in)
     try:
-        importlib.import_module(spec["runtime_module"])
+        importlib.import_module(spec.runtime_module)
         state["ported"] = True
     except ModuleNotFoundError:
         state["ported"] = False
     from diffusers import DDIMScheduler
 
-    state["scheduler"] = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
+    state["scheduler"] = DDIMScheduler.from_pretrained(str(Path(spec.tree) / "configs"))
     model = state["config"]["model"]
     whisper = state["whisper"] = whisper_model(spec, state["config"])
     state["audio_chunk_shape"] = audio_chunk_shape(whisper, state["config"])
     return (
-        f"torch {torch.__version__}; UNet from {spec['config']} (block_out_channels "
-        f"{list(model.get('block_out_channels', []))}), VAE {spec['vae']['name']}, whisper {whisper['name']}; "
+        f"torch {torch.__version__}; UNet from {spec.config} (block_out_channels "
+        f"{list(model.get('block_out_channels', []))}), VAE {spec.vae['name']}, whisper {whisper['name']}; "
         f"{'ported' if state['ported'] else 'not ported'}"
         + (f"; not installed, stood in for: {', '.join(sorted(stood_in))}" if stood_in else ""),
         {
@@ -151,8 +153,8 @@ def check_build(spec, state):
             "stood_in": sorted(stood_in),
             # What the UNet's cross-attention reads per chunk: guidance doubles it.
             "audio_features_shape": [
-                2 if spec["guidance_scale"] > 1 else 1,
-                spec["frames"],
+                2 if spec.guidance_scale > 1 else 1,
+                spec.frames,
                 *state["audio_chunk_shape"],
             ],
         },
@@ -163,7 +165,7 @@ def whisper_model(spec, config) -> dict:
     """The whisper checkpoint the inference script loads: the one whose width is the UNet's
     cross_attention_dim (small for 768, tiny for 384)."""
     width = config["model"].get("cross_attention_dim", 384)
-    for name, entry in spec["whisper"].items():
+    for name, entry in spec.whisper.items():
         if entry["cross_attention_dim"] == width:
             return {"name": name, "dims": entry["dims"]}
     raise harness.CheckFailed(f"no whisper model of width {width} in patches/forecast.toml")
@@ -186,7 +188,7 @@ def build_models(spec, state, dtype):
     torch = state["torch"]
     from diffusers import AutoencoderKL
 
-    vae_spec = spec["vae"]
+    vae_spec = spec.vae
     with torch.device("meta"):
         unet, _ = state["unet_module"].UNet3DConditionModel.from_pretrained(state["config"]["model"], "", device="meta")
         vae = AutoencoderKL(**vae_spec["config"])
@@ -224,9 +226,9 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
     `meter`: a Phases (or anything with `during(phase)` and `work_only(phase)`)."""
     torch = state["torch"]
     device = torch.device("meta")
-    frames, size = spec["frames"], state["resolution"]
+    frames, size = spec.frames, state["resolution"]
     latent = size // pipeline.vae_scale_factor
-    guidance = spec["guidance_scale"]
+    guidance = spec.guidance_scale
     cfg = guidance > 1.0
     with meter.during("inputs"):
         rows, width = state["audio_chunk_shape"]
@@ -244,8 +246,8 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
         )
         reference_latents = pipeline.prepare_image_latents(reference, device, dtype, None, cfg)
     scheduler = pipeline.scheduler
-    scheduler.set_timesteps(spec["inference_steps"], device="cpu")
-    for index, timestep in enumerate(scheduler.timesteps[: spec["steps"]]):
+    scheduler.set_timesteps(spec.inference_steps, device="cpu")
+    for index, timestep in enumerate(scheduler.timesteps[: spec.steps]):
         with meter.during(f"denoise step {index + 1}"):
             unet_input = torch.cat([latents] * 2) if cfg else latents
             unet_input = scheduler.scale_model_input(unet_input, timestep)
@@ -309,31 +311,25 @@ def check_configuration(configuration, spec, state):
 
 
 def main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    harness.EVENTS = Path(spec["events"])
-    tree = spec["tree"]
+    spec = protocol.Spec.read(spec_path)
+    harness.EVENTS = Path(spec.events)
+    tree = spec.tree
     os.chdir(tree)
     sys.path.insert(0, tree)
     # The ported helper's own choices land on the meta device and the dtype of each configuration.
     os.environ["LATENTSYNC_DEVICE"] = "meta"
-    spec["device"] = "meta"
+    spec.device = "meta"
     state: dict = {}
     try:
         harness.load_config(spec, state)
     except Exception as error:  # noqa: BLE001 - reported as the config check, in one line
-        harness.emit(
-            event="end",
-            check="config",
-            status="fail",
-            seconds=0,
-            detail=f"cannot read {spec['config']}: {type(error).__name__}: {error}",
-            data={},
-        )
+        detail = f"cannot read {spec.config}: {type(error).__name__}: {error}"
+        harness.emit(protocol.CheckEnd("config", "fail", 0, detail))
         return 1
     if not harness.run_check("build", check_build, spec, state):
         return 1
     ok = True
-    for configuration in spec["configurations"]:
+    for configuration in spec.configurations:
         check = functools.partial(check_configuration, configuration)
         ok = harness.run_check(configuration["name"], check, spec, state) and ok
     return 0 if ok else 1

@@ -33,8 +33,8 @@ def node_view(spec, state) -> tuple[Path, Path]:
     """(ComfyUI root, node package folder) seen by the node; built once."""
     if "comfy_package" in state:
         return state["comfy_root"], state["comfy_package"]
-    tree = Path(spec["tree"])
-    root = Path(spec["work"]) / "ComfyUI"
+    tree = Path(spec.tree)
+    root = Path(spec.work) / "ComfyUI"
     package = root / "custom_nodes" / tree.name
     package.mkdir(parents=True)
     for entry in tree.iterdir():
@@ -155,7 +155,7 @@ def _serve_whisper_by_name(package: Path, state) -> None:
 def _serve_vae_by_name(spec, state) -> None:
     """Some wrapper commits (556b673) load the VAE by its Hub name, a download on a new machine: with
     synthetic weights the name is served from verify's VAE (the network is refused here)."""
-    if spec["weights"] != "synthetic" or state.get("comfy_vae_served"):
+    if spec.weights != "synthetic" or state.get("comfy_vae_served"):
         return
     import diffusers
 
@@ -191,7 +191,7 @@ def _inputs(spec, state):
 def _package(spec, state):
     if "comfy_module" not in state:
         root, package = node_view(spec, state)
-        guards = Guards(Path(spec["work"]) / "home")
+        guards = Guards(Path(spec.work) / "home")
         guards.install()
         state["comfy_guards"] = guards
         try:
@@ -201,7 +201,7 @@ def _package(spec, state):
         except ImportError as error:  # what nodes.py imports that the interpreter lacks: one line
             if error.name and error.name.split(".")[0] in ("latentsync", "scripts", package.name):
                 raise
-            raise H.CheckFailed(H.missing_dependency(error, Path(spec["tree"]))) from error
+            raise H.CheckFailed(H.missing_dependency(error, Path(spec.tree))) from error
     return state["comfy_module"], state["comfy_package"] / "nodes.py"
 
 
@@ -251,7 +251,7 @@ def check_node(spec, state):
     H.stand_in_face_detection(spec)
     _serve_vae_by_name(spec, state)
     out_images, out_audio = CONTRACT.run_node(
-        cls, images=images, audio=audio, seed=spec["seed"], lips_expression=1.5, inference_steps=spec["steps"]
+        cls, images=images, audio=audio, seed=spec.seed, lips_expression=1.5, inference_steps=spec.steps
     )
     problems = _problems(out_images, out_audio)
     if not problems and tuple(out_images.shape[1:3]) != tuple(images.shape[1:3]):

@@ -35,17 +35,31 @@ import traceback
 import wave
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+
+
+def _load_protocol():
+    """payload/protocol.py, loaded by path: the one sibling that cannot come through its own loader."""
+    import importlib.util
+
+    if "lsync_port_protocol" not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location("lsync_port_protocol", HERE.parent / "protocol.py")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules["lsync_port_protocol"] = module
+        module_spec.loader.exec_module(module)
+    return sys.modules["lsync_port_protocol"]
+
+
+protocol = _load_protocol()
+
 HARNESS_VERSION = "1"
 FPS = 25
 SAMPLE_RATE = 16000
-EVENTS: Path | None = None
+EVENTS: Path | None = None  # the spec's event stream, set by main (or a test's driver)
 
 
-def emit(**event):
-    with open(EVENTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(event) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+def emit(record) -> None:
+    protocol.write_event(EVENTS, record)
 
 
 class CheckFailed(Exception):
@@ -68,7 +82,7 @@ def peak_memory(device: str) -> int | None:
 
 
 def run_check(name: str, function, spec, state) -> bool:
-    emit(event="start", check=name)
+    emit(protocol.CheckStart(name))
     started = time.perf_counter()
     status, detail, data = "pass", "", {}
     try:
@@ -84,18 +98,11 @@ def run_check(name: str, function, spec, state) -> bool:
     except BaseException as error:  # the tree's own code failed: report its error, not ours
         status = "fail"
         detail = f"{type(error).__name__}: {error}"
-        data = {"traceback": _tree_traceback(error, spec["tree"])}
+        data = {"traceback": _tree_traceback(error, spec.tree)}
         if isinstance(error, KeyboardInterrupt):
             raise
-    emit(
-        event="end",
-        check=name,
-        status=status,
-        seconds=round(time.perf_counter() - started, 3),
-        detail=detail,
-        peak_memory=peak_memory(spec["device"]),
-        data=data,
-    )
+    seconds = round(time.perf_counter() - started, 3)
+    emit(protocol.CheckEnd(name, status, seconds, detail, peak_memory(spec.device), data))
     return status != "fail"
 
 
@@ -247,13 +254,13 @@ def synthetic_weights(spec, config) -> dict:
     """Build (or reuse from the cache) the tiny checkpoints; returns their paths."""
     import torch
 
-    tree = Path(spec["tree"])
+    tree = Path(spec.tree)
     key = hashlib.sha256(
-        json.dumps([HARNESS_VERSION, spec["seed"], _plain(config)], sort_keys=True, default=str).encode()
+        json.dumps([HARNESS_VERSION, spec.seed, _plain(config)], sort_keys=True, default=str).encode()
         + _file_digest(tree / "latentsync/models/unet.py")
         + _file_digest(tree / "latentsync/whisper/whisper/model.py")
     ).hexdigest()[:16]
-    folder = Path(spec["cache"]) / key
+    folder = Path(spec.cache) / key
     paths = {"unet": folder / "unet.pt", "whisper": folder / "whisper.pt", "vae": folder / "vae"}
     if all(p.exists() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()} | {"cached": True}
@@ -262,7 +269,7 @@ def synthetic_weights(spec, config) -> dict:
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(spec.seed)
 
     unet_module = importlib.import_module("latentsync.models.unet")
     unet, _ = unet_module.UNet3DConditionModel.from_pretrained(shrink_unet_config(config["model"]), "", device="cpu")
@@ -364,7 +371,7 @@ def _plain(value):
 def check_device(spec, state):
     import torch
 
-    device = spec["device"]
+    device = spec.device
     state["torch"] = torch
     kind = device.split(":")[0]
     if kind == "mps":
@@ -402,14 +409,14 @@ def check_device(spec, state):
 
 def _stack_said(spec, state) -> dict:
     """The host stack modelled, and what this interpreter could not model of it (the device check's data)."""
-    stack = spec.get("stack")
+    stack = spec.stack
     return {"stack": stack["name"], "stack_notes": state.get("stack_notes") or []} if stack else {}
 
 
 # Import names whose distribution is called something else.
 def _distributions():
     """verify/distributions.py: which distribution installs an import name."""
-    return sys.modules.get("lsync_port_distributions") or _load_sibling("distributions.py", "lsync_port_distributions")
+    return protocol.load_sibling(HERE / "distributions.py", "lsync_port_distributions")
 
 
 def missing_dependency(error: ImportError, tree: Path) -> str:
@@ -438,24 +445,24 @@ def missing_dependency(error: ImportError, tree: Path) -> str:
 
 def check_imports(spec, state):
     modules = {}
-    for name in spec["modules"]:
+    for name in spec.modules:
         try:
             modules[name] = importlib.import_module(name)
         except ImportError as error:
             if error.name and error.name.split(".")[0] in ("latentsync", "scripts"):
                 raise  # the tree itself is broken: report its own error
-            raise CheckFailed(missing_dependency(error, Path(spec["tree"]))) from error
+            raise CheckFailed(missing_dependency(error, Path(spec.tree))) from error
     state["modules"] = modules
     try:
-        helper = importlib.import_module(spec["runtime_module"])
+        helper = importlib.import_module(spec.runtime_module)
     except ModuleNotFoundError:
         state["helper"] = None
-        state["dtype"] = state["torch"].float32 if spec["device"] == "cpu" else state["torch"].float16
-        return f"{len(modules)} modules imported; no runtime helper ({spec['runtime_module']}): the tree is not ported"
+        state["dtype"] = state["torch"].float32 if spec.device == "cpu" else state["torch"].float16
+        return f"{len(modules)} modules imported; no runtime helper ({spec.runtime_module}): the tree is not ported"
     state["helper"] = helper
     resolved = helper.device()
-    if resolved != spec["device"]:
-        raise CheckFailed(f"the runtime helper resolves to {resolved!r}, not {spec['device']!r}")
+    if resolved != spec.device:
+        raise CheckFailed(f"the runtime helper resolves to {resolved!r}, not {spec.device!r}")
     dtype = helper.dtype(resolved)
     state["dtype"] = dtype
     return (
@@ -464,17 +471,17 @@ def check_imports(spec, state):
 
 
 def check_decode(spec, state):
-    work = Path(spec["work"])
+    work = Path(spec.work)
     clip = work / "input.mp4"
-    make_clip(clip, spec["frames"], state["resolution"])
-    make_audio(work / "input.wav", spec["frames"] / FPS)
+    make_clip(clip, spec.frames, state["resolution"])
+    make_audio(work / "input.wav", spec.frames / FPS)
     state["clip"], state["audio"] = clip, work / "input.wav"
     util = importlib.import_module("latentsync.utils.util")
     reader = getattr(util, "read_video_decord", None)
     frames = reader(str(clip)) if reader else util.read_video(str(clip), use_decord=True)
     frames = getattr(frames, "asnumpy", lambda: frames)()
-    if len(frames) != spec["frames"]:
-        raise CheckFailed(f"decoded {len(frames)} frames, expected {spec['frames']}")
+    if len(frames) != spec.frames:
+        raise CheckFailed(f"decoded {len(frames)} frames, expected {spec.frames}")
     if tuple(frames.shape[1:3]) != (state["resolution"], state["resolution"]):
         raise CheckFailed(
             f"decoded frames of shape {frames.shape[1:]}, expected {state['resolution']}x{state['resolution']}"
@@ -501,20 +508,20 @@ def load_audio_encoder(spec, state, device: str):
 def check_audio(spec, state):
     torch = state["torch"]
     config = state["config"]
-    encoder = load_audio_encoder(spec, state, spec["device"])
+    encoder = load_audio_encoder(spec, state, spec.device)
     state["audio_encoder"] = encoder
     features = encoder.audio2feat(str(state["audio"]))
     chunks = encoder.feature2chunks(feature_array=features, fps=FPS)
-    if len(chunks) < spec["frames"]:
-        raise CheckFailed(f"{len(chunks)} audio chunks for {spec['frames']} frames")
-    stacked = torch.stack([torch.as_tensor(c) for c in chunks[: spec["frames"]]]).float()
+    if len(chunks) < spec.frames:
+        raise CheckFailed(f"{len(chunks)} audio chunks for {spec.frames} frames")
+    stacked = torch.stack([torch.as_tensor(c) for c in chunks[: spec.frames]]).float()
     if not torch.isfinite(stacked).all():
         raise CheckFailed("audio features contain NaN or inf")
     state["audio_chunks"] = stacked
     if state["whole_chunks"]:
         # 1.0, 1.5: whole chunks of num_frames, as long as both video and audio last.
         num_frames = config["data"]["num_frames"]
-        state["expected_frames"] = min(spec["frames"], len(chunks)) // num_frames * num_frames
+        state["expected_frames"] = min(spec.frames, len(chunks)) // num_frames * num_frames
     else:
         # 1.6 and later follow the audio: one frame per audio chunk (the video loops).
         state["expected_frames"] = len(chunks)
@@ -525,7 +532,7 @@ def load_unet(spec, state, device: str, dtype):
     """The tree's UNet3DConditionModel from the checkpoint, loaded on the CPU, then moved to `device` in `dtype`."""
     unet_module = importlib.import_module("latentsync.models.unet")
     model = state["config"]["model"]
-    model_config = model if spec["weights"] == "real" else shrink_unet_config(model)
+    model_config = model if spec.weights == "real" else shrink_unet_config(model)
     unet, _ = unet_module.UNet3DConditionModel.from_pretrained(model_config, state["weights"]["unet"], device="cpu")
     return unet.to(device, dtype=dtype).eval()
 
@@ -534,19 +541,19 @@ def check_unet(spec, state):
     torch = state["torch"]
     config = state["config"]
     dtype = state["dtype"]
-    unet = load_unet(spec, state, spec["device"], dtype)
+    unet = load_unet(spec, state, spec.device, dtype)
     state["unet"] = unet
     latent = state["resolution"] // 8
-    frames = min(spec["frames"], config["data"]["num_frames"])
-    generator = torch.Generator().manual_seed(spec["seed"])
+    frames = min(spec.frames, config["data"]["num_frames"])
+    generator = torch.Generator().manual_seed(spec.seed)
     sample = torch.randn((1, unet.config.in_channels, frames, latent, latent), generator=generator)
     context = state["audio_chunks"][:frames][None]
     state["unet_inputs"] = (sample, context)
     with torch.no_grad():
         out = unet(
-            sample.to(spec["device"], dtype),
-            torch.tensor(500, device=spec["device"]),
-            encoder_hidden_states=context.to(spec["device"], dtype),
+            sample.to(spec.device, dtype),
+            torch.tensor(500, device=spec.device),
+            encoder_hidden_states=context.to(spec.device, dtype),
         ).sample
     out = out.float().cpu()
     state["unet_output"] = out
@@ -558,7 +565,7 @@ def check_unet(spec, state):
 def stand_in_face_detection(spec) -> None:
     """Synthetic weights: the fixed landmark source replaces InsightFace (see the report)."""
     image_processor = importlib.import_module("latentsync.utils.image_processor")
-    if spec["weights"] == "synthetic" and hasattr(image_processor, "FaceDetector"):
+    if spec.weights == "synthetic" and hasattr(image_processor, "FaceDetector"):
         image_processor.FaceDetector = StandInFaceDetector
 
 
@@ -570,8 +577,8 @@ def build_pipeline(spec, state, device, dtype):
     vae = AutoencoderKL.from_pretrained(state["weights"]["vae"], torch_dtype=dtype)
     vae.config.scaling_factor = 0.18215
     vae.config.shift_factor = 0
-    scheduler = DDIMScheduler.from_pretrained(str(Path(spec["tree"]) / "configs"))
-    unet = state["unet"] if device == spec["device"] else state["unet"].to(device, dtype=dtype)
+    scheduler = DDIMScheduler.from_pretrained(str(Path(spec.tree) / "configs"))
+    unet = state["unet"] if device == spec.device else state["unet"].to(device, dtype=dtype)
     pipeline_class = pipeline_module.LipsyncPipeline
     return pipeline_class(**pipeline_arguments(pipeline_class, vae, state["audio_encoder"], unet, scheduler)).to(device)
 
@@ -586,18 +593,18 @@ def run_pipeline(spec, state, device, dtype, out_path):
     # The same draws whatever ran before in this process (building the synthetic weights draws from the
     # global generator): a tree that draws without the generator still gives the run of a fresh process,
     # and the parity reference kept by a cpu verify is the one a later run would compute.
-    torch.manual_seed(spec["seed"])
-    np.random.seed(spec["seed"])
-    random.seed(spec["seed"])
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed)
+    random.seed(spec.seed)
     config = state["config"]
-    generator = torch.Generator().manual_seed(spec["seed"])
+    generator = torch.Generator().manual_seed(spec.seed)
     arguments = {
         "video_path": str(state["clip"]),
         "audio_path": str(state["audio"]),
         "video_out_path": str(out_path),
         "video_mask_path": str(out_path).replace(".mp4", "_mask.mp4"),
         "num_frames": config["data"]["num_frames"],
-        "num_inference_steps": spec["steps"],
+        "num_inference_steps": spec.steps,
         # The tree's own (1.0 runs at 1.0: its pipeline has no guidance step).
         "guidance_scale": float((config.get("run") or {}).get("guidance_scale", 1.5)),
         "weight_dtype": dtype,
@@ -616,10 +623,10 @@ def run_pipeline(spec, state, device, dtype, out_path):
 
 
 def check_pipeline(spec, state):
-    out = Path(spec["work"]) / "output.mp4"
-    run_pipeline(spec, state, spec["device"], state["dtype"], out)
+    out = Path(spec.work) / "output.mp4"
+    run_pipeline(spec, state, spec.device, state["dtype"], out)
     state["output"] = out
-    return f"{spec['steps']} denoising steps, wrote {out.name} ({out.stat().st_size} bytes)"
+    return f"{spec.steps} denoising steps, wrote {out.name} ({out.stat().st_size} bytes)"
 
 
 def check_output(spec, state):
@@ -628,7 +635,7 @@ def check_output(spec, state):
     frames, fps = read_video_frames(state["output"])
     state["output_frames"] = frames
     problems = []
-    expected = state.get("expected_frames", spec["frames"])
+    expected = state.get("expected_frames", spec.frames)
     if len(frames) != expected:
         problems.append(f"{len(frames)} frames, expected {expected} (one per audio chunk)")
     if abs(fps - FPS) > 0.01:
@@ -650,19 +657,19 @@ def check_output(spec, state):
 
 def check_preview(spec, state):
     """A contact sheet a person can look at: input and output frames, and the mouths."""
-    if not spec.get("preview"):
+    if not spec.preview:
         raise SkipCheck("no preview path given")
     inputs, _ = read_video_frames(state["clip"])
     node = state.get("comfy_output_frames")  # a node package: what its LatentSyncNode returned
     outputs = node if node is not None else state["output_frames"]
-    device = "mps-sim" if spec.get("simulate") else spec["device"]
+    device = "mps-sim" if spec.simulate else spec.device
     dtype = str(state["dtype"]).replace("torch.", "")
-    release = spec.get("release") or "?"
+    release = spec.release or "?"
     what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release}"
-    title = f"{what} | {device} | {dtype} | {spec['weights']} weights | lsync-port verify"
-    sheet = _load_sibling("preview.py", "lsync_port_preview")
+    title = f"{what} | {device} | {dtype} | {spec.weights} weights | lsync-port verify"
+    sheet = protocol.load_sibling(HERE / "preview.py", "lsync_port_preview")
     mouth = face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
-    path = sheet.contact_sheet(Path(spec["preview"]), inputs, outputs, mouth, title)
+    path = sheet.contact_sheet(Path(spec.preview), inputs, outputs, mouth, title)
     return f"contact sheet {path}", {"path": str(path)}
 
 
@@ -670,16 +677,16 @@ def check_parity(spec, state):
 
     torch = state["torch"]
     cached = reference_cache(spec, state)
-    if spec["device"] == "cpu":
+    if spec.device == "cpu":
         kept = ""
-        if cached is not None and state["dtype"] == torch.float32 and not spec.get("simulate"):
+        if cached is not None and state["dtype"] == torch.float32 and not spec.simulate:
             if cached.store(state["output"]):  # a later verify off cpu compares with this run
                 kept = "; its output is kept as the CPU float32 reference of a later verify off cpu"
         raise SkipCheck(f"cpu is the reference device{kept}")
-    reuse = cached is not None and (spec.get("reference") or {}).get("reuse") and cached.exists()
+    reuse = cached is not None and (spec.reference or {}).get("reuse") and cached.exists()
     reference, reused = (cached.path, True) if reuse else (None, False)
     if reference is None:
-        reference = Path(spec["work"]) / "reference_cpu.mp4"
+        reference = Path(spec.work) / "reference_cpu.mp4"
         run_reference(spec, state, reference)
         if cached is not None:
             cached.store(reference)
@@ -701,9 +708,9 @@ def check_parity(spec, state):
         "reference": "reused" if reused else "computed",
         "reference_file": str(reference) if reused else None,
     }
-    if psnr < spec["min_psnr"]:
+    if psnr < spec.min_psnr:
         raise CheckFailed(
-            f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec['min_psnr']} dB, "
+            f"differs from the CPU float32 run: PSNR {psnr:.1f} dB < {spec.min_psnr} dB, "
             f"max abs error {max_error:.0f}{reused_note}"
         )
     how = " (reference reused from an earlier verify of the same tree and inputs)" if reused else ""
@@ -801,7 +808,7 @@ class ReferenceCache:
 def reference_cache(spec, state) -> ReferenceCache | None:
     """The reference's place in the cache (None when the runner gave none). A fresh reference
     (--fresh-reference) is kept there too, replacing the one it was not compared with."""
-    given = spec.get("reference") or {}
+    given = spec.reference or {}
     if not given.get("folder"):
         return None
     inputs = reference_key(spec, state)
@@ -811,15 +818,14 @@ def reference_cache(spec, state) -> ReferenceCache | None:
 
 def reference_key(spec, state) -> dict:
     """Everything the CPU float32 run's output depends on that verify can see: the tree (its files'
-    digest, from the runner), this harness and lsync-port, the inputs verify makes (frames, size,
+    digest, from the runner), this harness's folder and lsync-port, the inputs verify makes (frames, size,
     steps, seed), the weights (their files' sizes and times), the interpreter and its packages, the
     torch thread count (it changes the order of float32 sums), the ffmpeg that encodes the video,
     and the LATENTSYNC_* settings the runtime helper reads."""
     from importlib import metadata
 
     torch = state["torch"]
-    given = spec.get("reference") or {}
-    here = Path(__file__).resolve().parent
+    given = spec.reference or {}
     versions = {}
     for name in REFERENCE_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -834,8 +840,9 @@ def reference_key(spec, state) -> dict:
     return {
         "tree_digest": given.get("tree_digest"),
         "tool_version": given.get("tool_version"),
-        "harness": [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in ("harness.py", "landmarks.py")],
-        "inputs": [spec["frames"], state["resolution"], spec["steps"], spec["seed"], spec["config"], spec["weights"]],
+        # Every file of verify's payload: an edit anywhere in it may change the reference run.
+        "harness": [hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(HERE.glob("*.py"))],
+        "inputs": [spec.frames, state["resolution"], spec.steps, spec.seed, spec.config, spec.weights],
         "weights": weights,
         "python": [sys.executable, sys.version],
         "packages": versions,
@@ -850,23 +857,23 @@ def reference_key(spec, state) -> dict:
 def load_config(spec, state):
     from omegaconf import OmegaConf
 
-    config = OmegaConf.to_container(OmegaConf.load(Path(spec["tree"]) / spec["config"]), resolve=True)
+    config = OmegaConf.to_container(OmegaConf.load(Path(spec.tree) / spec.config), resolve=True)
     state["config"] = config
-    state["resolution"] = int(spec.get("resolution") or config["data"]["resolution"])
+    state["resolution"] = int(spec.resolution or config["data"]["resolution"])
     # Before InsightFace (1.0, 1.5) the pipeline runs whole chunks of num_frames and drops the rest:
     # the clip must hold one chunk at least, or nothing is generated.
     state["whole_chunks"] = release_fact(spec, "whole_chunks")
     if state["whole_chunks"]:
-        spec["frames"] = max(spec["frames"], int(config["data"]["num_frames"]))
+        spec.frames = max(spec.frames, int(config["data"]["num_frames"]))
 
 
 def release_fact(spec, key: str):
     """A fact of the tree's release (patches/upstreams.toml, handed over in the spec by verify's
     runner). For a tree of no known release, what its files tell where they can: the face
     detector and the chunking came with latentsync/utils/face_detector.py (1.6)."""
-    facts = spec.get("release_facts") or {}
+    facts = spec.release_facts or {}
     if not facts.get("detected") and key in ("whole_chunks", "face_detection"):
-        insightface = (Path(spec["tree"]) / "latentsync/utils/face_detector.py").exists()
+        insightface = (Path(spec.tree) / "latentsync/utils/face_detector.py").exists()
         return not insightface if key == "whole_chunks" else ("insightface" if insightface else "face_alignment")
     if key not in facts:
         raise CheckFailed(f"verify's spec lacks the release fact {key!r} (patches/upstreams.toml, [release.facts])")
@@ -884,7 +891,7 @@ def real_weights(spec, config) -> dict:
     """The tree's own checkpoints, where its inference script looks for them; refuse clearly
     when one is missing (verify cannot download them). The VAE comes from checkpoints/vae when
     the tree has one, else from the Hugging Face cache (the release's VAE repository)."""
-    tree = Path(spec["tree"])
+    tree = Path(spec.tree)
     whisper = whisper_model(spec, config) + ".pt"
     wanted = {
         "unet": tree / "checkpoints" / "latentsync_unet.pt",
@@ -904,7 +911,7 @@ def real_weights(spec, config) -> dict:
 
 
 def check_weights(spec, state):
-    if spec["weights"] == "real":
+    if spec.weights == "real":
         state["weights"] = real_weights(spec, state["config"])
         names = ", ".join(Path(state["weights"][k]).name for k in ("unet", "whisper"))
         return f"the tree's checkpoints ({names}, VAE {state['weights']['vae']}); real face detection"
@@ -961,36 +968,38 @@ def _ffmpeg_on_path(work: Path) -> None:
 
 def main(spec_path: str) -> int:
     global EVENTS
-    spec = json.loads(Path(spec_path).read_text())
-    EVENTS = Path(spec["events"])
-    tree = spec["tree"]
+    spec = protocol.Spec.read(spec_path)
+    EVENTS = Path(spec.events)
+    tree = spec.tree
     os.chdir(tree)
     sys.path.insert(0, tree)
     state: dict = {}
-    if spec.get("simulate") == "mps":
+    if spec.simulate == "mps":
         # Before anything of the tree is imported: torch must already answer as an MPS machine.
-        spec["device"] = "mps"
+        spec.device = "mps"
         try:
             state["simulator"] = _install_simulator(spec)
         except Exception as error:  # no torchgen yaml, no pyyaml...: say so as the device check
-            emit(event="start", check="device")
+            emit(protocol.CheckStart("device"))
             detail = f"the MPS simulator could not start: {type(error).__name__}: {error}"
             if isinstance(error, ImportError) and error.name:
                 distribution = _distributions().distribution_for(error.name)
                 detail += f"; install it: {sys.executable} -m pip install '{distribution}'"
-            emit(event="end", check="device", status="fail", seconds=0, detail=detail, data={})
+            emit(protocol.CheckEnd("device", "fail", 0, detail))
             return 1
-    if spec.get("stack"):
+    if spec.stack:
         # The host stack modelled (stacks.toml): the tree's code sees only what that Mac set-up has.
-        state["stack_notes"] = _load_sibling("stack_model.py", "lsync_port_stack_model").install(tree, spec["stack"])
-    if spec["weights"] == "synthetic" and release_fact(spec, "face_detection") == "face_alignment":
+        stack_model = protocol.load_sibling(HERE / "stack_model.py", "lsync_port_stack_model")
+        state["stack_notes"] = stack_model.install(tree, spec.stack)
+    if spec.weights == "synthetic" and release_fact(spec, "face_detection") == "face_alignment":
         # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
-        state["landmarks"] = _load_sibling("landmarks.py", "lsync_port_landmarks").install(face_landmarks)
-    if spec["device"] == "auto":
-        spec["device"] = _auto_device()
-    os.environ["LATENTSYNC_DEVICE"] = spec["device"]
-    if (spec.get("stack") or {}).get("ffmpeg_on_path", True):
-        _ffmpeg_on_path(Path(spec["work"]))
+        landmarks = protocol.load_sibling(HERE / "landmarks.py", "lsync_port_landmarks")
+        state["landmarks"] = landmarks.install(face_landmarks)
+    if spec.device == "auto":
+        spec.device = _auto_device()
+    os.environ["LATENTSYNC_DEVICE"] = spec.device
+    if (spec.stack or {}).get("ffmpeg_on_path", True):
+        _ffmpeg_on_path(Path(spec.work))
     try:
         load_config(spec, state)
     except Exception as error:  # noqa: BLE001 - said as the config check's failure, with its cause
@@ -998,12 +1007,12 @@ def main(spec_path: str) -> int:
         if isinstance(error, ImportError) and error.name:
             distribution = _distributions().distribution_for(error.name)
             cause += f"; install it: {sys.executable} -m pip install '{distribution}'"
-        detail = f"cannot read {spec['config']}: {cause}"
-        emit(event="end", check="config", status="fail", seconds=0, detail=detail, data={})
+        detail = f"cannot read {spec.config}: {cause}"
+        emit(protocol.CheckEnd("config", "fail", 0, detail))
         return 1
     ok = True
     checks = CHECKS
-    if spec.get("comfy"):
+    if spec.comfy:
         # A node package: its nodes run first after the inputs are made, as a workflow runs them on the
         # Mac (the first failure named is the node's own), then the vendored LatentSync's checks.
         at = [name for name, _ in CHECKS].index("audio")
@@ -1016,23 +1025,10 @@ def main(spec_path: str) -> int:
     return 0 if ok else 1
 
 
-def _load_sibling(filename: str, name: str, folder: Path | None = None):
-    """A module next to this file (or in `folder`), loaded by path: this harness runs under the tree's
-    interpreter, which need not have lsync-port installed."""
-    import importlib.util
-
-    folder = folder or Path(__file__).resolve().parent
-    module_spec = importlib.util.spec_from_file_location(name, folder / filename)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def _comfy_checks():
     """A ComfyUI node package: its nodes, called as a workflow calls them (comfy_node.py)."""
-    contract = _load_sibling("comfy_contract.py", "lsync_port_comfy_contract")
-    nodes = _load_sibling("comfy_node.py", "lsync_port_comfy_node")
+    contract = protocol.load_sibling(HERE / "comfy_contract.py", "lsync_port_comfy_contract")
+    nodes = protocol.load_sibling(HERE / "comfy_node.py", "lsync_port_comfy_node")
     nodes.bind(sys.modules[__name__], contract)
     return [(name, _watching_denoising(check)) for name, check in nodes.CHECKS]
 
@@ -1057,15 +1053,15 @@ def _watching_denoising(check):
 
 def _install_simulator(spec):
     """Load mps_sim.py and hook it into torch."""
-    module = _load_sibling("mps_sim.py", "lsync_port_mps_sim", Path(__file__).resolve().parent.parent)
-    return module.install(spec["tree"], Path(spec["cache"]).parent / "mps-support", spec.get("mps_table"))
+    module = protocol.load_sibling(HERE.parent / "mps_sim.py", "lsync_port_mps_sim")
+    return module.install(spec.tree, Path(spec.cache).parent / "mps-support", spec.mps_table)
 
 
 def _emit_findings(state) -> None:
     """The simulator's findings so far (cumulative, after every check: a crash keeps what was seen)."""
     simulator = state.get("simulator")
     if simulator is not None:
-        emit(event="findings", findings=simulator.report(), stats=simulator.stats())
+        emit(protocol.Findings(simulator.report(), simulator.stats()))
 
 
 if __name__ == "__main__":
