@@ -40,7 +40,10 @@ def _imports(name: str, path: Path) -> set[str]:
                 target = ".".join(["latentsync_mps", *base, *([node.module] if node.module else [])])
             else:
                 target = node.module or ""
-            found |= {target} | {f"{target}.{a.name}" for a in node.names}
+            # `from package import module` imports the module (the package's __init__ is only a docstring)
+            submodules = {f"{target}.{a.name}" for a in node.names}
+            named = {m for m in submodules if m.removeprefix("latentsync_mps.") in MODULES}
+            found |= named if named == submodules else {target} | named
     ours = {t.removeprefix("latentsync_mps").lstrip(".") for t in found if t.split(".")[0] == "latentsync_mps"}
     return {t for t in ours if t in MODULES or t == ""}
 

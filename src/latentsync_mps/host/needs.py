@@ -8,13 +8,14 @@ lsync-port's `verify` extra for lsync-port's own interpreter, the tree's pins fo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from latentsync_mps.payload.verify import distributions
-
 EXTRA = "verify"
+# Run by path in the interpreter checked: host/ starts payload scripts, it does not import them.
+DISTRIBUTIONS = Path(__file__).resolve().parent.parent / "payload" / "verify" / "distributions.py"
 # Top-level imports of the child code (verify/harness.py, forecast/child.py) from the verify extra.
 RUN = ["torch", "numpy", "omegaconf", "diffusers", "huggingface_hub"]
 NEEDS = {
@@ -28,45 +29,37 @@ class Unavailable(Exception):
     """The interpreter cannot run the command; the message is the one line to print."""
 
 
-def _missing_in(python: str | None, modules: list[str]) -> list[str]:
-    if python is None:  # this interpreter (a venv's python resolves to its base's: compare no paths)
-        return distributions.missing_modules(modules)
-    script = Path(distributions.__file__)
+def _lacking(python: str, tree: Path, modules: list[str]) -> list[dict[str, str]]:
+    """What `python` lacks of `modules`, by distribution, with the tree's pins: the interpreter answers
+    for itself (payload/verify/distributions.py, run as a script)."""
     try:
-        done = subprocess.run([python, str(script), *modules], capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [python, str(DISTRIBUTIONS), str(tree), *modules], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise Unavailable(f"{python} does not run: {error}") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise Unavailable(f"{python} cannot check its packages: {last}")
-    return [line for line in done.stdout.split() if line]
+    return json.loads(done.stdout)
 
 
 def check(command: str, tree: Path, python: str | None) -> None:
     """Raise Unavailable with one line when `python` lacks what `command` imports."""
     own = python is None
-    missing = _missing_in(python, NEEDS[command])
     python = python or sys.executable
-    if not missing:
+    lacking = _lacking(python, tree, NEEDS[command])
+    if not lacking:
         return
-    version = _python_version(python) if not own else sys.version_info[:2]
-    names = [distributions.distribution_for(m, version) for m in missing]
+    names = [row["distribution"] for row in lacking]
     name = command.split()[0]
     if own:
         raise Unavailable(
             f"{name} needs lsync-port's '{EXTRA}' extra, and {python} lacks {', '.join(names)}; install it: "
             f"{python} -m pip install 'lsync-port[{EXTRA}]' (from a checkout of lsync-port: pip install '.[{EXTRA}]')"
         )
-    pins = [distributions.requirement_for(n, tree) for n in names]
+    pins = [row["requirement"] for row in lacking]
     raise Unavailable(
         f"{name} runs the tree with {python}, which lacks {', '.join(names)} of the tree's stack; install "
-        f"{'it' if len(pins) == 1 else 'them'}: {distributions.install_command(python, pins)}"
+        f"{'it' if len(pins) == 1 else 'them'}: {python} -m pip install " + " ".join(f"'{pin}'" for pin in pins)
     )
-
-
-def _python_version(python: str) -> tuple[int, int]:
-    done = subprocess.run(
-        [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, check=False
-    )
-    parts = done.stdout.split()
-    return (int(parts[0]), int(parts[1])) if len(parts) == 2 else sys.version_info[:2]

@@ -2,7 +2,8 @@
 
 `import google.protobuf` fails when protobuf is missing: pip needs `protobuf`, not `google`. Stdlib
 only: verify's harness loads this file by path under the tree's interpreter, which need not have
-lsync-port installed; the CLI imports it to check an interpreter before it starts a run.
+lsync-port installed; before a run, lsync-port runs it as a script in the interpreter it checks
+(host/needs.py), which answers for itself: what it lacks, by distribution, and the tree's pins.
 """
 
 from __future__ import annotations
@@ -67,9 +68,17 @@ def missing_modules(modules: list[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def install_command(python: str, requirements: list[str]) -> str:
-    return f"{python} -m pip install " + " ".join(f"'{r}'" for r in requirements)
+def lacking(tree: Path, modules: list[str]) -> list[dict[str, str]]:
+    """What this interpreter lacks of `modules`: each module, its distribution and the tree's pin."""
+    rows = []
+    for module in missing_modules(modules):
+        distribution = distribution_for(module)
+        requirement = requirement_for(distribution, tree)
+        rows.append({"module": module, "distribution": distribution, "requirement": requirement})
+    return rows
 
 
-if __name__ == "__main__":  # `python distributions.py MODULE...`: the missing ones, one a line
-    print("\n".join(missing_modules(sys.argv[1:])))
+if __name__ == "__main__":  # `python distributions.py TREE MODULE...`: lacking(), as JSON
+    import json
+
+    print(json.dumps(lacking(Path(sys.argv[1]), sys.argv[2:])))
