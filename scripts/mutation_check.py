@@ -41,7 +41,7 @@ MUTATIONS = [
     Mutation(
         "parity-cannot-fail",
         "src/latentsync_mps/payload/verify/harness.py",
-        '    if psnr < spec["min_psnr"]:',
+        '    if psnr < spec.min_psnr:',
         "    if False:",
         ("tests/test_parity.py",),
     ),
@@ -310,14 +310,14 @@ MUTATIONS = [
     ),
     Mutation(
         "bfloat16-gets-no-forecast-row",
-        "src/latentsync_mps/features/forecast/__init__.py",
+        "src/latentsync_mps/pack/forecast_tables.py",
         '    dtype = "float16" if dtype == "bfloat16" else dtype',
         "    pass",
         ("tests/test_doctor_forecast.py",),
     ),
     Mutation(
         "bfloat16-forecast-as-float32",
-        "src/latentsync_mps/features/forecast/__init__.py",
+        "src/latentsync_mps/pack/forecast_tables.py",
         '    dtype = "float16" if dtype == "bfloat16" else dtype',
         '    dtype = "float32" if dtype == "bfloat16" else dtype',
         ("tests/test_doctor_forecast.py",),

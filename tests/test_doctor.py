@@ -19,15 +19,16 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
-from latentsync_mps.features.doctor import catalog, checks, run_probe, verdicts
+from latentsync_mps.features.doctor import catalog, checks, verdicts
 from latentsync_mps.features.doctor import facts as doctor_facts
 from latentsync_mps.features.doctor import tree as doctor_tree
 from latentsync_mps.features.doctor.catalog import memory_need_gb, video_reader_wheel
 from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, WARNING
+from latentsync_mps.host.probe import PROBE, run_probe
 from latentsync_mps.pack import target_torch
 
 GIB = 1024**3
-PROBE = Path(checks.__file__).parents[2] / "payload" / "probe.py"
+
 HELPER = Path(checks.__file__).parents[2] / "payload" / "runtime" / "_lsync_port.py"
 runner = CliRunner()
 

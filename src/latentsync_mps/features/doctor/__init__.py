@@ -13,12 +13,9 @@ The CLI process never imports torch: the probe does, in the child.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +23,10 @@ from typing import Any
 
 from latentsync_mps.features.doctor.checks import diagnose
 from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, STATUSES, WARNING, Check
+from latentsync_mps.host.probe import run_probe
 from latentsync_mps.pack import release_facts
 
 __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagnose", "gather", "render", "run"]
-
-PROBE = Path(__file__).resolve().parent.parent.parent / "payload" / "probe.py"
-PROBE_TIMEOUT_S = 300  # a cold import of torch + insightface on a slow disk can take a minute
 
 
 # (tree root, resolution) -> a live forecast's JSON with "source": "live", or {"source": "live", "error": ...}
@@ -78,35 +73,6 @@ def resolve_python(python: str | None) -> tuple[str, bool]:
     if found is None:
         raise DoctorError(f"--python {python}: not found on PATH")
     return found, True
-
-
-def run_probe(python: str, helper: Path | None, timeout: float = PROBE_TIMEOUT_S) -> tuple[dict | None, str | None]:
-    """Run probe.py in `python` (source on stdin, in an empty folder so nothing local shadows a
-    package). Returns (facts, None) or (None, why it failed)."""
-    command = [python, "-"] + (["--helper", str(helper)] if helper else [])
-    with tempfile.TemporaryDirectory(prefix="lsync-port-doctor-") as cwd:
-        try:
-            done = subprocess.run(
-                command,
-                input=PROBE.read_text(encoding="utf-8"),
-                capture_output=True,
-                text=True,
-                cwd=cwd,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return None, f"the probe did not finish in {timeout:g} s"
-        except OSError as error:
-            return None, f"cannot run it: {error}"
-    lines = done.stdout.strip().splitlines()
-    try:
-        facts = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        facts = None
-    if done.returncode != 0 or not isinstance(facts, dict):
-        tail = " ".join(done.stderr.strip().splitlines()[-3:])[-500:]
-        return None, f"the probe exited with {done.returncode}" + (f": {tail}" if tail else "")
-    return facts, None
 
 
 def _resolution(option: int | None, tree: dict[str, Any] | None) -> dict[str, Any]:
