@@ -10,6 +10,8 @@ import pytest
 from conftest import tree_hashes
 
 from latentsync_mps import port as engine
+from latentsync_mps.cli.exits import exit_code_of
+from latentsync_mps.port.errors import BadInput
 from latentsync_mps.port.manifest import State
 
 
@@ -170,9 +172,9 @@ def test_rules_option_limits_the_rewrite(fixture_tree, pack):
         "latentsync/_lsync_port.py",
         "latentsync/_lsync_port_memory.json",  # the release's forecast figures, for the helper's dtype policy
     }
-    with pytest.raises(engine.TreeError) as error:
+    with pytest.raises(BadInput) as error:
         engine.make_plan(fixture_tree, pack, rule_ids=["no-such-rule"])
-    assert error.value.exit_code == 2
+    assert exit_code_of(error.value) == 2
 
 
 def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):

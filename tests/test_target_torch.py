@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import exit_code_of
 from latentsync_mps.pack import target_torch
 from latentsync_mps.pack.target_torch import TargetTorchError, known_versions, resolve
 
@@ -305,7 +306,7 @@ def test_unknown_versions_are_refused_with_the_known_ones(tmp_path, requirements
     with pytest.raises(TargetTorchError) as raised:
         resolve(_tree(tmp_path, requirements), override)
     assert "known: 2.1.0, " in str(raised.value) and "2.5.1" in str(raised.value)
-    assert raised.value.exit_code == 2
+    assert exit_code_of(raised.value) == 2
 
 
 def test_cli_refuses_an_unknown_target_with_one_line(fixture_tree):

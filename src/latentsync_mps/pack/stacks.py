@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentsync_mps.pack.paths import bundled_patches_dir, patches_dir
-from latentsync_mps.port import TreeError
+from latentsync_mps.port.errors import BadInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,12 +24,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STACKS_FILE = "stacks.toml"
-USAGE = 2  # cli.Exit.USAGE
 
 
-class StackError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
+class StackError(BadInput):
+    pass
 
 
 @dataclass(frozen=True)

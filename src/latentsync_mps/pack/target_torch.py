@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.port import TreeError
+from latentsync_mps.port.errors import BadInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +37,6 @@ else:  # pragma: no cover
 
 TABLES = Path(__file__).with_name("mps_tables.json")
 DEFECTS = Path(__file__).with_name("mps_defects.toml")
-USAGE = 2  # cli.Exit.USAGE: the user must name another --target-torch
 # A Mac the tree's requirements are resolved for: Apple Silicon, macOS, CPython 3.11.
 DARWIN_ARM64 = {
     "platform_system": "Darwin",
@@ -93,9 +92,8 @@ class TargetTorch:
         return asdict(self)
 
 
-class TargetTorchError(TreeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, USAGE)
+class TargetTorchError(BadInput):
+    pass
 
 
 @functools.cache

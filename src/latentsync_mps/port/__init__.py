@@ -38,12 +38,11 @@ _EXPORTS = {
     "stored_plan": ".noop",
     "ScanResult": ".scanning",
     "scan": ".scanning",
-    "EXIT_LOCKED": ".transaction",
     "LOCK_WAIT_ENV": ".transaction",
     "FileStatus": ".transaction",
     "RevertResult": ".transaction",
     "TreeStatus": ".transaction",
-    "WriteFailed": ".transaction",
+    "WriteFailed": ".errors",
     "clean_temp_files": ".transaction",
     "commit": ".transaction",
     "lock_tree": ".transaction",
@@ -58,7 +57,6 @@ _EXPORTS = {
     "SKIP_DIRS": ".tree",
     "TMP_SUFFIX": ".tree",
     "FileProblem": ".tree",
-    "TreeError": ".tree",
     "check_tree": ".tree",
     "walk": ".tree",
     "stage": ".manifest",
@@ -67,7 +65,6 @@ _SUBMODULES = {"detection", "noop", "planning", "scanning", "transaction", "tran
 
 __all__ = [  # literal, for linters; the same names as _EXPORTS and __version__
     "Drift",
-    "EXIT_LOCKED",
     "FilePlan",
     "FileProblem",
     "FileStatus",
@@ -81,7 +78,6 @@ __all__ = [  # literal, for linters; the same names as _EXPORTS and __version__
     "ScanResult",
     "StoredPlan",
     "TMP_SUFFIX",
-    "TreeError",
     "TreeStatus",
     "WriteFailed",
     "__version__",
@@ -128,7 +124,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from latentsync_mps.port.planning import Drift, FilePlan, Plan, _digest, _pack_relative, make_plan, select_kinds
     from latentsync_mps.port.scanning import ScanResult, scan
     from latentsync_mps.port.transaction import (
-        EXIT_LOCKED,
         LOCK_WAIT_ENV,
         FileStatus,
         RevertResult,
@@ -146,7 +141,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         SKIP_DIRS,
         TMP_SUFFIX,
         FileProblem,
-        TreeError,
         check_tree,
         walk,
     )

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentsync_mps.port.errors import BadInput
 from latentsync_mps.port.manifest import STATE_DIR
 
 # Folders that are never part of an upstream's source.
@@ -15,14 +16,6 @@ SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", 
 REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
 SHELL_GLOBS = ("*.sh", "**/*.sh")
 TMP_SUFFIX = ".lsync-tmp"
-
-
-class TreeError(Exception):
-    """The tree cannot be worked on. `exit_code` is what the CLI returns (see cli.py)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -33,9 +26,9 @@ class FileProblem:
 
 def check_tree(tree: Path) -> Path:
     if not tree.exists():
-        raise TreeError(f"{tree}: no such directory", 2)
+        raise BadInput(f"{tree}: no such directory")
     if not tree.is_dir():
-        raise TreeError(f"{tree}: not a directory; give the root of a LatentSync checkout", 2)
+        raise BadInput(f"{tree}: not a directory; give the root of a LatentSync checkout")
     return tree.resolve()
 
 

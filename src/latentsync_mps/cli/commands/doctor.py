@@ -10,7 +10,7 @@ import typer
 
 from latentsync_mps.cli.app import JsonOpt, StackOpt
 from latentsync_mps.cli.console import console
-from latentsync_mps.cli.exits import Exit, exit_codes_named, fail
+from latentsync_mps.cli.exits import Exit, exit_code_of, exit_codes_named, fail
 from latentsync_mps.cli.inputs import check_needs, load_pack
 
 ORDER = 110  # its place in `lsync-port --help`
@@ -57,7 +57,15 @@ def doctor(
     if live_forecast:
         check_needs("forecast", tree, python, Exit.USAGE)
     try:
-        result = run(tree, python, resolution, load_pack() if tree is not None else None, live_forecast, stack)
+        result = run(
+            tree,
+            python,
+            resolution,
+            load_pack() if tree is not None else None,
+            live_forecast,
+            stack,
+            exit_code_of=exit_code_of,
+        )
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:

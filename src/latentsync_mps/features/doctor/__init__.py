@@ -21,10 +21,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentsync_mps.features.doctor.checks import BLOCKER, OK, STATUSES, WARNING, Check, diagnose
 from latentsync_mps.pack import release_facts
+from latentsync_mps.port.errors import PortError
+
+if TYPE_CHECKING:
+    from latentsync_mps.features.doctor.tree import ExitCodeOf
 
 __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagnose", "gather", "render", "run"]
 
@@ -128,6 +132,7 @@ def gather(
     forecast: bool = False,
     stack: str | None = None,
     resolver=None,
+    exit_code_of: ExitCodeOf | None = None,
 ) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from latentsync_mps import __version__
@@ -143,13 +148,13 @@ def gather(
     if tree is not None:
         try:
             tree_root = engine.check_tree(tree)
-        except engine.TreeError as error:
+        except PortError as error:
             raise DoctorError(str(error)) from None
         if pack is None:
             from latentsync_mps.pack.ruleset import load
 
             pack = load(patches_dir())
-        facts["tree"] = gather_tree(tree_root, pack)
+        facts["tree"] = gather_tree(tree_root, pack, exit_code_of=exit_code_of)
         # A patched tree's own helper answers which device it would pick; else lsync-port's.
         if facts["tree"].get("runtime_helper") and (facts["tree"].get("status") or {}).get("patched"):
             helper = tree_root / facts["tree"]["runtime_helper"]
@@ -228,8 +233,9 @@ def run(
     forecast: bool = False,
     stack: str | None = None,
     resolver=None,
+    exit_code_of: ExitCodeOf | None = None,
 ) -> Result:
-    facts = gather(tree, python, resolution, pack, forecast, stack, resolver)
+    facts = gather(tree, python, resolution, pack, forecast, stack, resolver, exit_code_of)
     return Result(facts, diagnose(facts))
 
 
