@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from latentsync_mps.port import run_rule
 from latentsync_mps.port.rules import RuleKind
 from latentsync_mps.port.rules.base import Example, Rule, RuleError
+from latentsync_mps.port.transform import run_rule
 
 
 def kind(name: str, **options):

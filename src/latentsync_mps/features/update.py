@@ -84,9 +84,9 @@ def _git_changed(tree: Path, paths: list[str]) -> set[str]:
 
 
 def diagnose(tree: Path) -> Diagnosis:
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
 
-    status = engine.status(tree)
+    status = transaction.status(tree)
     if status.manifest is None:
         return Diagnosis(ported=False)
     entries = status.manifest.files
@@ -129,9 +129,11 @@ def unport(tree: Path, found: Diagnosis) -> list[str]:
 
 def update(tree: Path, pack, pull: list[str] | None = None) -> tuple[UpdateResult, object]:
     """Revert, pull, apply. Returns the result and the new plan (as apply reports it)."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.tree import check_tree
 
-    tree = engine.check_tree(tree)
+    tree = check_tree(tree)
     _repository(tree)
     try:
         found = diagnose(tree)
@@ -154,13 +156,13 @@ def update(tree: Path, pack, pull: list[str] | None = None) -> tuple[UpdateResul
     restored = unport(tree, found) if found.ported else []
     done = _git(tree, "pull", "--ff-only", *(pull or []))
     if done.returncode != 0:
-        plan = engine.make_plan(tree, pack)
-        engine.commit(plan)  # the tree stays ported, on the commit it had
+        plan = make_plan(tree, pack)
+        transaction.commit(plan)  # the tree stays ported, on the commit it had
         message = " ".join((done.stderr or done.stdout).split())
         raise BadInput(
             f"git pull failed ({message}); the tree is ported again at {before}, as it was. Fix what git names "
             f"(a local commit or a change of yours to a file upstream changed), then run update again"
         )
-    plan = engine.make_plan(tree, pack)
-    engine.commit(plan)
+    plan = make_plan(tree, pack)
+    transaction.commit(plan)
     return UpdateResult(before, _commit(tree), restored, found.replaced), plan

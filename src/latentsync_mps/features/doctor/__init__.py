@@ -136,9 +136,9 @@ def gather(
 ) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from latentsync_mps import __version__
-    from latentsync_mps import port as engine
     from latentsync_mps.features.doctor.tree import add_checkpoints, gather_tree, gather_vae
     from latentsync_mps.pack.paths import patches_dir
+    from latentsync_mps.port.tree import check_tree
 
     exe, given = resolve_python(python)
     facts: dict[str, Any] = {"tool_version": __version__, "python": exe, "python_given": given}
@@ -147,7 +147,7 @@ def gather(
     tree_root = None
     if tree is not None:
         try:
-            tree_root = engine.check_tree(tree)
+            tree_root = check_tree(tree)
         except PortError as error:
             raise DoctorError(str(error)) from None
         if pack is None:

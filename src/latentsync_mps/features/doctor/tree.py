@@ -42,11 +42,11 @@ def gather_tree(
 
     `caches` (the probe's answer: where torch.hub keeps downloads) locates the checkpoints that
     live outside the tree; add_checkpoints() fills them in again once the probe has answered."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port.detection import detect
 
     facts: dict[str, Any] = {"path": str(tree), "error": None, "profile": None, "release": None}
     try:
-        profile, release = engine.detect(tree, pack)
+        profile, release = detect(tree, pack)
     except PortError as error:
         facts["error"] = {"message": str(error), "exit_code": _exit_code(error, exit_code_of)}
         return facts
@@ -67,10 +67,10 @@ def gather_tree(
 
 
 def _status(tree: Path, exit_code_of: ExitCodeOf | None) -> dict[str, Any]:
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
 
     try:
-        result = engine.status(tree)
+        result = transaction.status(tree)
     except PortError as error:
         return {"error": str(error), "exit_code": _exit_code(error, exit_code_of)}
     manifest = result.manifest

@@ -27,8 +27,8 @@ from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
 from latentsync_mps.pack.target_torch import TargetTorch, TargetTorchError, check_version, known_versions, write_table
 from latentsync_mps.pack.target_torch import resolve as resolve_target
-from latentsync_mps.port import check_tree, detect
-from latentsync_mps.port.tree import walk
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.tree import check_tree, walk
 
 HARNESS = Path(__file__).resolve().parent.parent.parent / "payload" / "verify" / "harness.py"
 # The tree's modules on the inference path; all must import.
