@@ -22,6 +22,7 @@ from latentsync_mps.pack.ruleset import load
 from latentsync_mps.port import noop, transaction
 from latentsync_mps.port.manifest import STATE_DIR, TreeLock
 from latentsync_mps.port.planning import Drift, make_plan
+from latentsync_mps.port.tree import SMALL_FILE
 
 # Runs the console entry point and says on stderr whether libcst was imported: the early answer
 # must not need it.
@@ -113,7 +114,7 @@ def test_a_new_or_removed_file_is_planned_in_full(fixture_tree):
 def test_a_large_file_is_judged_by_size_and_mtime_and_the_record_is_renewed(fixture_tree):
     video = fixture_tree / "assets" / "demo.mp4"
     video.parent.mkdir(exist_ok=True)
-    video.write_bytes(b"\0" * (noop._SMALL + 1))
+    video.write_bytes(b"\0" * (SMALL_FILE + 1))
     applied(fixture_tree)
     assert answered_early(fixture_tree)
     os.utime(video, ns=(1, 1))

@@ -4,6 +4,7 @@ Shared by every step of the engine (detect, plan, transaction, scan)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", 
 REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
 SHELL_GLOBS = ("*.sh", "**/*.sh")
 TMP_SUFFIX = ".lsync-tmp"
+SMALL_FILE = 64 * 1024  # a file up to this size is hashed whatever it is
 
 
 @dataclass
@@ -42,6 +44,27 @@ def walk(tree: Path) -> list[str]:
             if not name.endswith(TMP_SUFFIX):
                 found.append((base / name).as_posix())
     return found
+
+
+def tree_digest(tree: Path, leave_out: str | None = None) -> str:
+    """One hash of the tree's files as walk() lists them (but those under the folder `leave_out`):
+    the bytes of every file apply or release detection may read (Python, shell, requirement files,
+    and any file up to SMALL_FILE), and size and mtime of the others (demo videos, vocabularies)."""
+    digest = hashlib.sha256()
+    for rel in walk(tree):
+        if leave_out is None or not rel.startswith(leave_out):
+            digest.update(f"\n{rel}\0{_fingerprint(tree / rel, rel)}".encode())
+    return digest.hexdigest()
+
+
+def _fingerprint(path: Path, rel: str) -> str:
+    try:
+        info = path.stat()
+        name = rel.rsplit("/", 1)[-1]
+        read = info.st_size <= SMALL_FILE or name.endswith((".py", ".sh")) or name.startswith("requirements")
+        return hashlib.sha256(path.read_bytes()).hexdigest() if read else f"{info.st_size}:{info.st_mtime_ns}"
+    except OSError as error:
+        return f"unreadable: {error.errno}"
 
 
 def _safe_target(tree: Path, rel: str) -> str | None:
