@@ -108,10 +108,12 @@ def bench_apply(tree: Path, work: Path, repeat: int) -> dict:
 def _in_process_noop(tree: Path) -> float:
     code = (
         "import time, pathlib\n"
-        "from latentsync_mps import engine, ruleset, resources\n"
-        "pack = ruleset.load(resources.patches_dir())\n"
+        "from latentsync_mps.pack import ruleset\n"
+        "from latentsync_mps.pack.paths import patches_dir\n"
+        "from latentsync_mps.port.planning import make_plan\n"
+        "pack = ruleset.load(patches_dir())\n"
         "started = time.perf_counter()\n"
-        f"plan = engine.make_plan(pathlib.Path({str(tree)!r}), pack)\n"
+        f"plan = make_plan(pathlib.Path({str(tree)!r}), pack)\n"
         "assert plan.unchanged and not plan.writes\n"
         "print(time.perf_counter() - started)\n"
     )

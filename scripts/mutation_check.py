@@ -41,7 +41,7 @@ MUTATIONS = [
     Mutation(
         "parity-cannot-fail",
         "src/latentsync_mps/payload/verify/harness.py",
-        '    if psnr < spec.min_psnr:',
+        "    if psnr < spec.min_psnr:",
         "    if False:",
         ("tests/test_parity.py",),
     ),

@@ -36,9 +36,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.ruleset import RulePack
+from latentsync_mps.port import scanning, transaction
+from latentsync_mps.port.planning import make_plan
 from latentsync_mps.port.rulepack import load
 
 STEPS = ("checkout", "apply", "reapply", "scan", "compile", "verify-cpu", "verify-mps-sim")
@@ -139,8 +140,8 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         return Step("pass", detail=row.commit)
 
     def do_apply() -> Step:
-        plan = engine.make_plan(tree, pack, target.profile)
-        engine.commit(plan)
+        plan = make_plan(tree, pack, target.profile)
+        transaction.commit(plan)
         counts = {
             "files": len(plan.files),
             "rewrites": len(plan.changes),
@@ -160,12 +161,12 @@ def run_release(target: Target, pack: RulePack, sources: dict[str, str], work: P
         )
 
     def do_reapply() -> Step:
-        plan = engine.make_plan(tree, pack, target.profile)
+        plan = make_plan(tree, pack, target.profile)
         writes = [f.path for f in plan.writes]
         return Step("fail" if writes else "pass", detail=f"would rewrite {writes}" if writes else "no-op")
 
     def do_scan() -> Step:
-        result = engine.scan(tree, pack, target.profile)
+        result = scanning.scan(tree, pack, target.profile)
         residue = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
         detail = "; ".join(f"{f.path}:{f.line} {f.kind}" for f in residue[:5]) or "no residue"
         return Step("fail" if residue else "pass", detail=detail, counts={"residue": len(residue)})

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import tree_hashes
 
-from latentsync_mps import port as engine
+from latentsync_mps.port import transaction
 from latentsync_mps.port.manifest import STATE_DIR, atomic_write
+from latentsync_mps.port.planning import make_plan
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 TMP_SUFFIX = ".lsync-tmp"
@@ -157,12 +158,12 @@ def test_a_failing_write_leaves_the_destination_and_no_temp_file(tmp_path, monke
 def test_apply_and_revert_write_every_file_atomically(fixture_tree, pack, watch):
     """The whole port and its revert, watched: the tree's files, the backups and the manifest."""
     pristine = tree_hashes(fixture_tree)
-    plan = engine.make_plan(fixture_tree, pack)
+    plan = make_plan(fixture_tree, pack)
     targets = {fixture_tree / f.path: f.new for f in plan.files if f.new is not None}
     assert len(targets) >= 10, "the fixture's port should rewrite many files"
     before = {path: path.read_bytes() if path.exists() else None for path in targets}
     seen = watch(before, targets)
-    engine.commit(plan)
+    transaction.commit(plan)
     stop_watching()
     assert seen.breaches == []
     renamed = {dst for _, dst in seen.renamed}
@@ -175,7 +176,7 @@ def test_apply_and_revert_write_every_file_atomically(fixture_tree, pack, watch)
     # Revert: every original comes back by a rename too (the helper apply created is unlinked).
     originals = {path: old for path, old in before.items() if old is not None}
     seen = watch({path: path.read_bytes() for path in originals}, originals)
-    engine.revert(fixture_tree)
+    transaction.revert(fixture_tree)
     stop_watching()
     assert seen.breaches == []
     assert set(originals) <= {dst for _, dst in seen.renamed}

@@ -15,8 +15,10 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.scanning import scan
+from latentsync_mps.port.transaction import commit
 
 # ComfyUI's folder_paths.py, as far as the node uses it: it lies in the ComfyUI root and keeps the
 # temp directory in `temp_directory` (ComfyUI's --temp-directory sets it).
@@ -48,7 +50,7 @@ def comfy_home(tmp_path: Path, ported: bool, pack) -> tuple[Path, Path]:
     node = root / "custom_nodes" / "ComfyUI-LatentSyncWrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", node)
     if ported:
-        engine.commit(engine.make_plan(node, pack))
+        commit(make_plan(node, pack))
     (root / "folder_paths.py").write_text(FOLDER_PATHS)
     for folder in (home / "temp", home / "temp_backup_1a2b3c4d", root / "temp", root / "temp_backup_5e6f7a8b"):
         folder.mkdir(parents=True)
@@ -112,7 +114,7 @@ def test_a_nodes_py_of_unknown_shape_is_named_with_what_was_expected(tmp_path, p
     tree = tmp_path / "ComfyUI-LatentSyncWrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
     unknown_shape(tree)
-    plan = engine.make_plan(tree, pack)
+    plan = make_plan(tree, pack)
     drift = {(d.rule_id, d.file) for d in plan.drift}
     assert {("comfyui-temp-inside", "nodes.py"), ("torchaudio-io", "nodes.py")} <= drift
     residue = {f.kind: f for f in plan.residue if f.path == "nodes.py"}
@@ -132,12 +134,12 @@ def test_a_nodes_py_of_unknown_shape_is_named_with_what_was_expected(tmp_path, p
 def test_the_fixture_nodes_py_has_every_pattern_and_no_finding_is_left(tmp_path, pack):
     tree = tmp_path / "ComfyUI-LatentSyncWrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
-    before = engine.scan(tree, pack)
+    before = scan(tree, pack)
     kinds = {f.kind for f in before.findings if f.path == "nodes.py"}
     assert {"media-io", "load-time-import", "ffmpeg-on-path", "outside-comfyui"} <= kinds
-    plan = engine.make_plan(tree, pack)
+    plan = make_plan(tree, pack)
     assert plan.drift == [] and plan.residue == []
-    engine.commit(plan)
+    commit(plan)
     ported = (tree / "nodes.py").read_text()
     imported = {
         alias.name for node in ast.walk(ast.parse(ported)) if isinstance(node, ast.Import) for alias in node.names

@@ -16,9 +16,10 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.pack import stacks
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 runner = CliRunner()
 COMFY_STACKS = ["comfyui-desktop-macos", "comfyui-manual-macos"]
@@ -261,7 +262,7 @@ def test_the_wrapper_fixture_fails_where_the_mac_fails_and_passes_ported(tmp_pat
     assert f"nodes.py:{line} in " in failed["data"]["traceback"][-1]
     assert report["stack"]["name"] == stack and report["stack"]["default"] == (stack == "comfyui-desktop-macos")
 
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     after = runner.invoke(app, args)
     report = json.loads(after.output)
     assert after.exit_code == 0, report["reason"]
@@ -329,7 +330,7 @@ def test_real_wrapper_fails_where_the_mac_fails_and_passes_ported(tmp_path, pack
     assert failed["name"] == "node" and failed["detail"].startswith(error), failed["detail"]
     assert f"nodes.py:{_line_of(tree, where)} in " in failed["data"]["traceback"][-1]
 
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     for device in ("cpu", "mps-sim"):
         after = runner.invoke(app, [*args, "--device", device])
         report = json.loads(after.output)

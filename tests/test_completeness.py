@@ -19,13 +19,16 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import runtime_helper_source
 from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.port.cuda_mentions import account, unaccounted
+from latentsync_mps.port.detection import detect
 from latentsync_mps.port.findings import python_finders
+from latentsync_mps.port.planning import make_plan, select_kinds
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rules.base import FileContext, PythonRuleKind
+from latentsync_mps.port.transaction import commit
+from latentsync_mps.port.tree import walk
 
 torch = pytest.importorskip("torch")
 
@@ -121,7 +124,7 @@ def snippet(name: str, form: str) -> str:
 @pytest.fixture(scope="module")
 def kinds(pack) -> list[PythonRuleKind]:
     profile = pack.profiles["latentsync"]
-    return [k for k in engine.select_kinds(profile, None, None) if isinstance(k, PythonRuleKind)]
+    return [k for k in select_kinds(profile, None, None) if isinstance(k, PythonRuleKind)]
 
 
 @pytest.fixture(scope="module")
@@ -230,9 +233,9 @@ def test_every_call_form_is_rewritten_or_reported(body, expected, kinds, helper_
 
 
 def _inference_mentions(tree: Path, pack, profile_name: str | None = None):
-    profile, _ = engine.detect(tree, pack, profile_name)
+    profile, _ = detect(tree, pack, profile_name)
     mentions = []
-    for rel in engine.walk(tree):
+    for rel in walk(tree):
         if rel.endswith(".py") and rel != profile.runtime_path and path_matches(rel, profile.inference_path):
             mentions += account(rel, (tree / rel).read_bytes())
     return mentions
@@ -241,7 +244,7 @@ def _inference_mentions(tree: Path, pack, profile_name: str | None = None):
 def _applied_copy(source: Path, tmp_path: Path, pack, profile_name: str | None = None) -> Path:
     tree = tmp_path / source.name
     shutil.copytree(source, tree, ignore=shutil.ignore_patterns(".git", ".lsync-port"), symlinks=True)
-    engine.commit(engine.make_plan(tree, pack, profile_name))
+    commit(make_plan(tree, pack, profile_name))
     return tree
 
 

@@ -22,7 +22,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the ported trees are exercised with the verify extra (torch) installed")
 
-from latentsync_mps import port as engine  # noqa: E402
+from latentsync_mps.port.planning import make_plan  # noqa: E402
+from latentsync_mps.port.transaction import commit  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASES = {
@@ -40,7 +41,7 @@ def ported_trees(tmp_path_factory, pack):
     for name, folder in RELEASES.items():
         tree = tmp_path_factory.mktemp(name.replace(".", "_")) / folder
         shutil.copytree(FIXTURES / folder, tree)
-        engine.commit(engine.make_plan(tree, pack))
+        commit(make_plan(tree, pack))
         trees[name] = tree
     return trees
 

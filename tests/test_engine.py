@@ -9,18 +9,23 @@ import subprocess
 import pytest
 from conftest import tree_hashes
 
-from latentsync_mps import port as engine
+from latentsync_mps.cli.exits import exit_code_of
+from latentsync_mps.port import transaction
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.errors import BadInput
 from latentsync_mps.port.manifest import State
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.scanning import scan
 
 
 def apply(tree, pack, **kwargs):
-    plan = engine.make_plan(tree, pack, **kwargs)
-    engine.commit(plan)
+    plan = make_plan(tree, pack, **kwargs)
+    transaction.commit(plan)
     return plan
 
 
 def test_detects_profile_and_release(fixture_tree, pack):
-    profile, release = engine.detect(fixture_tree, pack)
+    profile, release = detect(fixture_tree, pack)
     assert profile.name == "latentsync"
     assert release is not None and release.name == "1.6"
 
@@ -62,11 +67,11 @@ def test_second_apply_is_a_no_op(fixture_tree, pack):
     manifest = json.loads(manifest_path.read_text())
     manifest["result"] = None
     manifest_path.write_text(json.dumps(manifest))
-    again = engine.make_plan(fixture_tree, pack)
+    again = make_plan(fixture_tree, pack)
     assert not again.unchanged
     assert again.writes == []
     assert again.drift == [] and again.matches == first.matches
-    engine.commit(again)
+    transaction.commit(again)
     after = tree_hashes(fixture_tree)
     for state in (once, after):  # the manifest gets its report back; every other byte stays
         state.pop(".lsync-port/manifest.json")
@@ -75,7 +80,7 @@ def test_second_apply_is_a_no_op(fixture_tree, pack):
 
 def test_dry_run_writes_nothing(fixture_tree, pack):
     before = tree_hashes(fixture_tree)
-    plan = engine.make_plan(fixture_tree, pack)
+    plan = make_plan(fixture_tree, pack)
     assert plan.writes
     assert tree_hashes(fixture_tree) == before
 
@@ -87,7 +92,7 @@ def test_revert_restores_every_byte(fixture_tree, pack):
     pristine = tree_hashes(fixture_tree)
     apply(fixture_tree, pack)
     assert tree_hashes(fixture_tree) != pristine
-    result = engine.revert(fixture_tree)
+    result = transaction.revert(fixture_tree)
     assert result.refused == []
     assert tree_hashes(fixture_tree) == pristine
 
@@ -96,8 +101,8 @@ def test_revert_brings_back_a_patched_file_the_user_deleted(fixture_tree, pack):
     pristine = tree_hashes(fixture_tree)
     apply(fixture_tree, pack)
     (fixture_tree / "scripts/inference.py").unlink()
-    assert {f.path: f.state for f in engine.status(fixture_tree).files}["scripts/inference.py"] == "missing"
-    result = engine.revert(fixture_tree)
+    assert {f.path: f.state for f in transaction.status(fixture_tree).files}["scripts/inference.py"] == "missing"
+    result = transaction.revert(fixture_tree)
     assert "scripts/inference.py" in result.restored and result.refused == []
     assert tree_hashes(fixture_tree) == pristine
 
@@ -109,7 +114,7 @@ def test_a_backup_whose_bytes_no_longer_match_the_manifest_is_refused_not_restor
     backup = State(fixture_tree).backup_path("scripts/inference.py")
     assert backup.read_bytes() == original
     backup.write_bytes(original.replace(b"import", b"imprt", 1))  # damaged on disk, or edited
-    result = engine.revert(fixture_tree)
+    result = transaction.revert(fixture_tree)
     (refused,) = result.refused
     assert refused.path == "scripts/inference.py" and "does not match its recorded hash" in refused.reason
     assert (fixture_tree / "scripts/inference.py").read_bytes() == patched, "a wrong backup must not be written"
@@ -129,11 +134,11 @@ def test_manifest_records_hashes_rules_and_version(fixture_tree, pack):
 
 
 def test_status_tells_patched_modified_and_unpatched(fixture_tree, pack):
-    assert engine.status(fixture_tree).summary == "not patched"
+    assert transaction.status(fixture_tree).summary == "not patched"
     apply(fixture_tree, pack)
-    assert engine.status(fixture_tree).summary == "patched"
+    assert transaction.status(fixture_tree).summary == "patched"
     (fixture_tree / "predict.py").write_text("# edited by hand\n")
-    report = engine.status(fixture_tree)
+    report = transaction.status(fixture_tree)
     assert report.summary.startswith("patched, with files changed by hand")
     assert {f.path: f.state for f in report.files}["predict.py"] == "modified"
 
@@ -142,11 +147,11 @@ def test_revert_keeps_hand_edits_unless_forced(fixture_tree, pack):
     pristine = tree_hashes(fixture_tree)
     apply(fixture_tree, pack)
     (fixture_tree / "predict.py").write_text("# edited by hand\n")
-    result = engine.revert(fixture_tree)
+    result = transaction.revert(fixture_tree)
     assert [p.path for p in result.refused] == ["predict.py"]
     assert (fixture_tree / "predict.py").read_text() == "# edited by hand\n"
     assert State(fixture_tree).exists(), "the manifest must survive a partial revert"
-    engine.revert(fixture_tree, force=True)
+    transaction.revert(fixture_tree, force=True)
     assert tree_hashes(fixture_tree) == pristine
 
 
@@ -157,12 +162,12 @@ def test_reapply_leaves_hand_edited_files_alone_and_revertible(fixture_tree, pac
     plan = apply(fixture_tree, pack)
     assert [p.path for p in plan.problems] == ["predict.py"]
     assert (fixture_tree / "predict.py").read_text() == "# edited by hand\n"
-    engine.revert(fixture_tree, force=True)
+    transaction.revert(fixture_tree, force=True)
     assert tree_hashes(fixture_tree) == pristine
 
 
 def test_rules_option_limits_the_rewrite(fixture_tree, pack):
-    plan = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"])
+    plan = make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"])
     assert set(plan.matches) == {"interpolate-float32"}
     assert {f.path for f in plan.files} == {
         "latentsync/models/resnet.py",
@@ -170,9 +175,9 @@ def test_rules_option_limits_the_rewrite(fixture_tree, pack):
         "latentsync/_lsync_port.py",
         "latentsync/_lsync_port_memory.json",  # the release's forecast figures, for the helper's dtype policy
     }
-    with pytest.raises(engine.TreeError) as error:
-        engine.make_plan(fixture_tree, pack, rule_ids=["no-such-rule"])
-    assert error.value.exit_code == 2
+    with pytest.raises(BadInput) as error:
+        make_plan(fixture_tree, pack, rule_ids=["no-such-rule"])
+    assert exit_code_of(error.value) == 2
 
 
 def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
@@ -184,7 +189,7 @@ def test_drift_when_upstream_moves_under_a_rule(fixture_tree, pack):
             "torch.cuda.is_initialized()",
         )
     )
-    plan = engine.make_plan(fixture_tree, pack)
+    plan = make_plan(fixture_tree, pack)
     assert [(d.rule_id, d.file) for d in plan.drift] == [("fp16-gate", "scripts/inference.py")]
     # ... and the new CUDA code is residue, with file and line.
     assert [(f.path, f.kind) for f in plan.residue] == [("scripts/inference.py", "torch-cuda")]
@@ -200,14 +205,14 @@ def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tre
     shutil.copytree(fixture_tree, direct)
     apply(direct, pack)
     # An "older version" ported only the interpolate sites and wrote a different helper.
-    old = engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32", "torch-cuda-calls"])
-    monkeypatch.setattr(engine.transaction, "__version__", "0.0.1")
-    engine.commit(old)
+    old = make_plan(fixture_tree, pack, rule_ids=["interpolate-float32", "torch-cuda-calls"])
+    monkeypatch.setattr(transaction, "__version__", "0.0.1")
+    transaction.commit(old)
     monkeypatch.undo()
     assert json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())["tool_version"] == "0.0.1"
     assert without_state(tree_hashes(fixture_tree)) != without_state(tree_hashes(direct))
-    fresh = engine.make_plan(fixture_tree, pack)
-    engine.commit(fresh)
+    fresh = make_plan(fixture_tree, pack)
+    transaction.commit(fresh)
     manifest = json.loads((fixture_tree / ".lsync-port/manifest.json").read_text())
     assert manifest["tool_version"] != "0.0.1"
     assert "scripts/inference.py" in manifest["files"]
@@ -219,7 +224,7 @@ def test_upgrade_from_another_tool_version_starts_from_the_originals(fixture_tre
         p: (e["original"], e["rules"]) for p, e in direct_files.items()
     }
     # ... and it still reverts to the pristine bytes, not to the older version's port.
-    engine.revert(fixture_tree)
+    transaction.revert(fixture_tree)
     assert tree_hashes(fixture_tree) == pristine
 
 
@@ -233,7 +238,7 @@ def test_upgrade_restores_files_no_rule_changes_any_more(fixture_tree, pack):
     plan = apply(fixture_tree, pack, rule_ids=["interpolate-float32"])
     assert "predict.py" in {f.path for f in plan.restores}
     assert tree_hashes(fixture_tree)["predict.py"] == pristine["predict.py"]
-    engine.revert(fixture_tree)
+    transaction.revert(fixture_tree)
     assert tree_hashes(fixture_tree) == pristine
 
 
@@ -242,25 +247,25 @@ def test_dirty_git_tree_gets_a_warning(fixture_tree, pack):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    assert engine.make_plan(fixture_tree, pack).warnings == []
+    assert make_plan(fixture_tree, pack).warnings == []
     (fixture_tree / "gradio_app.py").write_text((fixture_tree / "gradio_app.py").read_text() + "\n# mine\n")
-    warnings = engine.make_plan(fixture_tree, pack).warnings
+    warnings = make_plan(fixture_tree, pack).warnings
     assert len(warnings) == 1 and "uncommitted" in warnings[0]
 
 
 def test_scan_lists_cuda_constructs_by_kind(fixture_tree, pack):
-    result = engine.scan(fixture_tree, pack)
+    result = scan(fixture_tree, pack)
     in_scope = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
     kinds = {f.kind for f in in_scope}
     assert {"cuda-literal", "torch-cuda", "cuda-method", "onnx-cuda-provider", "no-mac-wheel", "cuda-index"} <= kinds
     apply(fixture_tree, pack)
-    after = engine.scan(fixture_tree, pack)
+    after = scan(fixture_tree, pack)
     assert [f for f in after.findings if f.severity == "error" and after.in_scope(f)] == []
 
 
 def test_reapply_on_an_untouched_tree_skips_the_work_and_repeats_the_report(fixture_tree, pack):
     first = apply(fixture_tree, pack)
-    again = engine.make_plan(fixture_tree, pack)
+    again = make_plan(fixture_tree, pack)
     assert again.unchanged and again.writes == []
     assert again.matches == first.matches and again.drift == first.drift
     assert again.summary == {
@@ -270,7 +275,7 @@ def test_reapply_on_an_untouched_tree_skips_the_work_and_repeats_the_report(fixt
     # Any change to a candidate file (or to the rules) means real work again.
     script = fixture_tree / "gradio_app.py"
     script.write_text(script.read_text() + "\n# touched\n")
-    assert not engine.make_plan(fixture_tree, pack).unchanged
+    assert not make_plan(fixture_tree, pack).unchanged
     script.write_text(script.read_text().replace("\n# touched\n", ""))
-    assert engine.make_plan(fixture_tree, pack).unchanged
-    assert not engine.make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"]).unchanged
+    assert make_plan(fixture_tree, pack).unchanged
+    assert not make_plan(fixture_tree, pack, rule_ids=["interpolate-float32"]).unchanged

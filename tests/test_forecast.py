@@ -17,7 +17,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.features.forecast import (
@@ -28,6 +27,8 @@ from latentsync_mps.features.forecast import (
     inference_config,
     load_facts,
 )
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 from latentsync_mps.render.forecast import render
 
 pytest.importorskip("torch", reason="forecast needs the verify extra (torch, diffusers)")
@@ -47,7 +48,7 @@ def forecast(tree, *args: str):
 def ported_report(tmp_path_factory, pack):
     tree = tmp_path_factory.mktemp("forecast") / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     code, output = forecast(tree, "--json", "--resolution", "512", "--frames", "16", "--steps", "3")
     assert code == 0, output
     return json.loads(output)

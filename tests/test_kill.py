@@ -20,10 +20,11 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 from typer.testing import CliRunner, Result
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.port.manifest import STATE_DIR
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 SEED = 20_240_611
 TRIALS = 20
@@ -82,7 +83,7 @@ def patched(tmp_path_factory, pack, source) -> dict[str, str]:
     """The fixture as one complete apply leaves it, learnt on a separate copy."""
     tree = tmp_path_factory.mktemp("reference") / "latentsync"
     shutil.copytree(source, tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     return content(tree)
 
 
@@ -203,7 +204,7 @@ def _plant_strays(tree: Path) -> list[Path]:
 
 def test_apply_and_revert_remove_the_temp_files_a_kill_left(fixture_tree, pack, patched):
     pristine = tree_hashes(fixture_tree)
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     manifest = fixture_tree / STATE_DIR / "manifest.json"
     data = json.loads(manifest.read_text())
     data["state"] = "applying"  # as a kill between the last file and the final manifest leaves it

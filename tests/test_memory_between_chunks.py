@@ -24,9 +24,10 @@ torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (veri
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 pytest.importorskip("diffusers", reason="the smoke pipeline needs diffusers (verify extra)")
 
-from latentsync_mps import port as engine  # noqa: E402
 from latentsync_mps.features.verify import runner  # noqa: E402
 from latentsync_mps.payload.verify import harness  # noqa: E402
+from latentsync_mps.port.planning import make_plan  # noqa: E402
+from latentsync_mps.port.transaction import commit  # noqa: E402
 
 # Chunks of 1 frame (the fixture's config says 4) keep the runs cheap; the videos have 2 and 4
 # chunks. Two chunks at least: while a chunk is denoised, the previous chunk's result is still
@@ -129,7 +130,7 @@ def runs(tmp_path_factory, pack) -> dict[str, dict]:
     join_chunks is torch.cat: the port before this change)."""
     tree = tmp_path_factory.mktemp("chunks") / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     pipeline = (tree / "latentsync/pipelines/lipsync_pipeline.py").read_text()
     assert "_lsync_port.release_chunk_memory(" in pipeline and "_lsync_port.join_chunks(" in pipeline
     short, long, undone = pipeline_peaks(tree, tmp_path_factory.mktemp("work"))

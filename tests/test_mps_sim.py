@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (verify extra)")
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
-from latentsync_mps import port as engine  # noqa: E402
 from latentsync_mps.cli import app  # noqa: E402
 from latentsync_mps.payload import mps_sim  # noqa: E402
+from latentsync_mps.port.planning import make_plan  # noqa: E402
+from latentsync_mps.port.transaction import commit  # noqa: E402
 
 SIM = Path(mps_sim.__file__)
 TORCH_2_13 = torch.__version__.split("+")[0] == "2.13.0"
@@ -404,7 +405,7 @@ def verify(tree, *args: str):
 
 @pytest.fixture
 def ported(fixture_tree, pack):
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     return fixture_tree
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import shutil
 
-from latentsync_mps import port as engine
 from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.port.planning import _digest, make_plan
 from latentsync_mps.port.rulepack import load
+from latentsync_mps.port.transaction import commit
 
 
 def test_the_digest_is_the_same_for_rules_installed_elsewhere(tmp_path):
@@ -16,7 +17,7 @@ def test_the_digest_is_the_same_for_rules_installed_elsewhere(tmp_path):
     rules_there = there.profiles["latentsync"].rules
     assert rules_here[0].source != rules_there[0].source, "loaded from two places"
     files = {"scripts/inference.py": b"x = 1\n", "latentsync/_lsync_port.py": None}
-    assert engine._digest(rules_here, files) == engine._digest(rules_there, files)
+    assert _digest(rules_here, files) == _digest(rules_there, files)
 
 
 def test_the_digest_still_sees_a_changed_rule(tmp_path):
@@ -25,7 +26,7 @@ def test_the_digest_still_sees_a_changed_rule(tmp_path):
     rule_file.write_text(rule_file.read_text().replace('"map_location"]', '"map_location", "gpu"]', 1))
     here_rules = load(patches_dir()).profiles["latentsync"].rules
     there_rules = load(there).profiles["latentsync"].rules
-    assert engine._digest(here_rules, {}) != engine._digest(there_rules, {})
+    assert _digest(here_rules, {}) != _digest(there_rules, {})
 
 
 def test_a_changed_detection_rule_alone_makes_a_reapply_plan_again(fixture_tree, tmp_path):
@@ -34,8 +35,8 @@ def test_a_changed_detection_rule_alone_makes_a_reapply_plan_again(fixture_tree,
     neither by the early check (engine/noop.py) nor by the full plan's digest."""
     from latentsync_mps.port import noop
 
-    engine.commit(engine.make_plan(fixture_tree, load(patches_dir())))
-    assert engine.make_plan(fixture_tree, load(patches_dir())).unchanged, "the case: an untouched re-apply is a no-op"
+    commit(make_plan(fixture_tree, load(patches_dir())))
+    assert make_plan(fixture_tree, load(patches_dir())).unchanged, "the case: an untouched re-apply is a no-op"
     there = shutil.copytree(patches_dir(), tmp_path / "patches")
     rules = there / "findings" / "python.toml"
     text = rules.read_text()
@@ -47,4 +48,4 @@ def test_a_changed_detection_rule_alone_makes_a_reapply_plan_again(fixture_tree,
         r.id for r in load(patches_dir()).profiles["latentsync"].rules
     ]
     assert noop.stored_plan(fixture_tree, there) is None
-    assert not engine.make_plan(fixture_tree, changed).unchanged
+    assert not make_plan(fixture_tree, changed).unchanged

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import early_apply
 from latentsync_mps.cli.app import app
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.port import noop
+from latentsync_mps.port import noop, transaction
 from latentsync_mps.port.manifest import STATE_DIR, TreeLock
+from latentsync_mps.port.planning import Drift, make_plan
 from latentsync_mps.port.rulepack import load
+from latentsync_mps.port.tree import SMALL_FILE
 
 # Runs the console entry point and says on stderr whether libcst was imported: the early answer
 # must not need it.
@@ -45,7 +46,7 @@ def lsync(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def applied(tree: Path, pack_root: Path | None = None, rule_ids: list[str] | None = None) -> Path:
-    engine.commit(engine.make_plan(tree, load(pack_root or patches_dir()), rule_ids=rule_ids))
+    transaction.commit(make_plan(tree, load(pack_root or patches_dir()), rule_ids=rule_ids))
     return tree
 
 
@@ -89,7 +90,7 @@ def test_the_stored_records_mirror_what_the_report_reads():
 
     finding = Finding("a.py", 3, "torch-cuda", "error", "torch.cuda.x()", "why", "fix")
     assert noop.StoredFinding(**finding.to_json()).to_json() == finding.to_json()
-    assert [f.name for f in dataclasses.fields(noop.StoredDrift)] == [f.name for f in dataclasses.fields(engine.Drift)]
+    assert [f.name for f in dataclasses.fields(noop.StoredDrift)] == [f.name for f in dataclasses.fields(Drift)]
 
 
 def test_a_changed_tree_file_is_planned_in_full(fixture_tree):
@@ -98,7 +99,7 @@ def test_a_changed_tree_file_is_planned_in_full(fixture_tree):
     script = fixture_tree / "latentsync" / "pipelines" / "lipsync_pipeline.py"
     script.write_text(script.read_text() + "\nx = torch.cuda.is_available()\n")
     assert not answered_early(fixture_tree)
-    plan = engine.make_plan(fixture_tree, load(patches_dir()))
+    plan = make_plan(fixture_tree, load(patches_dir()))
     assert not plan.unchanged and [p.path for p in plan.problems] == [script.relative_to(fixture_tree).as_posix()]
 
 
@@ -113,15 +114,15 @@ def test_a_new_or_removed_file_is_planned_in_full(fixture_tree):
 def test_a_large_file_is_judged_by_size_and_mtime_and_the_record_is_renewed(fixture_tree):
     video = fixture_tree / "assets" / "demo.mp4"
     video.parent.mkdir(exist_ok=True)
-    video.write_bytes(b"\0" * (noop._SMALL + 1))
+    video.write_bytes(b"\0" * (SMALL_FILE + 1))
     applied(fixture_tree)
     assert answered_early(fixture_tree)
     os.utime(video, ns=(1, 1))
     assert not answered_early(fixture_tree)
     # The full plan finds nothing to do; its commit stores the key of the tree as it is now.
-    plan = engine.make_plan(fixture_tree, load(patches_dir()))
+    plan = make_plan(fixture_tree, load(patches_dir()))
     assert plan.unchanged
-    engine.commit(plan)
+    transaction.commit(plan)
     assert answered_early(fixture_tree)
 
 

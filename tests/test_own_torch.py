@@ -20,8 +20,9 @@ torch = pytest.importorskip("torch", reason="the runtime helper is exercised wit
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from latentsync_mps import port as engine  # noqa: E402
 from latentsync_mps.payload.runtime import _lsync_port as helper  # noqa: E402
+from latentsync_mps.port.planning import make_plan  # noqa: E402
+from latentsync_mps.port.transaction import commit  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What torch 2.5.1 (1.6 and main), 2.4.1 (1.5) and 2.1.2 (1.0) lack on MPS, by overload packet.
@@ -173,7 +174,7 @@ def test_closed_form_det_equals_torch_det(as_mps):
 def ported_tree(tmp_path_factory, pack):
     tree = tmp_path_factory.mktemp("own-torch") / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     return tree
 
 

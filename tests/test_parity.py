@@ -12,8 +12,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
 pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -26,7 +27,7 @@ DRIFT_ON_MPS = PASTE_BACK + ' + 0.5 * (decoded.device.type == "mps")'
 
 
 def test_an_output_that_drifts_on_mps_only_fails_parity_with_its_psnr(fixture_tree, pack):
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     path = fixture_tree / PIPELINE
     text = path.read_text()
     assert text.count(PASTE_BACK) == 1

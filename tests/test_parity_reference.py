@@ -14,8 +14,9 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
 pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -46,7 +47,7 @@ def parity(report: dict) -> dict:
 def test_mps_sim_reuses_the_cpu_verify_output_which_is_the_reference_it_would_compute(fixture_tree, pack, own_cache):
     from latentsync_mps.payload.verify.harness import read_video_frames
 
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     cpu = verify(fixture_tree, "--device", "cpu")
     assert cpu["passed"] and parity(cpu)["status"] == "skip"
     assert "kept as the CPU float32 reference" in parity(cpu)["detail"]
@@ -101,7 +102,7 @@ def test_a_reused_reference_that_differs_fails_parity_and_the_reason_says_it_was
 
     from latentsync_mps.payload.verify.harness import _write_video, read_video_frames
 
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     assert verify(fixture_tree, "--device", "cpu")["passed"]
     (kept,) = own_cache.glob("*.mp4")
     frames, fps = read_video_frames(kept)
@@ -121,7 +122,7 @@ def test_a_reused_reference_that_differs_fails_parity_and_the_reason_says_it_was
 
 
 def test_an_edited_tree_gets_a_fresh_reference_and_a_drift_on_mps_still_fails(fixture_tree, pack, own_cache):
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     assert verify(fixture_tree, "--device", "cpu")["passed"]
     path = fixture_tree / PIPELINE
     text = path.read_text()

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, tree_hashes
 
-from latentsync_mps import port as engine
 from latentsync_mps.pack.errors import RuleFileError
+from latentsync_mps.port import scanning, transaction, transform
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.planning import Plan, make_plan
 from latentsync_mps.port.rulepack import load
 
 
@@ -89,7 +91,7 @@ class Outcome:
     profile: str = ""
     release: str | None = None
     before_kinds: set[str] = field(default_factory=set)
-    plan: engine.Plan | None = None
+    plan: Plan | None = None
     compile_errors: list[str] = field(default_factory=list)
     after_errors: list = field(default_factory=list)
     second_writes: list = field(default_factory=list)
@@ -109,12 +111,12 @@ def outcomes(tmp_path_factory, pack) -> dict[str, Outcome]:
         if extra is not None:
             extra(tree)
         out = Outcome(tree, pristine=tree_hashes(tree))
-        profile, release = engine.detect(tree, pack)
+        profile, release = detect(tree, pack)
         out.profile, out.release = profile.name, release.name if release else None
-        before = engine.scan(tree, pack)
+        before = scanning.scan(tree, pack)
         out.before_kinds = {f.kind for f in before.findings if f.severity == "error" and before.in_scope(f)}
-        out.plan = engine.make_plan(tree, pack)
-        engine.commit(out.plan)
+        out.plan = make_plan(tree, pack)
+        transaction.commit(out.plan)
         out.patched = tree_hashes(tree)
         for path in sorted(tree.rglob("*.py")):
             try:
@@ -125,12 +127,12 @@ def outcomes(tmp_path_factory, pack) -> dict[str, Outcome]:
         for written in out.plan.files:
             if written.path != profile.runtime_path and profile_covers(profile, written.path):
                 data = (tree / written.path).read_bytes()
-                out.after_errors += [f for f in engine.find(written.path, data) if f.severity == "error"]
-        again = engine.make_plan(tree, pack)
+                out.after_errors += [f for f in transform.find(written.path, data) if f.severity == "error"]
+        again = make_plan(tree, pack)
         out.second_writes, out.second_drift = again.writes, again.drift
-        engine.commit(again)
+        transaction.commit(again)
         assert tree_hashes(tree) == out.patched
-        engine.revert(tree)
+        transaction.revert(tree)
         out.reverted = tree_hashes(tree)
         results[name] = out
     return results
@@ -266,7 +268,7 @@ def test_ported_wrapper_node_imports_as_a_comfyui_package(tmp_path, pack, monkey
     pytest.importorskip("torch")
     tree = tmp_path / "LipSyncNodeFixture"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    transaction.commit(make_plan(tree, pack))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("LATENTSYNC_DEVICE", "cpu")
     from latentsync_mps.payload.verify.comfy_contract import folder_paths_module
@@ -317,7 +319,7 @@ def test_chunking_rules_can_be_left_out_with_rules(tmp_path, pack):
     shutil.copytree(FIXTURES / "latentsync-1.5", tree)
     everything = [r.id for r in pack.profiles["latentsync"].rules]
     without = [i for i in everything if i not in ("mps-attention-chunks", "mps-vae-chunks")]
-    plan = engine.make_plan(tree, pack, rule_ids=without)
+    plan = make_plan(tree, pack, rule_ids=without)
     attention = next(f.new for f in plan.files if f.path == "latentsync/models/attention.py").decode()
     assert "F.scaled_dot_product_attention(" in attention and "_lsync_port.sdpa_kernel" in attention
     assert plan.residue == []  # memory on MPS is a warning, not residue

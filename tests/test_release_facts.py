@@ -195,7 +195,7 @@ def test_memory_needs_are_the_releases_published_figures(copied_pack):
 
 def test_a_bare_resolution_stands_for_the_release_marked_for_it(copied_pack):
     def guessed(resolution):
-        forecast = doctor._forecast(None, {"tree": None, "resolution": {"value": resolution}}, None, "python", False)
+        forecast = doctor._forecast(None, {"tree": None, "resolution": {"value": resolution}}, live=None)
         return forecast and forecast["release"]
 
     assert (guessed(256), guessed(512), guessed(384)) == ("1.5", "1.6", None)

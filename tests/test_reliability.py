@@ -24,11 +24,12 @@ import pytest
 from conftest import FIXTURES, tree_hashes
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.cli.exits import Exit
-from latentsync_mps.port import manifest
+from latentsync_mps.port import manifest, transaction
+from latentsync_mps.port.errors import WriteFailed
 from latentsync_mps.port.manifest import LOCK, STATE_DIR, TreeLock
+from latentsync_mps.port.planning import make_plan
 
 ENV = {k: v for k, v in os.environ.items() if k != "LSYNC_PORT_DEBUG"} | {"COLUMNS": "400"}
 HOLD = """
@@ -90,7 +91,7 @@ def test_a_second_apply_waits_then_names_who_holds_the_lock(tmp_path):
     other = holder(tree)
     try:
         started = time.monotonic()
-        code, _, err = finish(cli("apply", tree, env={engine.LOCK_WAIT_ENV: "0.5"}))
+        code, _, err = finish(cli("apply", tree, env={transaction.LOCK_WAIT_ENV: "0.5"}))
         waited = time.monotonic() - started
     finally:
         other.kill()
@@ -107,11 +108,11 @@ def test_a_second_apply_waits_then_names_who_holds_the_lock(tmp_path):
 
 def test_revert_takes_the_same_lock(tmp_path, pack):
     tree = pristine_tree(tmp_path)
-    engine.commit(engine.make_plan(tree, pack))
+    transaction.commit(make_plan(tree, pack))
     patched = tree_hashes(tree)
     other = holder(tree)
     try:
-        code, _, err = finish(cli("revert", tree, env={engine.LOCK_WAIT_ENV: "0.2"}))
+        code, _, err = finish(cli("revert", tree, env={transaction.LOCK_WAIT_ENV: "0.2"}))
     finally:
         other.kill()
         other.wait()
@@ -127,7 +128,7 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     dead.wait()
     left = json.loads((tree / STATE_DIR / LOCK).read_text())
     assert left["pid"] == dead.pid, "the killed holder left its lock file behind"
-    code, _, err = finish(cli("apply", tree, env={engine.LOCK_WAIT_ENV: "0"}))
+    code, _, err = finish(cli("apply", tree, env={transaction.LOCK_WAIT_ENV: "0"}))
     assert code == Exit.OK, err
     assert "took over the lock" in err and f"pid {dead.pid}" in err
     assert not (tree / STATE_DIR / LOCK).exists(), "released after apply"
@@ -160,7 +161,7 @@ def test_a_taken_over_lock_file_names_only_its_new_holder(tmp_path):
 def test_two_applies_at_once_give_one_complete_port_that_reverts(tmp_path, pack):
     tree = pristine_tree(tmp_path)
     before = tree_hashes(tree)
-    runs = [cli("apply", tree, "--json", env={engine.LOCK_WAIT_ENV: "120"}) for _ in range(2)]
+    runs = [cli("apply", tree, "--json", env={transaction.LOCK_WAIT_ENV: "120"}) for _ in range(2)]
     results = [finish(run) for run in runs]
     assert [code for code, _, _ in results] == [Exit.OK, Exit.OK], [err for _, _, err in results]
     written = sorted(json.loads(out)["written"] for _, out, _ in results)
@@ -274,15 +275,15 @@ def failing_after(function, calls: int, code: int):
 def test_a_failed_write_during_apply_changes_nothing(tmp_path, pack, monkeypatch, code, where):
     tree = pristine_tree(tmp_path)
     before = tree_hashes(tree)
-    plan = engine.make_plan(tree, pack)
+    plan = make_plan(tree, pack)
     if where == "tree file":  # the third file of the tree to be staged
-        monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 2, code))
+        monkeypatch.setattr(transaction, "stage", failing_after(manifest.stage, 2, code))
     elif where == "backup":  # the second backup
         monkeypatch.setattr(manifest.State, "save_backup", failing_after(manifest.State.save_backup, 1, code))
     else:  # the first manifest write, after every backup was saved
         monkeypatch.setattr(manifest.State, "write", failing_after(manifest.State.write, 0, code))
-    with pytest.raises(engine.WriteFailed) as failure:
-        engine.commit(plan)
+    with pytest.raises(WriteFailed) as failure:
+        transaction.commit(plan)
     message = str(failure.value)
     what, todo = ERRORS[code]
     assert what in message and "Nothing was changed" in message and todo in message, message
@@ -297,18 +298,18 @@ def test_a_failed_write_during_apply_changes_nothing(tmp_path, pack, monkeypatch
 def test_a_failed_write_on_a_patched_tree_keeps_it_fully_patched(tmp_path, pack, monkeypatch, code):
     tree = pristine_tree(tmp_path)
     pristine = tree_hashes(tree)
-    engine.commit(engine.make_plan(tree, pack, rule_ids=["device-literal"]))
+    transaction.commit(make_plan(tree, pack, rule_ids=["device-literal"]))
     partial = tree_hashes(tree)
     state_before = (tree / STATE_DIR / "manifest.json").read_bytes()
-    plan = engine.make_plan(tree, pack)  # every rule now: more files change
-    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 1, code))
-    with pytest.raises(engine.WriteFailed):
-        engine.commit(plan)
+    plan = make_plan(tree, pack)  # every rule now: more files change
+    monkeypatch.setattr(transaction, "stage", failing_after(manifest.stage, 1, code))
+    with pytest.raises(WriteFailed):
+        transaction.commit(plan)
     assert tree_hashes(tree) == partial
     assert (tree / STATE_DIR / "manifest.json").read_bytes() == state_before
     assert leftovers(tree) == []
     monkeypatch.undo()
-    assert engine.revert(tree).refused == []
+    assert transaction.revert(tree).refused == []
     assert tree_hashes(tree) == pristine
 
 
@@ -316,16 +317,16 @@ def test_a_failed_write_on_a_patched_tree_keeps_it_fully_patched(tmp_path, pack,
 def test_a_failed_write_during_revert_leaves_the_port(tmp_path, pack, monkeypatch, code):
     tree = pristine_tree(tmp_path)
     pristine = tree_hashes(tree)
-    engine.commit(engine.make_plan(tree, pack))
+    transaction.commit(make_plan(tree, pack))
     patched = tree_hashes(tree)
-    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 2, code))
-    with pytest.raises(engine.WriteFailed) as failure:
-        engine.revert(tree)
+    monkeypatch.setattr(transaction, "stage", failing_after(manifest.stage, 2, code))
+    with pytest.raises(WriteFailed) as failure:
+        transaction.revert(tree)
     assert "revert" in str(failure.value) and "Nothing was changed" in str(failure.value)
     assert tree_hashes(tree) == patched
     assert leftovers(tree) == []
     monkeypatch.undo()
-    engine.revert(tree)
+    transaction.revert(tree)
     assert tree_hashes(tree) == pristine
 
 
@@ -333,7 +334,7 @@ def test_a_failed_write_during_revert_leaves_the_port(tmp_path, pack, monkeypatc
 def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, code):
     tree = pristine_tree(tmp_path)
     before = tree_hashes(tree)
-    monkeypatch.setattr(engine.transaction, "stage", failing_after(engine.stage, 0, code))
+    monkeypatch.setattr(transaction, "stage", failing_after(manifest.stage, 0, code))
     result = CliRunner().invoke(app, ["apply", str(tree)])
     assert result.exit_code == Exit.USAGE, result.output
     lines = result.stderr.strip().splitlines()
@@ -346,13 +347,13 @@ def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, code):
 
 INJECT = """
 import errno, os, sys
-from latentsync_mps import port as engine
-real, code = engine.stage, int(sys.argv[1])
+from latentsync_mps.port import manifest, transaction
+real, code = manifest.stage, int(sys.argv[1])
 def stage(path, *args, **kwargs):
     if path.name == "unet.py":
         raise OSError(code, os.strerror(code), str(path))
     return real(path, *args, **kwargs)
-engine.transaction.stage = stage
+transaction.stage = stage
 from latentsync_mps.cli import main
 sys.argv = ["lsync-port", *sys.argv[2:]]
 main()

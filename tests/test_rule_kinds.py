@@ -7,9 +7,9 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 from latentsync_mps.pack.rule import Example, Rule
-from latentsync_mps.port import run_rule
 from latentsync_mps.port.rules import RuleKind
 from latentsync_mps.port.rules.base import RuleError
+from latentsync_mps.port.transform import run_rule
 
 
 def kind(name: str, **options):

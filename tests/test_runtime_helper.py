@@ -116,11 +116,12 @@ def test_the_figures_apply_writes_are_the_ones_the_helper_reads(fixture_tree, pa
     it (lsync-port is not installed there); revert removes it. 1.0 has no shipped forecast."""
     import importlib.util
 
-    from latentsync_mps import port as engine
     from latentsync_mps.pack.memory_figures import DATA_NAME
+    from latentsync_mps.port import transaction
+    from latentsync_mps.port.planning import make_plan
 
     assert DATA_NAME == helper.MEMORY_FIGURES
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    transaction.commit(make_plan(fixture_tree, pack))
     written = fixture_tree / "latentsync" / DATA_NAME
     spec = importlib.util.spec_from_file_location("tree_helper", fixture_tree / "latentsync/_lsync_port.py")
     tree_helper = importlib.util.module_from_spec(spec)
@@ -129,8 +130,8 @@ def test_the_figures_apply_writes_are_the_ones_the_helper_reads(fixture_tree, pa
     assert (figures["release"], figures["resolution"], figures["frames"]) == ("1.6", 512, 16)
     need, basis = tree_helper.float32_need()
     assert 13 * 2**30 < need < 15 * 2**30 and "LatentSync 1.6" in basis
-    assert engine.make_plan(fixture_tree, pack).writes == []  # a second apply changes nothing
-    engine.revert(fixture_tree)
+    assert make_plan(fixture_tree, pack).writes == []  # a second apply changes nothing
+    transaction.revert(fixture_tree)
     assert not written.exists()
 
 
@@ -314,9 +315,10 @@ def test_empty_cache_reaches_the_cuda_backend(monkeypatch):
 
 
 def test_helper_written_into_a_tree_is_this_module(fixture_tree, pack):
-    from latentsync_mps import port as engine
     from latentsync_mps.pack.paths import runtime_helper_source
+    from latentsync_mps.port import transaction
+    from latentsync_mps.port.planning import make_plan
 
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    transaction.commit(make_plan(fixture_tree, pack))
     assert (fixture_tree / "latentsync/_lsync_port.py").read_text() == runtime_helper_source()
     assert runtime_helper_source() == open(helper.__file__).read()

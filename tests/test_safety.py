@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, tree_hashes
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli.exits import Exit
 from latentsync_mps.port.manifest import STATE_DIR
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 BOM = b"\xef\xbb\xbf"
 # A wide terminal, so that rich never folds a long path in a message over two lines.
@@ -125,7 +126,7 @@ def patched(tmp_path_factory, pack) -> dict[str, str]:
     """The fixture as a complete apply leaves it (without the state folder)."""
     tree = tmp_path_factory.mktemp("reference") / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     return content(tree)
 
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.port.findings import KINDS, find_in_python, find_in_requirements
+from latentsync_mps.port.planning import make_plan
 
 
 def found(source: str, path: str = "latentsync/models/x.py") -> set[tuple[str, str]]:
@@ -274,7 +274,7 @@ def test_apply_residue_uses_the_same_finders(tmp_path, pack):
         + "\n\ndef tune(unet):\n    unet.enable_xformers_memory_efficient_attention()\n"
         + "    torch.backends.cudnn.allow_tf32 = True\n"
     )
-    plan = engine.make_plan(tree, pack)
+    plan = make_plan(tree, pack)
     residue = {(f.path, f.kind) for f in plan.residue}
     assert residue == {("scripts/inference.py", "xformers"), ("scripts/inference.py", "cuda-flag")}
     new_text = next(f.new for f in plan.files if f.path == "scripts/inference.py").decode().splitlines()

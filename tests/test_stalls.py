@@ -82,9 +82,10 @@ def _verify(tree: Path) -> dict:
 
 @pytest.fixture
 def ported(fixture_tree, pack):
-    from latentsync_mps import port as engine
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.transaction import commit
 
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     return fixture_tree
 
 
@@ -169,8 +170,9 @@ def test_a_real_release_has_no_stalls_in_its_denoising_loop(tmp_path, pack):
 
     from conftest import real_latentsync_16
 
-    from latentsync_mps import port as engine
     from latentsync_mps.cli import app
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.transaction import commit
 
     real = real_latentsync_16()
     if real is None:
@@ -178,7 +180,7 @@ def test_a_real_release_has_no_stalls_in_its_denoising_loop(tmp_path, pack):
     source, python = real
     tree = tmp_path / "latentsync"
     shutil.copytree(source, tree, ignore=shutil.ignore_patterns(".git", "checkpoints"))
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     result = runner.invoke(
         app, ["verify", str(tree), "--json", "--device", "mps-sim", "--python", python, "--timeout", "2400"]
     )

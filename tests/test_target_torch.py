@@ -18,10 +18,12 @@ import pytest
 from conftest import real_latentsync_16
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.cli.exits import exit_code_of
 from latentsync_mps.pack import target_torch
 from latentsync_mps.pack.target_torch import TargetTorchError, known_versions, resolve
+from latentsync_mps.port import transaction
+from latentsync_mps.port.planning import make_plan
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()
@@ -305,7 +307,7 @@ def test_unknown_versions_are_refused_with_the_known_ones(tmp_path, requirements
     with pytest.raises(TargetTorchError) as raised:
         resolve(_tree(tmp_path, requirements), override)
     assert "known: 2.1.0, " in str(raised.value) and "2.5.1" in str(raised.value)
-    assert raised.value.exit_code == 2
+    assert exit_code_of(raised.value) == 2
 
 
 def test_cli_refuses_an_unknown_target_with_one_line(fixture_tree):
@@ -410,7 +412,7 @@ def errors_at(report: dict) -> dict[str, list[dict]]:
 def test_by_default_the_pinned_torch_catches_missing_ops_big_buffers_and_the_fp16_defect(fixture_tree, pack):
     # Every rule but interpolate-float32: Upsample3D's nearest upsampling stays in float16.
     rules = [r.id for r in pack.profiles["latentsync"].rules if r.default and r.id != "interpolate-float32"]
-    engine.commit(engine.make_plan(fixture_tree, pack, rule_ids=rules))
+    transaction.commit(make_plan(fixture_tree, pack, rule_ids=rules))
     sites = inject(fixture_tree, ["det", "nearest-5d", "buffer"])
     code, report = verify(fixture_tree, *ONE_CHUNK)
     assert code == 11 and not report["passed"]
@@ -442,7 +444,7 @@ def test_by_default_the_pinned_torch_catches_missing_ops_big_buffers_and_the_fp1
 def test_the_fully_ported_fixture_passes_against_the_torch_it_pins(fixture_tree, pack):
     # The port rewrites what torch 2.5.1 lacks on MPS (3-D nearest upsampling, antialiased bicubic
     # resize, det): the fixture, which calls all three on the device, passes against its own pin.
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    transaction.commit(make_plan(fixture_tree, pack))
     code, report = verify(fixture_tree, *ONE_CHUNK)
     assert code == 0, report["reason"]
     assert report["target_torch"] == {"version": "2.5.1", "origin": "requirements.txt: torch==2.5.1", "note": ""}
@@ -452,7 +454,7 @@ def test_the_fully_ported_fixture_passes_against_the_torch_it_pins(fixture_tree,
 
 
 def test_with_a_target_that_has_the_kernels_the_fully_ported_fixture_passes(fixture_tree, pack):
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    transaction.commit(make_plan(fixture_tree, pack))
     sites = inject(fixture_tree, ["det", "nearest-5d"])
     code, report = verify(fixture_tree, "--target-torch", "2.13.0", *ONE_CHUNK)
     assert code == 0, report["reason"]

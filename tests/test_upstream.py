@@ -85,7 +85,7 @@ UPSTREAM_PYTHONS = [p for p in os.environ.get("LSYNC_UPSTREAM_PYTHON", "").split
 
 def python_for(tree: Path) -> str | None:
     from latentsync_mps.pack.paths import patches_dir
-    from latentsync_mps.port import detect
+    from latentsync_mps.port.detection import detect
     from latentsync_mps.port.rulepack import load
 
     _, release = detect(tree, load(patches_dir()))

@@ -11,8 +11,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
 pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -27,7 +28,7 @@ def verify(tree, *args: str):
 
 @pytest.fixture
 def ported(fixture_tree, pack):
-    engine.commit(engine.make_plan(fixture_tree, pack))
+    commit(make_plan(fixture_tree, pack))
     return fixture_tree
 
 

@@ -11,9 +11,10 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
 from latentsync_mps.payload.verify import comfy_contract as contract
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 runner = CliRunner()
 
@@ -23,7 +24,7 @@ def test_wrapper_nodes_run_as_comfyui_runs_them(tmp_path, pack, device):
     pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
     tree = tmp_path / "ComfyUI-LatentSyncWrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
     result = runner.invoke(app, ["verify", str(tree), "--device", device, "--json"])
     report = json.loads(result.output)
@@ -45,7 +46,7 @@ def test_node_results_left_on_mps_fail_the_contract(tmp_path, pack):
     pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
     tree = tmp_path / "ComfyUI-LatentSyncWrapper"
     shutil.copytree(FIXTURES / "comfyui-latentsyncwrapper", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     nodes = tree / "nodes.py"
     text = nodes.read_bytes()
     moved = b'resampled_audio["waveform"].device.type != "cpu"'

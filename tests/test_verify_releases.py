@@ -15,8 +15,9 @@ import pytest
 from conftest import FIXTURES
 from typer.testing import CliRunner
 
-from latentsync_mps import port as engine
 from latentsync_mps.cli import app
+from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.transaction import commit
 
 pytest.importorskip("torch", reason="verify needs the verify extra (torch, diffusers, decord)")
 pytest.importorskip("diffusers", reason="verify needs the verify extra (torch, diffusers, decord)")
@@ -27,7 +28,7 @@ runner = CliRunner()
 def ported_copy(tmp_path, pack, fixture: str):
     tree = tmp_path / "latentsync"
     shutil.copytree(FIXTURES / fixture, tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     return tree
 
 

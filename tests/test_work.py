@@ -108,11 +108,12 @@ def test_an_unknown_chip_is_said_and_the_known_ones_listed(tmp_path):
 
 def test_forecast_json_gives_flops_bytes_and_the_estimate_per_chip(tmp_path, pack):
     pytest.importorskip("diffusers", reason="forecast needs the verify extra (torch, diffusers)")
-    from latentsync_mps import port as engine
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.transaction import commit
 
     tree = tmp_path / "latentsync"
     shutil.copytree(FIXTURES / "latentsync", tree)
-    engine.commit(engine.make_plan(tree, pack))
+    commit(make_plan(tree, pack))
     result = runner.invoke(app, ["forecast", str(tree), "--json", "--frames", "4", "--resolution", "128"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

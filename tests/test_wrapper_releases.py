@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps import port as engine
 from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.planning import make_plan
 from latentsync_mps.port.rulepack import load
 
 AFFINE = "latentsync/utils/affine_transform.py"
@@ -47,9 +48,9 @@ def wrapper_tree(tmp_path: Path, *, config_512: bool, restore_dtype: str) -> Pat
 
 def test_the_1_5_based_commit_is_recognised_and_ports_with_no_drift(tmp_path, pack):
     tree = wrapper_tree(tmp_path, config_512=False, restore_dtype="float32")
-    profile, release = engine.detect(tree, pack)
+    profile, release = detect(tree, pack)
     assert (profile.name, release.name) == ("comfyui-latentsyncwrapper", "wrapper-556b673")
-    plan = engine.make_plan(tree, pack, rule_ids=RULES)
+    plan = make_plan(tree, pack, rule_ids=RULES)
     assert plan.drift == [], [(d.rule_id, d.file, d.found) for d in plan.drift]
     assert plan.problems == []
     assert plan.matches["align-restore-dtype"] == 0
@@ -58,9 +59,9 @@ def test_the_1_5_based_commit_is_recognised_and_ports_with_no_drift(tmp_path, pa
 def test_the_1_6_commit_keeps_its_expectation(tmp_path, pack):
     """The waiver belongs to 556b673 only: a 360d528-shaped tree without the float16 default drifts."""
     tree = wrapper_tree(tmp_path, config_512=True, restore_dtype="float32")
-    _, release = engine.detect(tree, pack)
+    _, release = detect(tree, pack)
     assert release.name == "wrapper-360d528"
-    drift = [(d.rule_id, d.file) for d in engine.make_plan(tree, pack, rule_ids=RULES).drift]
+    drift = [(d.rule_id, d.file) for d in make_plan(tree, pack, rule_ids=RULES).drift]
     assert drift == [("align-restore-dtype", AFFINE)]
 
 

@@ -9,6 +9,18 @@ import typer
 from rich.markup import escape
 
 from latentsync_mps.cli.console import errors
+from latentsync_mps.pack.errors import StackError, TargetTorchError
+from latentsync_mps.port.errors import (
+    BadInput,
+    ManifestCorrupt,
+    NotPatched,
+    NotUpstream,
+    PackInvalid,
+    PortError,
+    Refused,
+    TreeBusy,
+    WriteFailed,
+)
 
 
 class Exit(IntEnum):
@@ -72,16 +84,31 @@ def fail(message: str, code: Exit) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+# The exit code of each error type below the CLI. A type not named here means that of its nearest
+# named base (a forecast's bad input is a BadInput).
+EXIT_OF_ERROR: dict[type[Exception], Exit] = {
+    BadInput: Exit.USAGE,
+    WriteFailed: Exit.USAGE,
+    NotUpstream: Exit.NOT_UPSTREAM,
+    NotPatched: Exit.NOT_PATCHED,
+    Refused: Exit.REFUSED,
+    ManifestCorrupt: Exit.MANIFEST,
+    PackInvalid: Exit.RULES,
+    TreeBusy: Exit.LOCKED,
+    StackError: Exit.USAGE,
+    TargetTorchError: Exit.USAGE,
+}
+
+
+def exit_code_of(error: Exception) -> Exit:
+    return next(EXIT_OF_ERROR[kind] for kind in type(error).__mro__ if kind in EXIT_OF_ERROR)
+
+
 def engine_call(function, *args, **kwargs):
     """Run an engine function, turning its expected errors into messages and exit codes."""
-    from latentsync_mps.pack.errors import StackError, TargetTorchError
-    from latentsync_mps.port import TreeError
-
     try:
         return function(*args, **kwargs)
-    except TreeError as error:
-        raise fail(str(error), Exit(error.exit_code)) from None
-    except (StackError, TargetTorchError) as error:
-        raise fail(str(error), Exit.USAGE) from None
+    except (PortError, StackError, TargetTorchError) as error:
+        raise fail(str(error), exit_code_of(error)) from None
     except PermissionError as error:
         raise fail(f"permission denied: {error.filename} (nothing more was written)", Exit.USAGE) from None

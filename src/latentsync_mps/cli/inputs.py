@@ -50,10 +50,10 @@ def check_needs(command: str, tree: Path, python: str | None, code: Exit) -> Non
 @contextmanager
 def locked(tree: Path, command: str):
     """The tree's lock for one apply or revert; says so when it took over a dead process's lock."""
-    from latentsync_mps import port as engine
     from latentsync_mps.port.manifest import describe_holder
+    from latentsync_mps.port.transaction import lock_tree
 
-    lock = engine_call(engine.lock_tree, tree, command)
+    lock = engine_call(lock_tree, tree, command)
     try:
         if lock.stale:
             errors.print(

@@ -20,14 +20,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentsync_mps.port.errors import BadInput, ManifestCorrupt, Refused
 from latentsync_mps.port.manifest import STATE_DIR, ManifestError, State, atomic_remove, atomic_write
-from latentsync_mps.port.tree import TreeError
-
-EXIT_USAGE, EXIT_NOT_UPSTREAM, EXIT_REFUSED = 2, 3, 7  # cli.Exit's USAGE, NOT_UPSTREAM, REFUSED
-
-
-class UpdateRefused(TreeError):
-    """Update stopped before changing anything; the message names why and what to do."""
 
 
 @dataclass
@@ -73,13 +67,12 @@ def _git(tree: Path, *args: str) -> subprocess.CompletedProcess:
 def _repository(tree: Path) -> None:
     done = _git(tree, "rev-parse", "--show-toplevel")
     if done.returncode != 0:
-        raise UpdateRefused(
+        raise BadInput(
             f"{tree} is not a git checkout, so there is nothing to pull: take the newer upstream by hand, "
-            f"then `lsync-port revert {tree}` on the old copy and `lsync-port apply` on the new one",
-            EXIT_USAGE,
+            f"then `lsync-port revert {tree}` on the old copy and `lsync-port apply` on the new one"
         )
     if Path(done.stdout.strip()).resolve() != tree.resolve():
-        raise UpdateRefused(f"{tree} is inside the git checkout {done.stdout.strip()}: give its root", EXIT_USAGE)
+        raise BadInput(f"{tree} is inside the git checkout {done.stdout.strip()}: give its root")
 
 
 def _git_changed(tree: Path, paths: list[str]) -> set[str]:
@@ -91,9 +84,9 @@ def _git_changed(tree: Path, paths: list[str]) -> set[str]:
 
 
 def diagnose(tree: Path) -> Diagnosis:
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
 
-    status = engine.status(tree)
+    status = transaction.status(tree)
     if status.manifest is None:
         return Diagnosis(ported=False)
     entries = status.manifest.files
@@ -136,41 +129,40 @@ def unport(tree: Path, found: Diagnosis) -> list[str]:
 
 def update(tree: Path, pack, pull: list[str] | None = None) -> tuple[UpdateResult, object]:
     """Revert, pull, apply. Returns the result and the new plan (as apply reports it)."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.tree import check_tree
 
-    tree = engine.check_tree(tree)
+    tree = check_tree(tree)
     _repository(tree)
     try:
         found = diagnose(tree)
     except ManifestError as error:
-        raise TreeError(f"{tree / STATE_DIR}: {error}", 8) from None
+        raise ManifestCorrupt(f"{tree / STATE_DIR}: {error}") from None
     if found.committed:
-        raise UpdateRefused(
+        raise Refused(
             f"the port is committed in git ({', '.join(found.committed[:3])}...): update takes a port off "
             f"before pulling, and cannot take off a commit. Undo that commit (git -C {tree} revert or reset), "
-            f"or pull and merge by hand, then `lsync-port apply {tree}`",
-            EXIT_REFUSED,
+            f"or pull and merge by hand, then `lsync-port apply {tree}`"
         )
     if found.edited:
         files = " ".join(found.edited)
-        raise UpdateRefused(
+        raise Refused(
             f"update keeps your edits, so it stops: {', '.join(found.edited)} changed since apply. Keep them "
             f"aside (git -C {tree} diff -- {files} > my-edits.patch), then `lsync-port revert --force {tree}`, "
-            f"`lsync-port update {tree}`, and `git -C {tree} apply --3way my-edits.patch`",
-            EXIT_REFUSED,
+            f"`lsync-port update {tree}`, and `git -C {tree} apply --3way my-edits.patch`"
         )
     before = _commit(tree)
     restored = unport(tree, found) if found.ported else []
     done = _git(tree, "pull", "--ff-only", *(pull or []))
     if done.returncode != 0:
-        plan = engine.make_plan(tree, pack)
-        engine.commit(plan)  # the tree stays ported, on the commit it had
+        plan = make_plan(tree, pack)
+        transaction.commit(plan)  # the tree stays ported, on the commit it had
         message = " ".join((done.stderr or done.stdout).split())
-        raise UpdateRefused(
+        raise BadInput(
             f"git pull failed ({message}); the tree is ported again at {before}, as it was. Fix what git names "
-            f"(a local commit or a change of yours to a file upstream changed), then run update again",
-            EXIT_USAGE,
+            f"(a local commit or a change of yours to a file upstream changed), then run update again"
         )
-    plan = engine.make_plan(tree, pack)
-    engine.commit(plan)
+    plan = make_plan(tree, pack)
+    transaction.commit(plan)
     return UpdateResult(before, _commit(tree), restored, found.replaced), plan

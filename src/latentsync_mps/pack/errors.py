@@ -34,9 +34,6 @@ class TargetTorchError(Exception):
     """A torch version the shipped MPS tables do not cover, or one that cannot be told: the user
     names another --target-torch."""
 
-    # tests/test_target_torch.py asserts this (the CLI's usage code, cli/exits.py maps the type).
-    exit_code = 2
-
 
 class TableError(Exception):
     """A shipped table (forecast.toml, forecast-measured.json, apple-chips.toml) that cannot be read."""

@@ -5,23 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
-from latentsync_mps.port.tree import TreeError
+from latentsync_mps.port.errors import BadInput, NotUpstream
 
 
 def detect(tree: Path, pack: RulePack, profile_name: str | None = None) -> tuple[Profile, Release | None]:
     """Which upstream (profile) and which of its known releases this tree is."""
     if profile_name is not None:
         if profile_name not in pack.profiles:
-            raise TreeError(f"unknown profile '{profile_name}' (known: {', '.join(sorted(pack.profiles))})", 2)
+            raise BadInput(f"unknown profile '{profile_name}' (known: {', '.join(sorted(pack.profiles))})")
         profile = pack.profiles[profile_name]
     else:
         candidates = [p for p in pack.profiles.values() if all((tree / d).exists() for d in p.detect)]
         if not candidates:
             wanted = "; ".join(f"{p.name}: {', '.join(p.detect)}" for p in pack.profiles.values())
-            raise TreeError(
+            raise NotUpstream(
                 f"{tree} is not a recognised upstream tree (looked for {wanted}). "
-                "Give the root of a LatentSync or ComfyUI-LatentSyncWrapper checkout, or --profile.",
-                3,
+                "Give the root of a LatentSync or ComfyUI-LatentSyncWrapper checkout, or --profile."
             )
         profile = max(candidates, key=lambda p: p.priority)
     return profile, detect_release(tree, profile)

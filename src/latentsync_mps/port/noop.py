@@ -11,9 +11,8 @@ apply whose key is the same prints that report again and changes nothing. The ke
     their paths inside the pack, so where lsync-port or the pack is installed does not matter;
     and the bundled findings when the pack has none (ruleset.load uses those then)
   - the options that choose the rules (--profile, --rules)
-  - the tree: every path walk() lists, with the bytes of every file apply or release detection may
-    read (Python, shell, requirement files, and any file up to 64 KiB), and size and mtime of the
-    others (demo videos, vocabularies)
+  - the tree: tree.tree_digest (the bytes of every file apply or release detection may read, size
+    and mtime of the others)
 Anything different falls through to the full plan, whose own digest then decides.
 """
 
@@ -28,12 +27,11 @@ from typing import Any
 
 from latentsync_mps import __version__
 from latentsync_mps.port.manifest import Manifest, ManifestError, State
-from latentsync_mps.port.tree import FileProblem, check_tree, walk
+from latentsync_mps.port.tree import FileProblem, check_tree, tree_digest
 
 NOOP = "noop"  # the key of the record in the manifest's `result`
 FINDINGS_DIR = "findings"  # ruleset.FINDINGS_DIR (ruleset imports the rule kinds)
 _PACKAGE = Path(__file__).resolve().parent.parent
-_SMALL = 64 * 1024  # files up to this size are hashed whatever they are
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,7 @@ def inputs_key(tree: Path, pack_root: Path, version: str, profile_name: str | No
     for label, root in _code_and_rules(pack_root):
         for rel in _files_below(root):
             digest.update(f"\n{label}/{rel}\0{_sha256(root / rel)}".encode())
-    for rel in walk(tree):
-        digest.update(f"\ntree/{rel}\0{_fingerprint(tree / rel, rel)}".encode())
+    digest.update(f"\ntree\0{tree_digest(tree)}".encode())
     return digest.hexdigest()
 
 
@@ -182,17 +179,6 @@ def _files_below(root: Path) -> list[str]:
         base = Path(folder).relative_to(root)
         found += [(base / name).as_posix() for name in sorted(files) if not name.endswith(".pyc")]
     return found
-
-
-def _fingerprint(path: Path, rel: str) -> str:
-    """A tree file's content hash, or size and mtime for a large file apply never reads."""
-    try:
-        info = path.stat()
-        name = rel.rsplit("/", 1)[-1]
-        read = info.st_size <= _SMALL or name.endswith((".py", ".sh")) or name.startswith("requirements")
-        return _sha256(path) if read else f"{info.st_size}:{info.st_mtime_ns}"
-    except OSError as error:
-        return f"unreadable: {error.errno}"
 
 
 def _sha256(path: Path) -> str:

@@ -15,11 +15,12 @@ from latentsync_mps.pack.paths import runtime_helper_source
 from latentsync_mps.pack.rule import Rule, path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
+from latentsync_mps.port.errors import BadInput, ManifestCorrupt
 from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import STATE_DIR, Manifest, ManifestError, State, sha256
 from latentsync_mps.port.rules.base import Change, RuleKind
 from latentsync_mps.port.transform import _transform_all
-from latentsync_mps.port.tree import FileProblem, TreeError, _language, _read_or_none, _safe_target, check_tree, walk
+from latentsync_mps.port.tree import FileProblem, _language, _read_or_none, _safe_target, check_tree, walk
 
 
 @dataclass
@@ -86,7 +87,7 @@ def select_kinds(profile: Profile, release: Release | None, rule_ids: list[str] 
     if rule_ids is not None:
         unknown = set(rule_ids) - {k.rule.id for k in kinds}
         if unknown:
-            raise TreeError(f"unknown rule id(s) for profile {profile.name}: {', '.join(sorted(unknown))}", 2)
+            raise BadInput(f"unknown rule id(s) for profile {profile.name}: {', '.join(sorted(unknown))}")
         return [k for k in kinds if k.rule.id in rule_ids]
     version = release.version if release else None
     return [k for k in kinds if k.rule.default and k.rule.covers_release(version)]
@@ -99,8 +100,8 @@ def make_plan(tree: Path, pack: RulePack, profile_name: str | None = None, rule_
     try:
         previous = state.read()
     except ManifestError as error:
-        raise TreeError(
-            f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine.", 8
+        raise ManifestCorrupt(
+            f"{state.manifest_path}: {error}. Restore it, or remove {STATE_DIR}/ if the tree is pristine."
         ) from None
     kinds = select_kinds(profile, release, rule_ids)
     plan = Plan(

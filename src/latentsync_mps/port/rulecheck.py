@@ -43,7 +43,7 @@ def check_pack(pack: RulePack) -> Iterator[ExampleResult]:
 
 
 def _rewrite_problem(rule: Rule, example: Example, runtime_module: str) -> str | None:
-    from latentsync_mps.port import run_rule
+    from latentsync_mps.port.transform import run_rule
 
     kind = RuleKind.registry[rule.kind](rule)
     try:

@@ -10,11 +10,12 @@ import libcst as cst
 from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
+from latentsync_mps.port.errors import NotUpstream
 from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import ManifestError, State
 from latentsync_mps.port.planning import Drift, make_plan
 from latentsync_mps.port.transform import find
-from latentsync_mps.port.tree import FileProblem, TreeError, _language, _read_or_none, _short, check_tree, walk
+from latentsync_mps.port.tree import FileProblem, _language, _read_or_none, _short, check_tree, walk
 
 
 @dataclass
@@ -38,9 +39,7 @@ def scan(tree: Path, pack: RulePack, profile_name: str | None = None) -> ScanRes
     tree = check_tree(tree)
     try:
         profile, _ = detect(tree, pack, profile_name)
-    except TreeError as error:
-        if error.exit_code != 3:
-            raise
+    except NotUpstream:
         profile = None  # any tree can be scanned; only the inference-path scope needs a profile
     result = ScanResult(tree, profile, [], [])
     detectors = pack.detectors()

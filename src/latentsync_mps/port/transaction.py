@@ -1,11 +1,10 @@
 """Writing a plan and taking it back: the tree lock, commit, revert and status.
 
 Everything that can fail for want of space or permission happens while the tree is untouched
-(see commit); a failed write says so in one line (WriteFailed)."""
+(see commit); a failed write says so in one line (errors.WriteFailed)."""
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from latentsync_mps import __version__
+from latentsync_mps.port.errors import ManifestCorrupt, NotPatched, TreeBusy, WriteFailed
 from latentsync_mps.port.manifest import (
     STATE_DIR,
     Entry,
@@ -27,42 +27,12 @@ from latentsync_mps.port.manifest import (
     stage,
 )
 from latentsync_mps.port.noop import NOOP, record
-from latentsync_mps.port.tree import TMP_SUFFIX, FileProblem, TreeError, _read_or_none, _safe_target, check_tree
+from latentsync_mps.port.tree import TMP_SUFFIX, FileProblem, _read_or_none, _safe_target, check_tree
 
 if TYPE_CHECKING:
     from latentsync_mps.port.planning import Plan
 
-EXIT_LOCKED = 12  # cli.Exit.LOCKED
 LOCK_WAIT_ENV = "LSYNC_PORT_LOCK_WAIT"  # seconds a second apply/revert waits for the lock (default 5)
-
-# What a failed write means, in words, and what the user can do about it.
-_WRITE_FAILURES = {
-    errno.ENOSPC: ("no space left on the device", "free some space and run it again"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space and run it again"),
-    errno.EACCES: ("permission denied", "make the tree writable for this user and run it again"),
-    errno.EPERM: ("permission denied", "make the tree writable for this user and run it again"),
-    errno.EROFS: (
-        "read-only file system",
-        "copy the tree somewhere writable (or remount it read-write) and run it again",
-    ),
-}
-
-
-class WriteFailed(TreeError):
-    """The file system refused a write. `changed` tells whether any file of the tree had changed."""
-
-    def __init__(self, error: OSError, command: str, changed: bool) -> None:
-        what, todo = _WRITE_FAILURES.get(error.errno or 0, (error.strerror or str(error), "fix that and run it again"))
-        where = f"{error.filename}: " if error.filename else ""
-        if changed:
-            outcome = (
-                "some files are patched, the rest are untouched (none half-written); "
-                f"`lsync-port {command}` again finishes the job once you {todo.removesuffix(' and run it again')}"
-            )
-        else:
-            outcome = f"nothing was changed; {todo}"
-        super().__init__(f"{command}: {where}{what}. {outcome[0].upper()}{outcome[1:]}.", 2)
-        self.error, self.changed = error, changed
 
 
 def lock_tree(tree: Path, command: str) -> TreeLock:
@@ -72,10 +42,9 @@ def lock_tree(tree: Path, command: str) -> TreeLock:
     try:
         lock.acquire()
     except TreeLocked as busy:
-        raise TreeError(
+        raise TreeBusy(
             f"{tree} is being changed by another lsync-port ({busy}); wait until it ends and run this again "
-            f"(if that process hangs, stop it: its lock goes with it)",
-            EXIT_LOCKED,
+            f"(if that process hangs, stop it: its lock goes with it)"
         ) from None
     except OSError as error:
         raise WriteFailed(error, command, changed=False) from None
@@ -248,7 +217,7 @@ def status(tree: Path) -> TreeStatus:
     try:
         manifest = state.read()
     except ManifestError as error:
-        raise TreeError(f"{state.manifest_path}: {error}", 8) from None
+        raise ManifestCorrupt(f"{state.manifest_path}: {error}") from None
     if manifest is None:
         return TreeStatus(tree, None, [])
     files = []
@@ -279,7 +248,7 @@ def revert(tree: Path, force: bool = False) -> RevertResult:
     tree_status = status(tree)
     manifest = tree_status.manifest
     if manifest is None:
-        raise TreeError(f"{tree_status.tree} is not patched by lsync-port (no {STATE_DIR}/{'manifest.json'})", 4)
+        raise NotPatched(f"{tree_status.tree} is not patched by lsync-port (no {STATE_DIR}/{'manifest.json'})")
     state = State(tree_status.tree)
     result = RevertResult([], [], [])
     writes: list[tuple[Path, bytes, int | None]] = []

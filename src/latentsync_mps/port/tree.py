@@ -4,10 +4,12 @@ Shared by every step of the engine (detect, plan, transaction, scan)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from latentsync_mps.port.errors import BadInput
 from latentsync_mps.port.manifest import STATE_DIR
 
 # Folders that are never part of an upstream's source.
@@ -15,14 +17,7 @@ SKIP_DIRS = {".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", 
 REQUIREMENTS_GLOBS = ("requirements*.txt", "**/requirements*.txt")
 SHELL_GLOBS = ("*.sh", "**/*.sh")
 TMP_SUFFIX = ".lsync-tmp"
-
-
-class TreeError(Exception):
-    """The tree cannot be worked on. `exit_code` is what the CLI returns (see cli.py)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+SMALL_FILE = 64 * 1024  # a file up to this size is hashed whatever it is
 
 
 @dataclass
@@ -33,9 +28,9 @@ class FileProblem:
 
 def check_tree(tree: Path) -> Path:
     if not tree.exists():
-        raise TreeError(f"{tree}: no such directory", 2)
+        raise BadInput(f"{tree}: no such directory")
     if not tree.is_dir():
-        raise TreeError(f"{tree}: not a directory; give the root of a LatentSync checkout", 2)
+        raise BadInput(f"{tree}: not a directory; give the root of a LatentSync checkout")
     return tree.resolve()
 
 
@@ -49,6 +44,27 @@ def walk(tree: Path) -> list[str]:
             if not name.endswith(TMP_SUFFIX):
                 found.append((base / name).as_posix())
     return found
+
+
+def tree_digest(tree: Path, leave_out: str | None = None) -> str:
+    """One hash of the tree's files as walk() lists them (but those under the folder `leave_out`):
+    the bytes of every file apply or release detection may read (Python, shell, requirement files,
+    and any file up to SMALL_FILE), and size and mtime of the others (demo videos, vocabularies)."""
+    digest = hashlib.sha256()
+    for rel in walk(tree):
+        if leave_out is None or not rel.startswith(leave_out):
+            digest.update(f"\n{rel}\0{_fingerprint(tree / rel, rel)}".encode())
+    return digest.hexdigest()
+
+
+def _fingerprint(path: Path, rel: str) -> str:
+    try:
+        info = path.stat()
+        name = rel.rsplit("/", 1)[-1]
+        read = info.st_size <= SMALL_FILE or name.endswith((".py", ".sh")) or name.startswith("requirements")
+        return hashlib.sha256(path.read_bytes()).hexdigest() if read else f"{info.st_size}:{info.st_mtime_ns}"
+    except OSError as error:
+        return f"unreadable: {error.errno}"
 
 
 def _safe_target(tree: Path, rel: str) -> str | None:

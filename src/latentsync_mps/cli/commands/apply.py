@@ -34,21 +34,26 @@ def apply(
     Originals are backed up under TREE/.lsync-port/ with a manifest; applying again changes
     nothing; a tree patched by another lsync-port version is upgraded from its originals.
     """
-    from latentsync_mps import port as engine
+    from latentsync_mps.port.noop import StoredPlan
+    from latentsync_mps.port.transaction import commit
 
     rule_ids = rule_ids_from(rules)
 
     def plan_it():
         stored = stored_plan(tree, profile, rule_ids)
-        return stored if stored is not None else engine_call(engine.make_plan, tree, load_pack(), profile, rule_ids)
+        if stored is not None:
+            return stored
+        from latentsync_mps.port.planning import make_plan  # libcst: only when there is work to do
+
+        return engine_call(make_plan, tree, load_pack(), profile, rule_ids)
 
     if dry_run:
         plan = plan_it()
     else:
         with locked(tree, "apply"):  # from reading the manifest to writing it: one process at a time
             plan = plan_it()
-            if not isinstance(plan, engine.StoredPlan):
-                engine_call(engine.commit, plan)
+            if not isinstance(plan, StoredPlan):
+                engine_call(commit, plan)
     show_plan(plan, dry_run, diff, json_out, strict)
 
 
@@ -58,7 +63,7 @@ def rule_ids_from(rules: str | None) -> list[str] | None:
 
 def stored_plan(tree: Path, profile: str | None, rule_ids: list[str] | None):
     """A tree and rules as the last apply left them: its report, before any rule is loaded
-    (engine/noop.py); None when there is work to do."""
+    (port/noop.py); None when there is work to do."""
     from latentsync_mps.pack.paths import patches_dir
     from latentsync_mps.port import noop
 

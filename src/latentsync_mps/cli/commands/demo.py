@@ -27,8 +27,9 @@ def demo(
     ] = False,
 ) -> None:
     """Copy the built-in example tree to DIRECTORY, port it, and show the report (--diff: and the diff)."""
-    from latentsync_mps import port as engine
     from latentsync_mps.pack.paths import example_tree
+    from latentsync_mps.port.planning import make_plan
+    from latentsync_mps.port.transaction import commit
     from latentsync_mps.render import plan as report
 
     target = Path(tempfile.mkdtemp(prefix="lsync-port-demo-")) / "latentsync" if directory is None else directory
@@ -36,8 +37,8 @@ def demo(
         raise fail(f"{target} exists and is not empty; give a new folder", Exit.USAGE)
     shutil.copytree(example_tree(), target, dirs_exist_ok=True)
     console.print(f"Copied the example LatentSync-shaped tree to {target}\n")
-    plan = engine_call(engine.make_plan, target, load_pack())
-    engine_call(engine.commit, plan)
+    plan = engine_call(make_plan, target, load_pack())
+    engine_call(commit, plan)
     report.render_plan(console, plan, written=True, show_diff=diff or show_new, show_new=show_new)
     console.print(f"\nNext: `lsync-port status {target}`, then `lsync-port revert {target}`.")
 

@@ -10,7 +10,7 @@ import typer
 
 from latentsync_mps.cli.app import JsonOpt, StackOpt
 from latentsync_mps.cli.console import console
-from latentsync_mps.cli.exits import Exit, exit_codes_named, fail
+from latentsync_mps.cli.exits import Exit, exit_code_of, exit_codes_named, fail
 from latentsync_mps.cli.inputs import check_needs, load_pack
 
 ORDER = 110  # its place in `lsync-port --help`
@@ -60,7 +60,7 @@ def doctor(
     try:
         pack = load_pack() if tree is not None else None
         live = _live_forecast(pack, python) if live_forecast else None
-        result = run(tree, python, resolution, pack, live, stack)
+        result = run(tree, python, resolution, pack, live, stack, exit_code_of=exit_code_of)
     except DoctorError as error:
         raise fail(str(error), Exit.USAGE) from None
     if json_out:

@@ -21,10 +21,10 @@ def revert(
     ] = False,
 ) -> None:
     """Restore every file apply changed, byte for byte, and remove what it added."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
 
     with locked(tree, "revert"):
-        result = engine_call(engine.revert, tree, force)
+        result = engine_call(transaction.revert, tree, force)
     for path in result.restored:
         console.print(f"restored {path}")
     for path in result.removed:

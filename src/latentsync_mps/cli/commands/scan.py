@@ -26,10 +26,10 @@ def scan(
 ) -> None:
     """List what in TREE is still CUDA-only, with file:line, why and the fix, and which rules would
     match nothing where they are expected (drift). Changes nothing."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import scanning
     from latentsync_mps.render import plan as report
 
-    result = engine_call(engine.scan, tree, load_pack(), profile)
+    result = engine_call(scanning.scan, tree, load_pack(), profile)
     residue = [f for f in result.findings if f.severity == "error" and result.in_scope(f)]
     if json_out:
         print(json.dumps(report.scan_to_json(result), indent=2))

@@ -15,10 +15,10 @@ ORDER = 30  # its place in `lsync-port --help`
 
 def status(tree: TreeArg, json_out: JsonOpt = False) -> None:
     """Tell whether TREE is patched, by which version, and which files differ from the manifest."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port import transaction
     from latentsync_mps.render import plan as report
 
-    result = engine_call(engine.status, tree)
+    result = engine_call(transaction.status, tree)
     if json_out:
         print(json.dumps(report.status_to_json(result), indent=2))
         return

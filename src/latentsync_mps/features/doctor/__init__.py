@@ -19,12 +19,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentsync_mps.features.doctor.checks import diagnose
 from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, STATUSES, WARNING, Check
 from latentsync_mps.host.probe import run_probe
 from latentsync_mps.pack import release_facts
+from latentsync_mps.port.errors import PortError
+
+if TYPE_CHECKING:
+    from latentsync_mps.features.doctor.tree import ExitCodeOf
 
 __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagnose", "gather", "render", "run"]
 
@@ -100,12 +104,13 @@ def gather(
     forecast: LiveForecast | None = None,
     stack: str | None = None,
     resolver=None,
+    exit_code_of: ExitCodeOf | None = None,
 ) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from latentsync_mps import __version__
-    from latentsync_mps import port as engine
     from latentsync_mps.features.doctor.tree import add_checkpoints, gather_tree, gather_vae
     from latentsync_mps.pack.paths import patches_dir
+    from latentsync_mps.port.tree import check_tree
 
     exe, given = resolve_python(python)
     facts: dict[str, Any] = {"tool_version": __version__, "python": exe, "python_given": given}
@@ -114,14 +119,14 @@ def gather(
     tree_root = None
     if tree is not None:
         try:
-            tree_root = engine.check_tree(tree)
-        except engine.TreeError as error:
+            tree_root = check_tree(tree)
+        except PortError as error:
             raise DoctorError(str(error)) from None
         if pack is None:
             from latentsync_mps.port.rulepack import load
 
             pack = load(patches_dir())
-        facts["tree"] = gather_tree(tree_root, pack)
+        facts["tree"] = gather_tree(tree_root, pack, exit_code_of=exit_code_of)
         # A patched tree's own helper answers which device it would pick; else lsync-port's.
         if facts["tree"].get("runtime_helper") and (facts["tree"].get("status") or {}).get("patched"):
             helper = tree_root / facts["tree"]["runtime_helper"]
@@ -195,6 +200,7 @@ def run(
     forecast: LiveForecast | None = None,
     stack: str | None = None,
     resolver=None,
+    exit_code_of: ExitCodeOf | None = None,
 ) -> Result:
-    facts = gather(tree, python, resolution, pack, forecast, stack, resolver)
+    facts = gather(tree, python, resolution, pack, forecast, stack, resolver, exit_code_of)
     return Result(facts, diagnose(facts))

@@ -8,11 +8,17 @@ checks (checks.py) can be tested with hand-made ones.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from latentsync_mps.features.doctor import catalog
 from latentsync_mps.pack import release_facts
+from latentsync_mps.port.errors import PortError
+
+# What the CLI would exit with for an error, in the facts (the JSON report) as a number: the CLI
+# passes its own map in, since exit codes are its business alone.
+ExitCodeOf = Callable[[PortError], int]
 
 _CONFIG_IN_SHELL = re.compile(r"--unet_config_path\s+[\"']?([^\s\"']+)")
 _CONFIG_DEFAULT = re.compile(r"[\"']--unet_config_path[\"'][^)]*?default\s*=\s*[\"']([^\"']+)")
@@ -29,24 +35,26 @@ def _text(path: Path) -> str | None:
         return None
 
 
-def gather_tree(tree: Path, pack, caches: dict[str, Any] | None = None) -> dict[str, Any]:
+def gather_tree(
+    tree: Path, pack, caches: dict[str, Any] | None = None, exit_code_of: ExitCodeOf | None = None
+) -> dict[str, Any]:
     """Facts about `tree` (an existing folder). Errors of detection are facts too.
 
     `caches` (the probe's answer: where torch.hub keeps downloads) locates the checkpoints that
     live outside the tree; add_checkpoints() fills them in again once the probe has answered."""
-    from latentsync_mps import port as engine
+    from latentsync_mps.port.detection import detect
 
     facts: dict[str, Any] = {"path": str(tree), "error": None, "profile": None, "release": None}
     try:
-        profile, release = engine.detect(tree, pack)
-    except engine.TreeError as error:
-        facts["error"] = {"message": str(error), "exit_code": error.exit_code}
+        profile, release = detect(tree, pack)
+    except PortError as error:
+        facts["error"] = {"message": str(error), "exit_code": _exit_code(error, exit_code_of)}
         return facts
     facts["profile"] = profile.name
     facts["release"] = release.name if release else None
     facts["release_commit"] = release.commit if release else None
     facts["runtime_helper"] = profile.runtime_path if (tree / profile.runtime_path).is_file() else None
-    facts["status"] = _status(tree)
+    facts["status"] = _status(tree, exit_code_of)
     facts["requirements"] = _requirements(tree)
     facts["target_torch"] = _target_torch(tree)
     facts["config"] = _config(tree)
@@ -58,13 +66,13 @@ def gather_tree(tree: Path, pack, caches: dict[str, Any] | None = None) -> dict[
     return facts
 
 
-def _status(tree: Path) -> dict[str, Any]:
-    from latentsync_mps import port as engine
+def _status(tree: Path, exit_code_of: ExitCodeOf | None) -> dict[str, Any]:
+    from latentsync_mps.port import transaction
 
     try:
-        result = engine.status(tree)
-    except engine.TreeError as error:
-        return {"error": str(error), "exit_code": error.exit_code}
+        result = transaction.status(tree)
+    except PortError as error:
+        return {"error": str(error), "exit_code": _exit_code(error, exit_code_of)}
     manifest = result.manifest
     if manifest is None:
         return {"patched": False}
@@ -81,6 +89,10 @@ def _status(tree: Path) -> dict[str, Any]:
         "states": states,
         "changed": [f.path for f in result.files if f.state in ("modified", "missing")],
     }
+
+
+def _exit_code(error: PortError, exit_code_of: ExitCodeOf | None) -> int | None:
+    return int(exit_code_of(error)) if exit_code_of else None
 
 
 def _target_torch(tree: Path) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.pack.release_facts import spec_facts
 from latentsync_mps.pack.ruleset import RulePack
 from latentsync_mps.payload.protocol import Spec
-from latentsync_mps.port import TreeError, check_tree, detect
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.errors import BadInput, PackInvalid, PortError
+from latentsync_mps.port.tree import check_tree
 
 CHILD = Path(__file__).resolve().parent.parent.parent / "payload" / "forecast" / "child.py"
 METAL_BUFFER_LIMIT = 2**32  # bytes one Metal buffer may hold
@@ -46,8 +48,16 @@ CONFIG_FALLBACKS = (
 _CONFIG_FLAG = re.compile(r"--unet_config_path[\s=]+[\"']?([^\s\"']+)")
 
 
-class ForecastError(TreeError):
-    """Bad input for forecast (a tree without a UNet config, a bad fact file): one line for the user."""
+class ForecastError(PortError):
+    """Forecast cannot start: one line for the user."""
+
+
+class ForecastInputError(ForecastError, BadInput):
+    """A tree without a UNet config, a chip the table does not know."""
+
+
+class ForecastFactsInvalid(ForecastError, PackInvalid):
+    """forecast.toml, or the forecast shipped for a release, cannot be read or does not fit."""
 
 
 @dataclass
@@ -113,7 +123,7 @@ def load_facts(root: Path | None = None) -> dict:
     try:
         return forecast_facts(root)
     except TableError as error:
-        raise ForecastError(f"cannot read the forecast facts {error.path}: {error.reason}", 9) from None
+        raise ForecastFactsInvalid(f"cannot read the forecast facts {error.path}: {error.reason}") from None
 
 
 def inference_config(tree: Path) -> str:
@@ -126,10 +136,9 @@ def inference_config(tree: Path) -> str:
     for candidate in CONFIG_FALLBACKS:
         if (tree / candidate).is_file():
             return candidate
-    raise ForecastError(
+    raise ForecastInputError(
         f"{tree}: no UNet config found (looked for inference.sh's --unet_config_path, "
-        f"then {', '.join(CONFIG_FALLBACKS)})",
-        2,
+        f"then {', '.join(CONFIG_FALLBACKS)})"
     )
 
 
@@ -150,7 +159,7 @@ def run_forecast(
         chips = load_chips()
         chips = [find_chip(chip, chips)] if chip else chips
     except ChipError as error:
-        raise ForecastError(str(error), 2) from None
+        raise ForecastInputError(str(error)) from None
     tree = check_tree(tree)
     profile, release = detect(tree, pack)
     config = inference_config(tree)
@@ -158,10 +167,9 @@ def run_forecast(
     known = spec_facts(pack, profile, release)
     if known and facts.get("vae", {}).get("name") != known["vae"]:
         # forecast.toml holds the hub config of one VAE; the release must load that one.
-        raise ForecastError(
+        raise ForecastFactsInvalid(
             f"{patches_dir() / FACTS_FILE}: [vae] is the config of {facts.get('vae', {}).get('name')!r}, but "
-            f"LatentSync {known['release']} loads {known['vae']!r} (patches/upstreams.toml, [release.facts] vae)",
-            9,
+            f"LatentSync {known['release']} loads {known['vae']!r} (patches/upstreams.toml, [release.facts] vae)"
         )
     python = python or sys.executable
     spec = Spec(

@@ -28,8 +28,9 @@ from latentsync_mps.pack.ruleset import RulePack
 from latentsync_mps.pack.target_torch import TargetTorch, TargetTorchError, check_version, known_versions, write_table
 from latentsync_mps.pack.target_torch import resolve as resolve_target
 from latentsync_mps.payload.protocol import Spec
-from latentsync_mps.port import check_tree, detect
-from latentsync_mps.port.tree import walk
+from latentsync_mps.port.detection import detect
+from latentsync_mps.port.tree import check_tree
+from latentsync_mps.port.tree import tree_digest as port_tree_digest
 
 HARNESS = Path(__file__).resolve().parents[2] / "payload" / "verify" / "harness.py"
 # The tree's modules on the inference path; all must import.
@@ -230,24 +231,9 @@ SCRATCH_FOLDER = "temp/"
 
 
 def tree_digest(tree: Path) -> str:
-    """The tree's files (those lsync-port reads: no checkpoints, .git or .lsync-port), by content; a
-    file over 16 MiB by its size and time. temp/ is left out: LatentSync's pipeline writes its
-    scratch files there (1.0, 1.5: temp/video.mp4, temp/audio.wav) and reads none it did not write."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for relpath in walk(tree):
-        if relpath.startswith(SCRATCH_FOLDER):
-            continue
-        path = tree / relpath
-        try:
-            status = path.stat()
-            large = status.st_size > 16 * 2**20
-            data = f"{status.st_size} {status.st_mtime_ns}".encode() if large else path.read_bytes()
-        except OSError:
-            continue
-        digest.update(relpath.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
+    """The reference key's tree (port's one tree digest) without temp/: LatentSync's pipeline writes
+    its scratch files there (1.0, 1.5: temp/video.mp4, temp/audio.wav) and reads none it did not write."""
+    return port_tree_digest(tree, leave_out=SCRATCH_FOLDER)
 
 
 def default_out_dir(tree: Path, device: str) -> Path:
