@@ -28,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from latentsync_mps.pack.cuda_texts import texts_for
 from latentsync_mps.pack.errors import RuleFileError, TextsFileError, TomlSyntaxError
+from latentsync_mps.pack.paths import FINDINGS_DIR, bundled_patches_dir
 from latentsync_mps.pack.release_facts import ReleaseFacts
 from latentsync_mps.pack.release_facts import parse as parse_facts
 from latentsync_mps.pack.rule import Example, Expectation, Rule, path_matches
@@ -128,9 +129,6 @@ class Profile:
         return sorted(built, key=lambda k: k.rank)  # stable: file order within a rank
 
 
-FINDINGS_DIR = "findings"
-
-
 @dataclass
 class RulePack:
     root: Path
@@ -172,8 +170,6 @@ def load(root: Path, catalog: KindCatalog) -> RulePack:
     _check_unique_ids(profiles)
     findings_dir = root / FINDINGS_DIR
     if not findings_dir.is_dir():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without it
-        from latentsync_mps.pack.paths import bundled_patches_dir
-
         findings_dir = bundled_patches_dir() / FINDINGS_DIR
     findings = [
         rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR, catalog)
@@ -357,8 +353,6 @@ def _check_supersedes(findings: list[Rule]) -> None:
 
 def _load_order(path: Path, catalog: KindCatalog) -> KindOrder:
     if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
-        from latentsync_mps.pack.paths import bundled_patches_dir
-
         path = bundled_patches_dir() / ORDER_FILE
     fields = _Fields(_read(path), path)
     groups = fields.get("groups", list)
