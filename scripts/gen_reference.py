@@ -44,7 +44,8 @@ def rule_pack():
 
 def rule_kinds() -> dict[str, type]:
     """Kind name -> the class that implements it."""
-    from latentsync_mps.port.rules import RuleKind
+    from latentsync_mps.port import rules  # noqa: F401  (importing the package registers every kind)
+    from latentsync_mps.port.rules.base import RuleKind
 
     return dict(RuleKind.registry)
 
@@ -116,6 +117,7 @@ _SHOWN = {
     "source",
     "profile",
     "default",
+    "inputs",  # the pack files `options` names, read: the options show them
 }
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from latentsync_mps.pack.paths import runtime_helper_source
+from latentsync_mps.pack.paths import patches_dir, runtime_helper_source
 from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.port.cuda_mentions import account, unaccounted
 from latentsync_mps.port.detection import detect
 from latentsync_mps.port.findings import python_finders
 from latentsync_mps.port.planning import make_plan, select_kinds
 from latentsync_mps.port.rewrite import run_pass
+from latentsync_mps.port.rulepack import load
 from latentsync_mps.port.rules.base import FileContext, PythonRuleKind
 from latentsync_mps.port.transaction import commit
 from latentsync_mps.port.tree import walk
@@ -33,6 +34,8 @@ from latentsync_mps.port.tree import walk
 torch = pytest.importorskip("torch")
 
 PATH = "latentsync/models/example.py"  # on the inference path, inside every Python rule's files
+# The bundled pack's detection rules, as scan and apply run them.
+DETECTORS = load(patches_dir()).detectors()
 NAMESPACES = ("torch.cuda", "torch.backends.cuda", "torch.backends.cudnn")
 # Sample arguments for required parameters, by name, so that rewritten calls can run.
 SAMPLES = {"seed": "0", "fraction": "0.5", "device": "0", "index": "0"}
@@ -139,7 +142,7 @@ def helper_package(tmp_path_factory) -> Path:
 
 def port(source: str, kinds: list[PythonRuleKind]):
     active = [k for k in kinds if k.rule.covers_path(PATH) and any(n in source for n in k.needles())]
-    finders = python_finders(PATH, source.encode())
+    finders = python_finders(PATH, source.encode(), DETECTORS)
     return run_pass(source, active, FileContext(PATH, "latentsync._lsync_port"), finders)
 
 
@@ -237,7 +240,7 @@ def _inference_mentions(tree: Path, pack, profile_name: str | None = None):
     mentions = []
     for rel in walk(tree):
         if rel.endswith(".py") and rel != profile.runtime_path and path_matches(rel, profile.inference_path):
-            mentions += account(rel, (tree / rel).read_bytes())
+            mentions += account(rel, (tree / rel).read_bytes(), pack.detectors())
     return mentions
 
 
@@ -260,9 +263,9 @@ def test_after_apply_every_cuda_mention_is_accounted_for(fixture, tmp_path, pack
 def test_the_accounting_can_fail():
     """Without the finders' findings, a CUDA call is unaccounted: the check above is not vacuous."""
     source = b"import torch\ntorch.cuda.empty_cache()\nprint('on cuda')\n"
-    mentions = account("x.py", source, findings=[])
+    mentions = account("x.py", source, DETECTORS, findings=[])
     assert [(m.line, m.how) for m in mentions] == [(2, "unaccounted"), (3, "text")]
-    assert [(m.line, m.how) for m in account("x.py", source)] == [(2, "reported"), (3, "text")]
+    assert [(m.line, m.how) for m in account("x.py", source, DETECTORS)] == [(2, "reported"), (3, "text")]
 
 
 def _real_trees():

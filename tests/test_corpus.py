@@ -20,14 +20,18 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
+from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.port.findings import python_finders
 from latentsync_mps.port.rewrite import run_pass
+from latentsync_mps.port.rulepack import load
 from latentsync_mps.port.rules.base import FileContext, PythonRuleKind
 
 FULL = "LSYNC_CORPUS_FILES" in os.environ
 SAMPLE = int(os.environ.get("LSYNC_CORPUS_FILES", "40"))
 MAX_BYTES = int(os.environ.get("LSYNC_CORPUS_MAX_BYTES", "60000"))  # huge generated files add time, not coverage
 NEEDLES = (b"cuda", b"interpolate", b"device", b"Provider")
+# The bundled pack's detection rules, as scan and apply run them.
+DETECTORS = load(patches_dir()).detectors()
 SAMPLE_TORCH = "2.13.0"
 # The CI sample (40 files of torch 2.13.0): the files that rules rewrite, with each rule's count.
 # The other 34 of the sample mention a needle but hold nothing a rule matches.
@@ -85,7 +89,7 @@ def test_every_rule_over_real_files(kinds):
         checked += 1
         ctx = FileContext(path.name, "latentsync._lsync_port")
         try:
-            first = run_pass(data, kinds, ctx, python_finders(ctx.path, data))
+            first = run_pass(data, kinds, ctx, python_finders(ctx.path, data, DETECTORS))
         except RecursionError:
             # Generated code nested deeper than Python's recursion limit: the engine reports such a
             # file and leaves it untouched (tests/test_safety.py checks that), which is the property.

@@ -127,7 +127,9 @@ def outcomes(tmp_path_factory, pack) -> dict[str, Outcome]:
         for written in out.plan.files:
             if written.path != profile.runtime_path and profile_covers(profile, written.path):
                 data = (tree / written.path).read_bytes()
-                out.after_errors += [f for f in transform.find(written.path, data) if f.severity == "error"]
+                out.after_errors += [
+                    f for f in transform.find(written.path, data, pack.detectors()) if f.severity == "error"
+                ]
         again = make_plan(tree, pack)
         out.second_writes, out.second_drift = again.writes, again.drift
         transaction.commit(again)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+import latentsync_mps.port.rules  # noqa: F401  (importing the package registers every kind)
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.port.findings import KINDS
 from latentsync_mps.port.rulecheck import report_lines
 from latentsync_mps.port.rulepack import load
-from latentsync_mps.port.rules import RuleKind
+from latentsync_mps.port.rules.base import RuleKind
 from latentsync_mps.port.rules.report import PythonDetectionKind
 from latentsync_mps.port.transform import run_rule
 

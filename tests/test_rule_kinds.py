@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from packaging.specifiers import SpecifierSet
 
+import latentsync_mps.port.rules  # noqa: F401  (importing the package registers every kind)
 from latentsync_mps.pack.rule import Example, Rule
-from latentsync_mps.port.rules import RuleKind
-from latentsync_mps.port.rules.base import RuleError
+from latentsync_mps.port.rules.base import RuleError, RuleKind
 from latentsync_mps.port.transform import run_rule
 
 

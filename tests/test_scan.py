@@ -12,12 +12,17 @@ from conftest import FIXTURES
 from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
+from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.port.findings import KINDS, find_in_python, find_in_requirements
 from latentsync_mps.port.planning import make_plan
+from latentsync_mps.port.rulepack import load
+
+# The bundled pack's detection rules, as scan and apply run them.
+DETECTORS = load(patches_dir()).detectors()
 
 
 def found(source: str, path: str = "latentsync/models/x.py") -> set[tuple[str, str]]:
-    findings = find_in_python(path, textwrap.dedent(source).encode())
+    findings = find_in_python(path, textwrap.dedent(source).encode(), DETECTORS)
     for f in findings:
         assert f.why and f.fix, f"{f.kind} has no why or fix"
         assert f.kind in KINDS
@@ -234,7 +239,7 @@ torch==2.5.1
 
 
 def test_requirements_without_mac_wheels():
-    findings = find_in_requirements("requirements.txt", REQUIREMENTS)
+    findings = find_in_requirements("requirements.txt", REQUIREMENTS, DETECTORS)
     by_line = {f.line: (f.kind, f.severity) for f in findings}
     assert by_line == {
         1: ("cuda-index", "error"),
@@ -245,7 +250,7 @@ def test_requirements_without_mac_wheels():
         8: ("sdist-only", "warning"),
     }
     assert all(f.why and f.fix for f in findings)
-    assert find_in_requirements("requirements.txt", "av==12.3.0\nav\ninsightface\n") == []
+    assert find_in_requirements("requirements.txt", "av==12.3.0\nav\ninsightface\n", DETECTORS) == []
 
 
 def test_scan_counts_by_kind_and_severity(tmp_path):
@@ -317,7 +322,10 @@ def test_scan_reports_drift_and_strict_fails_on_drift_alone(tmp_path):
 
 
 def kinds_found(source: str) -> list[tuple[int, str, str]]:
-    return [(f.line, f.kind, f.severity) for f in find_in_python("latentsync/x.py", textwrap.dedent(source).encode())]
+    return [
+        (f.line, f.kind, f.severity)
+        for f in find_in_python("latentsync/x.py", textwrap.dedent(source).encode(), DETECTORS)
+    ]
 
 
 def test_one_reference_one_finding_where_rules_supersede_others():

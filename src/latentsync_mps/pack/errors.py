@@ -18,6 +18,10 @@ class RuleFileError(Exception):
         super().__init__(f"{where}: {message}")
 
 
+class TextsFileError(Exception):
+    """A rule's texts file (cuda_texts.py) that is missing or malformed; the loader names the rule."""
+
+
 class ReleaseFactsError(RuleFileError):
     """A bad `facts` table. `str()` names the file, the release and the key, on one line."""
 

@@ -12,6 +12,10 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent.parent
 _REPO = _PACKAGE.parent.parent
 
+# The folder of a rule pack that holds the detection-only rules (ruleset.py). Here, not in
+# ruleset.py, for the no-op re-apply (port/noop.py), which must not import the rule loader.
+FINDINGS_DIR = "findings"
+
 
 def _first_existing(*candidates: Path) -> Path:
     for candidate in candidates:

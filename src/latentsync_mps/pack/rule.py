@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
@@ -48,6 +48,9 @@ class Rule:
     source: str  # the rule file, for messages
     profile: str
     default: bool = True  # off-by-default rules run only when named with --rules
+    # The pack files its options name, read by the loader: option -> content (ruleset.py). Out
+    # of repr, which the no-op digest hashes (port/planning.py), so that it stays as it was.
+    inputs: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def covers_release(self, version: Version | None) -> bool:
         return version is None or self.releases.contains(version, prereleases=True)

@@ -9,6 +9,8 @@
                                         tree gets them, with or without a profile
     patches/order.toml                  the order rule kinds run in within one file (a pack of
                                         one's own without it uses the bundled one)
+    patches/torch-cuda.toml             the texts a rule's `texts` option names (cuda_texts.py): read
+                                        here and handed to the rule's kind as `rule.inputs`
 
 Every problem is reported as a RuleFileError naming the file and, where there is one, the rule.
 What the rule kinds know (their names, their options) the loader asks of a KindCatalog, which the
@@ -17,14 +19,16 @@ port gives (port/rulepack.py): the pack imports no kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from latentsync_mps.pack.errors import RuleFileError, TomlSyntaxError
+from latentsync_mps.pack.cuda_texts import texts_for
+from latentsync_mps.pack.errors import RuleFileError, TextsFileError, TomlSyntaxError
+from latentsync_mps.pack.paths import FINDINGS_DIR, bundled_patches_dir
 from latentsync_mps.pack.release_facts import ReleaseFacts
 from latentsync_mps.pack.release_facts import parse as parse_facts
 from latentsync_mps.pack.rule import Example, Expectation, Rule, path_matches
@@ -125,9 +129,6 @@ class Profile:
         return sorted(built, key=lambda k: k.rank)  # stable: file order within a rank
 
 
-FINDINGS_DIR = "findings"
-
-
 @dataclass
 class RulePack:
     root: Path
@@ -169,8 +170,6 @@ def load(root: Path, catalog: KindCatalog) -> RulePack:
     _check_unique_ids(profiles)
     findings_dir = root / FINDINGS_DIR
     if not findings_dir.is_dir():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without it
-        from latentsync_mps.pack.paths import bundled_patches_dir
-
         findings_dir = bundled_patches_dir() / FINDINGS_DIR
     findings = [
         rule for path in sorted(findings_dir.glob("*.toml")) for rule in _load_rules(path, FINDINGS_DIR, catalog)
@@ -323,10 +322,22 @@ def _load_rule(entry: dict[str, Any], path: Path, profile: str, catalog: KindCat
     fields.done()
     if not rule.examples:
         raise fields.fail("has no [[rule.example]]: every rule carries before/after examples")
+    rule = replace(rule, inputs=_read_inputs(rule, fields))
     problem = catalog.problem(rule)
     if problem is not None:
         raise fields.fail(problem)
     return rule
+
+
+def _read_inputs(rule: Rule, fields: _Fields) -> dict[str, Any]:
+    """The pack files the rule's options name, read: `texts`, a texts file (cuda_texts.py)."""
+    texts = rule.options.get("texts")
+    if not isinstance(texts, str):
+        return {}  # none, or no file name: the kind says what is wrong with the option
+    try:
+        return {"texts": texts_for(texts, Path(rule.source))}
+    except TextsFileError as error:
+        raise fields.fail(f"option 'texts': {error}") from None
 
 
 def _check_supersedes(findings: list[Rule]) -> None:
@@ -342,8 +353,6 @@ def _check_supersedes(findings: list[Rule]) -> None:
 
 def _load_order(path: Path, catalog: KindCatalog) -> KindOrder:
     if not path.exists():  # a rule pack of one's own (LSYNC_PORT_PATCHES) without the file
-        from latentsync_mps.pack.paths import bundled_patches_dir
-
         path = bundled_patches_dir() / ORDER_FILE
     fields = _Fields(_read(path), path)
     groups = fields.get("groups", list)

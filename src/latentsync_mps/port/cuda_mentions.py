@@ -19,15 +19,19 @@ asserts there is none. Comments are not mentions (they are not code).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from latentsync_mps.port.findings import Finding, find_in_python, is_cuda_api, text_callees, text_suffixes
+from latentsync_mps.port.findings import Finding, find_in_python
 from latentsync_mps.port.rules.base import HELPER, expression_shape, span_of, span_within
+from latentsync_mps.port.rules.cuda_reference import ReportCudaReference
 from latentsync_mps.port.rules.device_literal import CUDA_LITERAL
+from latentsync_mps.port.rules.device_report import ReportCudaLiteral
 from latentsync_mps.port.rules.names import ImportedNameProvider
+from latentsync_mps.port.rules.report import DetectionRuleKind
 
 ACCOUNTED = ("reported", "ported", "guarded", "comparison", "fallback", "text", "import")
 _CUDA_ATTRIBUTES = frozenset({"cuda", "is_cuda", "cudnn"})
@@ -43,15 +47,18 @@ class Mention:
     how: str  # one of ACCOUNTED, or "unaccounted"
 
 
-def account(path: str, data: bytes, findings: list[Finding] | None = None) -> list[Mention]:
-    """Every CUDA mention of one file and how it is accounted for. `findings` default to what
-    the finders report on `data` itself (as `scan` would)."""
+def account(
+    path: str, data: bytes, detectors: Sequence[DetectionRuleKind], findings: list[Finding] | None = None
+) -> list[Mention]:
+    """Every CUDA mention of one file and how it is accounted for. `detectors` are the pack's
+    detection rules (RulePack.detectors()); `findings` default to what they report on `data`
+    itself (as `scan` would)."""
     if b"cuda" not in data.lower():
         return []
     if findings is None:
-        findings = find_in_python(path, data)
+        findings = find_in_python(path, data, detectors)
     wrapper = MetadataWrapper(cst.parse_module(data))
-    collector = _Collector(path, [f.span for f in findings])
+    collector = _Collector(path, [f.span for f in findings], detectors)
     wrapper.visit(collector)
     return collector.mentions
 
@@ -59,12 +66,24 @@ def account(path: str, data: bytes, findings: list[Finding] | None = None) -> li
 class _Collector(cst.CSTVisitor):
     METADATA_DEPENDENCIES = (PositionProvider, ParentNodeProvider, ImportedNameProvider)
 
-    def __init__(self, path: str, spans: list[tuple[int, int, int, int]]) -> None:
+    def __init__(
+        self, path: str, spans: list[tuple[int, int, int, int]], detectors: Sequence[DetectionRuleKind]
+    ) -> None:
         super().__init__()
         self.path = path
         self.spans = spans
         self.mentions: list[Mention] = []
         self._empty = cst.Module(body=[])
+        # What the pack's rules report as a CUDA name (report-cuda-reference) and take as text,
+        # not a device (report-cuda-literal's callees and suffixes).
+        self.references = [d for d in detectors if isinstance(d, ReportCudaReference)]
+        literals = [d for d in detectors if isinstance(d, ReportCudaLiteral)]
+        self.text_callees = frozenset(c for d in literals for c in d.text_callees)
+        self.text_suffixes = tuple(x for d in literals for x in d.text_suffixes)
+
+    def _is_cuda_api(self, name: str) -> bool:
+        """Is `name` one the pack reports (torch.cuda and below, torch.backends.cuda/.cudnn names)?"""
+        return any(d.matches(name) for d in self.references)
 
     def _note(self, node: cst.CSTNode) -> None:
         position = self.get_metadata(PositionProvider, node)
@@ -81,7 +100,7 @@ class _Collector(cst.CSTVisitor):
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         names = {q.name for q in self.get_metadata(ImportedNameProvider, node, set())}
-        if node.attr.value in _CUDA_ATTRIBUTES or any(is_cuda_api(n) for n in names):
+        if node.attr.value in _CUDA_ATTRIBUTES or any(self._is_cuda_api(n) for n in names):
             self._note(node)
             return False  # one mention per attribute chain (`torch.cuda.amp.autocast`)
         return True
@@ -91,7 +110,7 @@ class _Collector(cst.CSTVisitor):
         parent = self.get_metadata(ParentNodeProvider, node, None)
         if isinstance(parent, cst.Attribute) and parent.attr is node:
             return  # the attribute's own name: judged with the attribute
-        if any(is_cuda_api(n) for n in names):
+        if any(self._is_cuda_api(n) for n in names):
             self._note(node)
 
     # -- how a mention is accounted for -------------------------------------------------------
@@ -119,7 +138,7 @@ class _Collector(cst.CSTVisitor):
                 last = callee.rpartition(".")[2]
                 if child is not parent.func and last in ("startswith", "endswith"):
                     return "comparison"
-                if child is not parent.func and (last in text_callees() or last.endswith(text_suffixes())):
+                if child is not parent.func and (last in self.text_callees or last.endswith(self.text_suffixes)):
                     return "text"
             if isinstance(parent, cst.If | cst.IfExp) and expression_shape(self._code(parent.test)) == _GUARD:
                 return "guarded"

@@ -2,9 +2,9 @@
 
 Every finder is a detection-only rule in patches/findings/ (data: finding kind, severity, why,
 fix, the tables it matches with, examples; the kinds are in rules/report.py and the files it
-names). This module loads them and runs those whose needles a file holds. `scan` shows what they
-report for a whole tree; `apply` runs the same finders over its result and calls what
-is left on the inference path *residue*. Severity:
+names). This module runs those its caller gives (the pack's RulePack.detectors()) whose needles a
+file holds. `scan` shows what they report for a whole tree; `apply` runs the same finders over its
+result and calls what is left on the inference path *residue*. Severity:
   error    breaks, silently skips the GPU, or computes differently on a Mac (counted as residue)
   warning  may break depending on data or size (float64 arrays, memory on MPS, sdist builds)
 
@@ -21,14 +21,10 @@ Kinds (see KINDS for the one-line meaning of each):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from pathlib import Path
 
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rules.base import FileContext
-from latentsync_mps.port.rules.cuda_reference import ReportCudaReference
-from latentsync_mps.port.rules.device_report import ReportCudaLiteral
 from latentsync_mps.port.rules.finding import Finding
 from latentsync_mps.port.rules.report import DetectionFinder, DetectionRuleKind, PythonDetectionKind, RequirementReport
 
@@ -60,55 +56,11 @@ KINDS = {
 }
 
 
-@functools.cache
-def _detectors_of(root: str) -> tuple[DetectionRuleKind, ...]:
-    from latentsync_mps.port.rulepack import load
-
-    return tuple(load(Path(root)).detectors())
-
-
-def default_detectors() -> tuple[DetectionRuleKind, ...]:
-    """The detection-only rules of the rule packs in use (LSYNC_PORT_PATCHES, else the bundled)."""
-    from latentsync_mps.pack.paths import patches_dir
-
-    return _detectors_of(str(patches_dir()))
-
-
-def is_cuda_api(name: str) -> bool:
-    """Is `name` one that the pack's report-cuda-reference rules report (torch.cuda and below,
-    torch.backends.cuda/.cudnn names)? For cuda_mentions, which accounts for every mention."""
-    return any(d.matches(name) for d in default_detectors() if isinstance(d, ReportCudaReference))
-
-
-@functools.cache
-def _literal_rules(root: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    rules = [d for d in _detectors_of(root) if isinstance(d, ReportCudaLiteral)]
-    return frozenset(c for d in rules for c in d.text_callees), tuple(x for d in rules for x in d.text_suffixes)
-
-
-def text_callees() -> frozenset[str]:
-    """Callees whose string arguments are text, not a device (the report-cuda-literal rules' option)."""
-    from latentsync_mps.pack.paths import patches_dir
-
-    return _literal_rules(str(patches_dir()))[0]
-
-
-def text_suffixes() -> tuple[str, ...]:
-    """Endings of callee names whose string arguments are text (`ValueError`, `UserWarning`)."""
-    from latentsync_mps.pack.paths import patches_dir
-
-    return _literal_rules(str(patches_dir()))[1]
-
-
-def python_finders(
-    path: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None
-) -> list[DetectionFinder]:
+def python_finders(path: str, data: bytes, detectors: Sequence[DetectionRuleKind]) -> list[DetectionFinder]:
     """The visitors that find what is CUDA-only in one Python file: the detection-only rules
-    (patches/findings/; default: the pack's) that can match it (`may_match`: one of their
+    (`detectors`: the pack's RulePack.detectors()) that can match it (`may_match`: one of their
     needles is in `data`; none: the file need not be parsed for them). Each finder is told which others
     supersede it (their `supersedes` names its rule), so one reference is reported once."""
-    if detectors is None:
-        detectors = default_detectors()
     finders = [
         d.finder(path)
         for d in detectors
@@ -120,7 +72,7 @@ def python_finders(
     return finders
 
 
-def find_in_python(path: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None) -> list[Finding]:
+def find_in_python(path: str, data: bytes, detectors: Sequence[DetectionRuleKind]) -> list[Finding]:
     """The finders alone over one file: the same single pass apply runs, with no rules."""
     finders = python_finders(path, data, detectors)
     if not finders:
@@ -128,10 +80,8 @@ def find_in_python(path: str, data: bytes, detectors: Sequence[DetectionRuleKind
     return sorted(run_pass(data, [], FileContext(path, ""), finders).residue, key=lambda f: f.line)
 
 
-def find_in_requirements(path: str, text: str, detectors: Sequence[DetectionRuleKind] | None = None) -> list[Finding]:
-    """The requirement-file rules of `detectors` (patches/findings/; default: the pack's), line by line."""
-    if detectors is None:
-        detectors = default_detectors()
+def find_in_requirements(path: str, text: str, detectors: Sequence[DetectionRuleKind]) -> list[Finding]:
+    """The requirement-file rules of `detectors` (the pack's RulePack.detectors()), line by line."""
     rules = [d for d in detectors if isinstance(d, RequirementReport) and d.rule.covers_path(path)]
     found = []
     for number, line in enumerate(text.splitlines(), start=1):

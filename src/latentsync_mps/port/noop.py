@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from latentsync_mps import __version__
+from latentsync_mps.pack.paths import FINDINGS_DIR, bundled_patches_dir
 from latentsync_mps.port.manifest import Manifest, ManifestError, State
 from latentsync_mps.port.tree import FileProblem, check_tree, tree_digest
 
 NOOP = "noop"  # the key of the record in the manifest's `result`
-FINDINGS_DIR = "findings"  # ruleset.FINDINGS_DIR (ruleset imports the rule kinds)
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
@@ -165,8 +165,6 @@ def _stored_record(manifest: Manifest | None) -> dict | None:
 def _code_and_rules(pack_root: Path) -> list[tuple[str, Path]]:
     roots = [("package", _PACKAGE), ("pack", pack_root)]
     if not (pack_root / FINDINGS_DIR).is_dir():
-        from latentsync_mps.pack.paths import bundled_patches_dir
-
         roots.append(("findings", bundled_patches_dir() / FINDINGS_DIR))
     return roots
 

@@ -13,13 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 import libcst as cst
 
 from latentsync_mps.pack.ruleset import Profile
-from latentsync_mps.port.findings import (
-    Finding,
-    default_detectors,
-    find_in_python,
-    find_in_requirements,
-    python_finders,
-)
+from latentsync_mps.port.findings import Finding, find_in_python, find_in_requirements, python_finders
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rules.base import Change, FileContext, PythonRuleKind, RuleKind
 from latentsync_mps.port.rules.report import DetectionRuleKind
@@ -36,15 +30,13 @@ def transform_file(
     data: bytes,
     kinds: list[RuleKind],
     ctx: FileContext,
+    detectors: Sequence[DetectionRuleKind],
     find_residue: bool = True,
-    detectors: Sequence[DetectionRuleKind] | None = None,
 ) -> tuple[bytes, list[Change], list[Finding]]:
     """Run every rule that can match `data` over it in one pass; return the new bytes, the
     changes, and (with `find_residue`) what is still CUDA-only afterwards: what the detection-only
-    rules (`detectors`, default: the pack's) reported and no rewrite replaced. Raises on
+    rules (`detectors`: the pack's) reported and no rewrite replaced. Raises on
     unparseable input."""
-    if detectors is None:
-        detectors = default_detectors()
     active = [k for k in kinds if k.rule.covers_path(relpath) and any(n.encode() in data for n in k.needles())]
     language = _language(relpath)
     if language == "python":
@@ -79,7 +71,7 @@ def _transform_job(job: tuple[str, bytes, bool]) -> tuple[str, bytes, list[Chang
     ctx = FileContext(rel, profile.runtime_module_for(rel))  # type: ignore[attr-defined]
     try:
         new, changes, residue = transform_file(
-            rel, data, [k for k in kinds if k.language == language], ctx, find_residue, detectors
+            rel, data, [k for k in kinds if k.language == language], ctx, detectors, find_residue
         )  # type: ignore[attr-defined]
     except (cst.ParserSyntaxError, UnicodeDecodeError, SyntaxError, ValueError) as error:
         return rel, data, [], [], f"cannot be parsed, left untouched: {_short(error)}"
@@ -171,10 +163,8 @@ def _check_nesting(data: bytes) -> None:
         raise RecursionError(f"{deepest} nested brackets")
 
 
-def find(relpath: str, data: bytes, detectors: Sequence[DetectionRuleKind] | None = None) -> list[Finding]:
-    """What one file reports, replacements ignored (`scan`). `detectors` default: the pack's."""
-    if detectors is None:
-        detectors = default_detectors()
+def find(relpath: str, data: bytes, detectors: Sequence[DetectionRuleKind]) -> list[Finding]:
+    """What one file reports, replacements ignored (`scan`), by `detectors` (the pack's)."""
     language = _language(relpath)
     if language == "python":
         _check_nesting(data)

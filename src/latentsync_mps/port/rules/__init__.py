@@ -1,59 +1,13 @@
-"""Rule kinds. Importing this package registers every kind under its `kind = "..."` name."""
+"""Rule kinds, one module per family. Importing this package imports each of its modules, found
+with pkgutil, and so registers every kind under its `name` (base.RuleKind.registry)."""
 
-from latentsync_mps.port.rules import (
-    attention_report,
-    branch_report,
-    call_argument,
-    call_time_default,
-    cuda_call,
-    cuda_reference,
-    cuda_type_check,
-    device_literal,
-    device_message,
-    device_report,
-    drop_import,
-    dtype_report,
-    ffmpeg_command,
-    guard_statement,
-    helper_call,
-    path_report,
-    replace_expression,
-    replace_statement,
-    replace_value,
-    report,
-    requirements,
-    shell_lines,
-    upcast_call,
-)
-from latentsync_mps.port.rules.base import Change, FileContext, Rule, RuleError, RuleKind
+import importlib
+import pkgutil
 
-__all__ = [
-    "Change",
-    "FileContext",
-    "Rule",
-    "RuleError",
-    "RuleKind",
-    "attention_report",
-    "branch_report",
-    "call_argument",
-    "call_time_default",
-    "cuda_call",
-    "cuda_reference",
-    "cuda_type_check",
-    "device_literal",
-    "device_message",
-    "device_report",
-    "drop_import",
-    "dtype_report",
-    "ffmpeg_command",
-    "guard_statement",
-    "helper_call",
-    "path_report",
-    "replace_expression",
-    "replace_statement",
-    "replace_value",
-    "report",
-    "requirements",
-    "shell_lines",
-    "upcast_call",
-]
+
+def _import_every_module() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_module()

@@ -13,80 +13,13 @@
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import libcst as cst
 
+from latentsync_mps.pack.cuda_texts import CudaTexts
 from latentsync_mps.port.rules.base import RuleError
 from latentsync_mps.port.rules.report import GuardedFinder, PythonDetectionKind
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-
-@dataclass(frozen=True)
-class CudaText:
-    kind: str
-    severity: str
-    why: str
-    fix: str
-
-
-@dataclass(frozen=True)
-class CudaTexts:
-    """What to say about each name of torch's CUDA namespaces: its own entry, else the first
-    shape whose fnmatch patterns fit, else the default (the layout of patches/torch-cuda.toml)."""
-
-    apis: dict[str, CudaText]
-    shapes: tuple[tuple[tuple[str, ...], CudaText], ...]
-    default: CudaText
-
-    def __call__(self, name: str) -> CudaText:
-        if name in self.apis:
-            return self.apis[name]
-        for patterns, text in self.shapes:
-            if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
-                return text
-        return self.default
-
-
-def cuda_texts(file_name: str, finding: str, rule_source: str) -> CudaTexts:
-    """The texts file of the rule pack the rule comes from (`rule_source`: <pack>/findings/x.toml).
-    A bundled rule (a pack of one's own without findings/) reads the pack in use
-    (LSYNC_PORT_PATCHES) if it has the file; else the bundled file."""
-    from latentsync_mps.pack.paths import bundled_patches_dir, patches_dir
-
-    own = Path(rule_source).resolve().parent.parent
-    bundled = bundled_patches_dir().resolve()
-    for root in ([] if own == bundled else [own]) + [patches_dir(), bundled]:
-        if (root / file_name).is_file():
-            return _load_texts(root / file_name, finding)
-    raise RuleError(f"option 'texts': no {file_name} in the rule pack or the bundled one")
-
-
-@functools.cache
-def _load_texts(path: Path, finding: str) -> CudaTexts:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        default = _text(data["default"], CudaText(finding, "error", "", ""))
-        shapes = tuple((tuple(entry["match"]), _text(entry, default)) for entry in data.get("shape", []))
-        apis = {name: _text(entry, default) for name, entry in data.get("api", {}).items()}
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as error:
-        raise RuleError(f"option 'texts': {path} is not a texts file ({type(error).__name__}: {error})") from None
-    return CudaTexts(apis, shapes, default)
-
-
-def _text(entry: dict, default: CudaText) -> CudaText:
-    return CudaText(
-        entry.get("kind", default.kind), entry.get("severity", default.severity), entry["why"], entry["fix"]
-    )
 
 
 class _Names:
@@ -128,7 +61,7 @@ class _ReferenceFinder(GuardedFinder):
                 break
             node = node.value
         if not self.guarded:  # inside the guard it runs on CUDA only
-            text = self.kind.texts(name)
+            text = self.kind.texts(name, self.kind.finding)
             why = f"{name} {text.why}"
             self.add(report, name_node, finding=text.kind, severity=text.severity, why=why, fix=text.fix)
         return True
@@ -162,10 +95,10 @@ class ReportCudaReference(PythonDetectionKind):
 
     def configure_match(self, options: dict[str, Any]) -> None:
         self.matches = _Names(self.strings(options, "names"), self.strings(options, "prefixes"))
-        self.texts_file = self.take(options, "texts", str)
+        self.take(options, "texts", str)
         self.guard_shape = self.guard_option(options)
-        # Read now: a bad texts file is the rule pack's error, said when it is loaded.
-        self.texts: CudaTexts = cuda_texts(self.texts_file, self.finding, self.rule.source)
+        # The file `texts` names, read by the pack when it loaded the rule (pack/cuda_texts.py).
+        self.texts: CudaTexts = self.rule.inputs.get("texts")
 
     def needles(self) -> tuple[str, ...]:
         return self.matches.needles()

@@ -18,8 +18,8 @@ from typing import Any
 
 import libcst as cst
 
+from latentsync_mps.pack.cuda_texts import CudaTexts
 from latentsync_mps.port.rules.base import HELPER
-from latentsync_mps.port.rules.cuda_reference import CudaTexts, cuda_texts
 from latentsync_mps.port.rules.device_literal import cuda_fstring, cuda_literal, is_device_move
 from latentsync_mps.port.rules.report import DetectionFinder, PythonDetectionKind, quoted
 
@@ -75,7 +75,7 @@ class _LiteralFinder(DetectionFinder):
                 self.add(value)
             elif isinstance(value, cst.SimpleString) and str(value.evaluated_value).startswith(kind.type_prefix):
                 name = str(value.evaluated_value)
-                text = kind.texts(name)
+                text = kind.texts(name, "torch-cuda")
                 self.add(value, finding=text.kind, severity="error", why=f"{name} {text.why}", fix=text.fix)
 
 
@@ -88,9 +88,9 @@ class ReportCudaLiteral(PythonDetectionKind):
         self.text_callees = frozenset(self.strings(options, "text_callees"))
         self.text_suffixes = self.strings(options, "text_suffixes")
         self.type_prefix = self.take(options, "type_prefix", str)
-        self.texts_file = self.take(options, "texts", str)
-        # Read now: a bad texts file is the rule pack's error, said when it is loaded.
-        self.texts: CudaTexts = cuda_texts(self.texts_file, "torch-cuda", self.rule.source)
+        self.take(options, "texts", str)
+        # The file `texts` names, read by the pack when it loaded the rule (pack/cuda_texts.py).
+        self.texts: CudaTexts = self.rule.inputs.get("texts")
 
     def needles(self) -> tuple[str, ...]:
         return (*quoted("cuda"), *quoted(self.type_prefix))
