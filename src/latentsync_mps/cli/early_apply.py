@@ -4,9 +4,12 @@ parses anything."""
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
 
-from latentsync_mps.cli.commands.apply import rule_ids_from, show_plan, stored_plan
+from typer.models import ArgumentInfo, OptionInfo
+
+from latentsync_mps.cli.commands.apply import apply, rule_ids_from, show_plan, stored_plan
 from latentsync_mps.cli.inputs import locked
 
 
@@ -15,16 +18,26 @@ class _NotForTheEarlyCheck(Exception):
 
 
 class _ApplyOptions(argparse.ArgumentParser):
-    """`apply`'s options, for the no-op check that runs before typer (see `reapply_early`).
-    tests/test_noop_fast_path.py checks that they are the typer command's."""
+    """`apply`'s options, for the no-op check that runs before typer (see `reapply_early`), read from
+    the typer command's own parameters so that the two cannot differ: the argument, each flag (a
+    bool option) and each option with a value, under the command's own names."""
 
     def __init__(self) -> None:
         super().__init__(prog="lsync-port apply", add_help=False, allow_abbrev=False, exit_on_error=False)
-        self.add_argument("tree", type=Path)
-        for flag in ("--dry-run", "--diff", "--json", "--strict"):
-            self.add_argument(flag, action="store_true")
-        self.add_argument("--rules")
-        self.add_argument("--profile")
+        hints = typing.get_type_hints(apply, include_extras=True)
+        for name, hint in hints.items():
+            if name == "return":
+                continue
+            info = next(m for m in hint.__metadata__ if isinstance(m, (ArgumentInfo, OptionInfo)))
+            if isinstance(info, ArgumentInfo):
+                self.add_argument(name, type=Path)
+                continue
+            # In an Annotated hint, typer reads an option's first name from the `default` slot.
+            flags = [d for d in (info.default, *info.param_decls) if isinstance(d, str) and d.startswith("-")]
+            if typing.get_args(hint)[0] is bool:
+                self.add_argument(*flags, dest=name, action="store_true")
+            else:
+                self.add_argument(*flags, dest=name)
 
     def error(self, message: str):  # argparse would print and exit; typer has the last word instead
         raise _NotForTheEarlyCheck(message)
@@ -52,5 +65,5 @@ def reapply_early(argv: list[str]) -> bool:
             plan = stored_plan(args.tree, args.profile, rule_ids)
             if plan is None:
                 return False
-    show_plan(plan, args.dry_run, args.diff, args.json, args.strict)
+    show_plan(plan, args.dry_run, args.diff, args.json_out, args.strict)
     return True
