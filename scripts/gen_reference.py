@@ -52,7 +52,7 @@ def rule_kinds() -> dict[str, type]:
 
 def finding_kinds() -> dict[str, str]:
     """Finding kind -> its one-line meaning."""
-    from latentsync_mps.port.findings import KINDS
+    from latentsync_mps.port.finders import KINDS
 
     return dict(KINDS)
 

@@ -23,7 +23,7 @@ from latentsync_mps.pack.paths import patches_dir, runtime_helper_source
 from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.port.cuda_mentions import account, unaccounted
 from latentsync_mps.port.detection import detect
-from latentsync_mps.port.findings import python_finders
+from latentsync_mps.port.finders import python_finders
 from latentsync_mps.port.planning import make_plan, select_kinds
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rulepack import load

@@ -21,7 +21,7 @@ import libcst as cst
 import pytest
 
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.port.findings import python_finders
+from latentsync_mps.port.finders import python_finders
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rulepack import load
 from latentsync_mps.port.rules.base import FileContext, PythonRuleKind

@@ -20,7 +20,8 @@ from latentsync_mps.cli.exits import Exit
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.port import noop, transaction
 from latentsync_mps.port.manifest import STATE_DIR, TreeLock
-from latentsync_mps.port.planning import Drift, make_plan
+from latentsync_mps.port.outcome import Drift
+from latentsync_mps.port.planning import make_plan
 from latentsync_mps.port.rulepack import load
 from latentsync_mps.port.tree import SMALL_FILE
 
@@ -85,12 +86,14 @@ def test_the_early_answer_is_the_full_no_op_report(fixture_tree):
     assert "Nothing to do" in text and "Residue on the inference path" in text
 
 
-def test_the_stored_records_mirror_what_the_report_reads():
-    from latentsync_mps.port.rules.finding import Finding
+def test_the_stored_records_rebuild_what_the_report_reads():
+    """The no-op answer rebuilds the report's own records (outcome.py) from the manifest's result."""
+    from latentsync_mps.port.outcome import Finding
 
     finding = Finding("a.py", 3, "torch-cuda", "error", "torch.cuda.x()", "why", "fix")
-    assert noop.StoredFinding(**finding.to_json()).to_json() == finding.to_json()
-    assert [f.name for f in dataclasses.fields(noop.StoredDrift)] == [f.name for f in dataclasses.fields(Drift)]
+    assert Finding(**finding.to_json()).to_json() == finding.to_json()
+    drift = Drift("rule", "a.py", 2, 0)
+    assert Drift(**dataclasses.asdict(drift)) == drift
 
 
 def test_a_changed_tree_file_is_planned_in_full(fixture_tree):

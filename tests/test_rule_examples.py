@@ -11,7 +11,7 @@ import pytest
 
 import latentsync_mps.port.rules  # noqa: F401  (importing the package registers every kind)
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.port.findings import KINDS
+from latentsync_mps.port.finders import KINDS
 from latentsync_mps.port.rulecheck import report_lines
 from latentsync_mps.port.rulepack import load
 from latentsync_mps.port.rules.base import RuleKind

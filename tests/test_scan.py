@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from latentsync_mps.cli import app
 from latentsync_mps.pack.paths import patches_dir
-from latentsync_mps.port.findings import KINDS, find_in_python, find_in_requirements
+from latentsync_mps.port.finders import KINDS, find_in_python, find_in_requirements
 from latentsync_mps.port.planning import make_plan
 from latentsync_mps.port.rulepack import load
 

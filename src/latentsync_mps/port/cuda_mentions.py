@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from latentsync_mps.port.findings import Finding, find_in_python
+from latentsync_mps.port.finders import find_in_python
+from latentsync_mps.port.outcome import Finding
 from latentsync_mps.port.rules.base import HELPER, expression_shape, span_of, span_within
 from latentsync_mps.port.rules.cuda_reference import ReportCudaReference
 from latentsync_mps.port.rules.device_literal import CUDA_LITERAL

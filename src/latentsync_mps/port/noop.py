@@ -21,45 +21,22 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latentsync_mps import __version__
 from latentsync_mps.pack.paths import FINDINGS_DIR, bundled_patches_dir
 from latentsync_mps.port.manifest import Manifest, ManifestError, State
+from latentsync_mps.port.outcome import Drift, Finding
 from latentsync_mps.port.tree import FileProblem, check_tree, tree_digest
 
 NOOP = "noop"  # the key of the record in the manifest's `result`
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class StoredFinding:
-    """A finding as the last apply's result stored it: the report fields of rules.finding.Finding."""
-
-    path: str
-    line: int
-    kind: str
-    severity: str
-    code: str
-    why: str
-    fix: str
-
-    def to_json(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StoredDrift:
-    """planning.Drift, as stored."""
-
-    rule_id: str
-    file: str
-    expected: int
-    found: int
-
-
+# What the report shows of the rules, the profile and the release: their names. The full objects
+# come from loading the rule pack, which is what this answer exists to avoid.
 @dataclass(frozen=True)
 class StoredRule:
     id: str
@@ -87,9 +64,9 @@ class StoredPlan:
     release: StoredRelease | None
     rules: list[StoredRule]
     matches: Counter[str]
-    drift: list[StoredDrift]
-    findings: list[StoredFinding]
-    residue: list[StoredFinding]
+    drift: list[Drift]
+    findings: list[Finding]
+    residue: list[Finding]
     summary: dict
     unchanged: bool = True
     files: list = field(default_factory=list)
@@ -138,14 +115,14 @@ def stored_plan(
     if stored is None or stored["key"] != inputs_key(tree, pack_root, __version__, profile_name, rule_ids):
         return None
     result = manifest.result or {}
-    findings = [StoredFinding(**f) for f in result.get("findings", [])]
+    findings = [Finding(**f) for f in result.get("findings", [])]
     return StoredPlan(
         tree=tree,
         profile=StoredProfile(*stored["profile"]),
         release=StoredRelease(*stored["release"]) if stored["release"] else None,
         rules=[StoredRule(*rule) for rule in stored["rules"]],
         matches=Counter(result.get("matches", {})),
-        drift=[StoredDrift(**d) for d in result.get("drift", [])],
+        drift=[Drift(**d) for d in result.get("drift", [])],
         findings=findings,
         residue=[findings[i] for i in stored["residue"]],
         summary={"files": result.get("files", 0), "rewrites": result.get("rewrites", 0)},

@@ -16,21 +16,11 @@ from latentsync_mps.pack.rule import Rule, path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
 from latentsync_mps.port.errors import BadInput, ManifestCorrupt
-from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import STATE_DIR, Manifest, ManifestError, State, sha256
+from latentsync_mps.port.outcome import Drift, Finding
 from latentsync_mps.port.rules.base import Change, RuleKind
 from latentsync_mps.port.transform import _transform_all
 from latentsync_mps.port.tree import FileProblem, _language, _read_or_none, _safe_target, check_tree, walk
-
-
-@dataclass
-class Drift:
-    """A rule that should have matched here and did not: upstream moved under it."""
-
-    rule_id: str
-    file: str
-    expected: int
-    found: int
 
 
 @dataclass

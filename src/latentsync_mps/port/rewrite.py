@@ -5,7 +5,7 @@ traversal then offers each node to every rule, in the order of patches/order.tom
 look at the *original* nodes. A finding that a rewrite covered is converted; what is left is
 residue. Imports the rewrites need are added at the end (libcst's AddImportsVisitor).
 
-The finders are passed in (any visitor with a `found` list of rules.finding.Finding), so this
+The finders are passed in (any visitor with a `found` list of outcome.Finding), so this
 module does not depend on findings.py, which calls it for `scan`.
 """
 
@@ -24,9 +24,9 @@ from libcst.codemod.visitors import AddImportsVisitor, ImportItem
 from libcst.helpers import get_absolute_module_from_package_for_import
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from latentsync_mps.port.outcome import Finding
 from latentsync_mps.port.positions import LazyPositions
 from latentsync_mps.port.rules.base import Change, FileContext, PythonRuleKind, Rewrite, RuleCommand, span_within
-from latentsync_mps.port.rules.finding import Finding
 from latentsync_mps.port.rules.names import ImportedNameProvider, lazy_imported_names
 
 

@@ -11,9 +11,9 @@ from latentsync_mps.pack.rule import path_matches
 from latentsync_mps.pack.ruleset import Profile, Release, RulePack
 from latentsync_mps.port.detection import detect
 from latentsync_mps.port.errors import NotUpstream
-from latentsync_mps.port.findings import Finding
 from latentsync_mps.port.manifest import ManifestError, State
-from latentsync_mps.port.planning import Drift, make_plan
+from latentsync_mps.port.outcome import Drift, Finding
+from latentsync_mps.port.planning import make_plan
 from latentsync_mps.port.transform import find
 from latentsync_mps.port.tree import FileProblem, _language, _read_or_none, _short, check_tree, walk
 

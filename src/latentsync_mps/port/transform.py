@@ -13,7 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 import libcst as cst
 
 from latentsync_mps.pack.ruleset import Profile
-from latentsync_mps.port.findings import Finding, find_in_python, find_in_requirements, python_finders
+from latentsync_mps.port.finders import find_in_python, find_in_requirements, python_finders
+from latentsync_mps.port.outcome import Finding
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rules.base import Change, FileContext, PythonRuleKind, RuleKind
 from latentsync_mps.port.rules.report import DetectionRuleKind

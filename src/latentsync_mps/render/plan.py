@@ -12,9 +12,9 @@ from rich.table import Table
 from latentsync_mps import __version__
 
 if TYPE_CHECKING:  # annotations only: a no-op re-apply renders its stored report without the engine
-    from latentsync_mps.port.findings import Finding
     from latentsync_mps.port.noop import StoredPlan
-    from latentsync_mps.port.planning import Drift, Plan
+    from latentsync_mps.port.outcome import Drift, Finding
+    from latentsync_mps.port.planning import Plan
     from latentsync_mps.port.scanning import ScanResult
     from latentsync_mps.port.transaction import TreeStatus
     from latentsync_mps.port.tree import FileProblem

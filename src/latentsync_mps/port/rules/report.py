@@ -39,9 +39,21 @@ from libcst.metadata import PositionProvider
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from latentsync_mps.port.outcome import SEVERITIES, Finding
 from latentsync_mps.port.rules.base import RuleError, RuleKind, Span, expression_shape, span_of, span_within
-from latentsync_mps.port.rules.finding import SEVERITIES, Finding, finding_at
 from latentsync_mps.port.rules.names import ImportedNameProvider
+
+_EMPTY = cst.Module(body=[])
+
+
+def finding_at(
+    visitor: cst.MetadataDependent, path: str, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str
+) -> Finding:
+    """A finding for `node` of the file `visitor` is visiting (it must depend on PositionProvider)."""
+    position = visitor.get_metadata(PositionProvider, node)
+    span = (position.start.line, position.start.column, position.end.line, position.end.column)
+    code = " ".join(_EMPTY.code_for_node(node).split())
+    return Finding(path, position.start.line, kind, severity, code[:120], why, fix, span)
 
 
 class DetectionRuleKind(RuleKind):

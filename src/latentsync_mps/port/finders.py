@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from latentsync_mps.port.outcome import Finding
 from latentsync_mps.port.rewrite import run_pass
 from latentsync_mps.port.rules.base import FileContext
-from latentsync_mps.port.rules.finding import Finding
 from latentsync_mps.port.rules.report import DetectionFinder, DetectionRuleKind, PythonDetectionKind, RequirementReport
 
 KINDS = {

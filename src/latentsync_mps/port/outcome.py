@@ -1,16 +1,15 @@
-"""The one record every rule produces: a finding, with an optional replacement.
+"""What an apply or a scan reports, as plain records: a finding (with the replacement a rewrite put
+in its place) and a rule's drift.
 
 A detection-only rule reports; a rewriting rule's rewrite is the replacement of what it found.
 After a pass, a finding that a rewrite covered carries that rewrite's code as `replacement`; one
 without is *residue* (reported and not replaced). `scan` is the same pass with no replacements.
+No libcst here: a re-apply answered from the manifest (noop.py) rebuilds these without loading a rule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import libcst as cst
-from libcst.metadata import PositionProvider
 
 SEVERITIES = ("error", "warning")
 
@@ -34,14 +33,11 @@ class Finding:
         return {k: getattr(self, k) for k in ("path", "line", "kind", "severity", "code", "why", "fix")}
 
 
-_EMPTY = cst.Module(body=[])
+@dataclass
+class Drift:
+    """A rule that should have matched here and did not: upstream moved under it."""
 
-
-def finding_at(
-    visitor: cst.MetadataDependent, path: str, node: cst.CSTNode, kind: str, severity: str, why: str, fix: str
-) -> Finding:
-    """A finding for `node` of the file `visitor` is visiting (it must depend on PositionProvider)."""
-    position = visitor.get_metadata(PositionProvider, node)
-    span = (position.start.line, position.start.column, position.end.line, position.end.column)
-    code = " ".join(_EMPTY.code_for_node(node).split())
-    return Finding(path, position.start.line, kind, severity, code[:120], why, fix, span)
+    rule_id: str
+    file: str
+    expected: int
+    found: int
