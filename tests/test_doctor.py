@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from latentsync_mps.cli import app
 from latentsync_mps.features.doctor import catalog, checks, verdicts
 from latentsync_mps.features.doctor import facts as doctor_facts
-from latentsync_mps.features.doctor import tree as doctor_tree
+from latentsync_mps.features.doctor import tree_facts as doctor_tree
 from latentsync_mps.features.doctor.catalog import memory_need_gb, video_reader_wheel
 from latentsync_mps.features.doctor.verdicts import BLOCKER, OK, WARNING
 from latentsync_mps.host.probe import PROBE, run_probe

@@ -15,7 +15,7 @@ from latentsync_mps.cli import app
 from latentsync_mps.features import doctor
 from latentsync_mps.features.doctor import catalog
 from latentsync_mps.features.doctor import facts as doctor_facts
-from latentsync_mps.features.doctor import tree as doctor_tree
+from latentsync_mps.features.doctor import tree_facts as doctor_tree
 from latentsync_mps.features.verify import runner
 from latentsync_mps.host.child import ChildRun
 from latentsync_mps.pack import release_facts

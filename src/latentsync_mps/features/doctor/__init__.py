@@ -1,14 +1,17 @@
 """`lsync-port doctor`: a pre-flight check of the machine and the Python a port will run on.
 
-    probe.py    standalone script run *in the target interpreter* (a child process, always):
-                prints plain facts as JSON (platform, packages, torch/MPS/CUDA, ffmpeg, RAM, env)
-    tree.py     facts about the tree, read from its files (status, requirements, config, checkpoints)
+    payload/probe.py  standalone script run *in the target interpreter* (a child process, always,
+                started by host/probe.py): plain facts as JSON (platform, packages, torch/MPS/CUDA,
+                ffmpeg, RAM, env)
+    tree_facts.py  facts about the tree, read from its files (status, requirements, config, checkpoints)
     catalog.py  what lsync-port knows: checkpoints per release (from the release facts in
                 patches/upstreams.toml), wheels per platform, memory needs
     checks.py   one pure function per check: facts in, ok / warning / blocker with the fix out
                 (the facts parsed once in facts.py; the checks in machine_, tree_ and memory_checks.py)
 
-The CLI process never imports torch: the probe does, in the child.
+The CLI process never imports torch: the probe does, in the child. The memory check reads the
+forecast shipped for the release (pack/forecast_tables.py); with --forecast the CLI runs a live one
+and hands it in (`LiveForecast`): doctor imports no other feature.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from latentsync_mps.pack import release_facts
 from latentsync_mps.port.errors import PortError
 
 if TYPE_CHECKING:
-    from latentsync_mps.features.doctor.tree import ExitCodeOf
+    from latentsync_mps.features.doctor.tree_facts import ExitCodeOf
 
 __all__ = ["BLOCKER", "OK", "WARNING", "Check", "DoctorError", "Result", "diagnose", "gather", "render", "run"]
 
@@ -108,7 +111,7 @@ def gather(
 ) -> dict[str, Any]:
     """Every fact the checks read. `pack` (the rule packs) is needed when `tree` is given."""
     from latentsync_mps import __version__
-    from latentsync_mps.features.doctor.tree import add_checkpoints, gather_tree, gather_vae
+    from latentsync_mps.features.doctor.tree_facts import add_checkpoints, gather_tree, gather_vae
     from latentsync_mps.pack.paths import patches_dir
     from latentsync_mps.port.tree import check_tree
 

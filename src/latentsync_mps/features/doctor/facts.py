@@ -1,5 +1,5 @@
 """The facts doctor's checks read, parsed once: `ProbeFacts.parse(facts)` over the plain dict that
-doctor gathers (what probe.py found in the target interpreter under "probe", what tree.py found in
+doctor gathers (what probe.py found in the target interpreter under "probe", what tree_facts.py found in
 the tree under "tree", and a few more).
 
 The readers below take that dict; ProbeFacts holds their answers, typed, so that each check reads
