@@ -230,8 +230,8 @@ def check_preview(spec, state):
     outputs = node if node is not None else state.output_frames
     device = "mps-sim" if spec.simulate else spec.device
     dtype = str(state.dtype).replace("torch.", "")
-    release = spec.release or "?"
-    what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release}"
+    release_name = spec.release or "?"
+    what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release_name}"
     title = f"{what} | {device} | {dtype} | {spec.weights} weights | lsync-port verify"
     sheet = protocol.load_sibling(HERE / "preview.py", "lsync_port_preview")
     mouth = inputs.face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]

@@ -246,8 +246,14 @@ def check_node(spec, state):
     import numpy as np
 
     module, nodes = _package(spec, state)
-    inputs = {"images": "IMAGE", "audio": "AUDIO", "seed": "INT", "lips_expression": "FLOAT", "inference_steps": "INT"}
-    cls = comfy_contract.node_class(module, "LatentSyncNode", "inference", inputs, ("IMAGE", "AUDIO"), nodes)
+    input_types = {
+        "images": "IMAGE",
+        "audio": "AUDIO",
+        "seed": "INT",
+        "lips_expression": "FLOAT",
+        "inference_steps": "INT",
+    }
+    cls = comfy_contract.node_class(module, "LatentSyncNode", "inference", input_types, ("IMAGE", "AUDIO"), nodes)
     images, audio = state.comfy_adjusted or _inputs(spec, state)
     import importlib
 
