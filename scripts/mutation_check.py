@@ -40,7 +40,7 @@ MUTATIONS = [
     # The four the hand check of issue 15 found uncaught.
     Mutation(
         "parity-cannot-fail",
-        "src/latentsync_mps/payload/verify/harness.py",
+        "src/latentsync_mps/payload/verify/reference.py",
         "    if psnr < spec.min_psnr:",
         "    if False:",
         ("tests/test_parity.py",),
@@ -161,14 +161,14 @@ MUTATIONS = [
     ),
     Mutation(
         "black-mouth-not-checked",
-        "src/latentsync_mps/payload/verify/harness.py",
+        "src/latentsync_mps/payload/verify/checks.py",
         "    if mouth.size == 0 or mouth_mean < 8.0:",
         "    if False:",
         ("tests/test_verify.py", "-k", "black-output"),
     ),
     Mutation(
         "nan-unet-output-not-checked",
-        "src/latentsync_mps/payload/verify/harness.py",
+        "src/latentsync_mps/payload/verify/checks.py",
         "    if not torch.isfinite(out).all():",
         "    if False:",
         ("tests/test_verify.py", "-k", "nan"),
@@ -324,14 +324,14 @@ MUTATIONS = [
     ),
     Mutation(
         "parity-square-of-the-mean-difference",
-        "src/latentsync_mps/payload/verify/harness.py",
+        "src/latentsync_mps/payload/verify/reference.py",
         "    mse = float((diff**2).mean())",
         "    mse = float(diff.mean() ** 2)",
         ("tests/test_parity.py", "-k", "squared"),
     ),
     Mutation(
         "parity-square-of-the-mean-absolute-difference",
-        "src/latentsync_mps/payload/verify/harness.py",
+        "src/latentsync_mps/payload/verify/reference.py",
         "    mse = float((diff**2).mean())",
         "    mse = float(np.abs(diff).mean() ** 2)",
         ("tests/test_parity.py", "-k", "squared"),

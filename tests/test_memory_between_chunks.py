@@ -49,26 +49,27 @@ module_spec = importlib.util.spec_from_file_location("lsync_port_harness", sys.a
 harness = importlib.util.module_from_spec(module_spec)
 sys.modules[module_spec.name] = harness
 module_spec.loader.exec_module(harness)
+checks, check_run, pipeline = harness.checks, harness.check_run, harness.checks.pipeline
 spec = harness.protocol.Spec.read(sys.argv[2])
-harness.EVENTS = Path(spec.events)
+check_run.EVENTS = Path(spec.events)
 os.chdir(spec.tree)
 sys.path.insert(0, spec.tree)
-state = {"simulator": harness._install_simulator(spec)}
+state = harness.State(simulator=harness.install_simulator(spec))
 os.environ["LATENTSYNC_DEVICE"] = "mps"
-harness._ffmpeg_on_path(Path(spec.work))
-harness.load_config(spec, state)
-state["config"]["data"]["num_frames"] = CHUNK_FRAMES
+harness.ffmpeg_on_path(Path(spec.work))
+state.config, state.resolution, state.whole_chunks = harness.release.read_config(spec)
+state.config["data"]["num_frames"] = CHUNK_FRAMES
 LENGTHS = LENGTHS_JSON
-simulator = state["simulator"]
+simulator = state.simulator
 
 
 def check(name, function):
-    assert harness.run_check(name, function, spec, state), Path(spec.events).read_text()[-3000:]
+    assert check_run.run_check(name, function, spec, state), Path(spec.events).read_text()[-3000:]
 
 
 for name in ("device", "imports", "weights", "decode", "audio", "unet"):
-    check(name, getattr(harness, "check_" + name))
-state.pop("unet_output"), state.pop("unet_inputs")
+    check(name, getattr(checks, "check_" + name))
+state.unet_output = state.unet_inputs = None
 helper = importlib.import_module("latentsync._lsync_port")
 runs = []
 # The short video with the helpers, then the long one with and without them (the short one
@@ -76,15 +77,15 @@ runs = []
 for frames, undone in ((LENGTHS[0], False), (LENGTHS[1], False), (LENGTHS[1], True)):
     if undone:  # the port before the two rules: chunks kept on the device, joined there
         helper.release_chunk_memory = lambda result: result
-        helper.join_chunks = state["torch"].cat
+        helper.join_chunks = state.torch.cat
     spec.frames = frames
-    check("decode", harness.check_decode)  # the clip and its audio (the pipeline encodes the audio itself)
+    check("decode", checks.check_decode)  # the clip and its audio (the pipeline encodes the audio itself)
     before = simulator.live_bytes
     simulator.peak_bytes = before
     out = Path(spec.work) / f"output-{frames}-{undone}.mp4"
-    harness.run_pipeline(spec, state, "mps", state["dtype"], out)
+    pipeline.run_pipeline(spec, state, "mps", state.dtype, out)
     errors = [f for f in simulator.report() if f["level"] == "error"]
-    runs.append({"undone": undone, "frames": len(harness.read_video_frames(out)[0]),
+    runs.append({"undone": undone, "frames": len(checks.inputs.read_video_frames(out)[0]),
                  "peak": simulator.peak_bytes - before, "errors": len(errors)})
 print(json.dumps(runs))
 """.replace("CHUNK_FRAMES", str(CHUNK_FRAMES)).replace("LENGTHS_JSON", json.dumps(LENGTHS))

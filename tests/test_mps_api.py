@@ -56,7 +56,8 @@ def load(path, name):
 
 payload, tree, table, events = sys.argv[1:5]
 sim = load(payload + "/mps_sim.py", "lsync_port_mps_sim")
-harness = load(payload + "/verify/harness.py", "lsync_port_harness")
+protocol = load(payload + "/protocol.py", "lsync_port_protocol")
+check_run = protocol.load_sibling(payload + "/verify/check_run.py", "lsync_port_check_run")
 sim.install(tree, None, table)
 sys.path.insert(0, tree)
 import torch
@@ -64,9 +65,9 @@ import caller
 import _lsync_port as helper
 
 out = {"sees": caller.sees(), "outside": torch.mps.recommended_max_memory() > 0}
-harness.EVENTS = events
-spec = harness.protocol.Spec(tree=tree, device="mps")
-out["check_passed"] = harness.run_check("macos", caller.macos_check, spec, {})
+check_run.EVENTS = events
+spec = protocol.Spec(tree=tree, device="mps")
+out["check_passed"] = check_run.run_check("macos", caller.macos_check, spec, {})
 with open(events) as handle:
     out["check"] = json.loads(handle.read().splitlines()[-1])
 try:

@@ -113,7 +113,7 @@ def test_a_forecast_that_measured_nothing_says_why_first_and_alone():
 def test_a_too_old_package_is_named_by_its_distribution(tmp_path):
     """`from google.protobuf.internal import builder` fails on an old protobuf: the fix installs
     protobuf (the tree's pin), never 'google'."""
-    from latentsync_mps.payload.verify import harness
+    from latentsync_mps.payload.verify import checks
 
     (tmp_path / "requirements.txt").write_text("protobuf==4.25.3\n")
     (tmp_path / "mod.py").write_text(
@@ -124,7 +124,7 @@ def test_a_too_old_package_is_named_by_its_distribution(tmp_path):
     try:
         namespace["load"]()
     except ImportError as error:
-        line = harness.missing_dependency(error, tmp_path.resolve())
+        line = checks.missing_dependency(error, tmp_path.resolve())
     assert "protobuf" in line and "-m pip install 'protobuf==4.25.3'" in line and "install 'google" not in line
 
 

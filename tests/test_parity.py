@@ -69,7 +69,7 @@ def test_the_error_measure_is_the_mean_of_squared_differences():
     square of the mean difference would call the first exact and the second 26 dB."""
     import numpy as np
 
-    from latentsync_mps.payload.verify.harness import frame_error
+    from latentsync_mps.payload.verify.reference import frame_error
 
     reference = np.full((4, 64, 64, 3), 128, np.uint8)
     assert frame_error(reference, reference.copy()) == (float("inf"), 0.0)

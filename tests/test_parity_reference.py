@@ -45,7 +45,7 @@ def parity(report: dict) -> dict:
 
 
 def test_mps_sim_reuses_the_cpu_verify_output_which_is_the_reference_it_would_compute(fixture_tree, pack, own_cache):
-    from latentsync_mps.payload.verify.harness import read_video_frames
+    from latentsync_mps.payload.verify.inputs import read_video_frames
 
     commit(make_plan(fixture_tree, pack))
     cpu = verify(fixture_tree, "--device", "cpu")
@@ -86,7 +86,7 @@ def test_the_fixtures_face_alignment_gives_the_same_bits_every_call(fixture):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     restorer = module.AlignRestore(resolution=64)
-    # The stand-in landmarks of verify's 64 px clip (harness.face_landmarks): brows and nose.
+    # The stand-in landmarks of verify's 64 px clip (inputs.face_landmarks): brows and nose.
     landmarks = torch.tensor([[23.04, 23.04], [40.96, 23.04], [32.0, 33.28]])
     first = restorer.transformation_from_points(landmarks, restorer.template)
     # With gelsy about one call in eight differs (measured: 5402 of 44274): 2000 calls miss it with
@@ -100,14 +100,14 @@ def test_the_fixtures_face_alignment_gives_the_same_bits_every_call(fixture):
 def test_a_reused_reference_that_differs_fails_parity_and_the_reason_says_it_was_reused(fixture_tree, pack, own_cache):
     import numpy as np
 
-    from latentsync_mps.payload.verify.harness import _write_video, read_video_frames
+    from latentsync_mps.payload.verify.inputs import read_video_frames, write_video
 
     commit(make_plan(fixture_tree, pack))
     assert verify(fixture_tree, "--device", "cpu")["passed"]
     (kept,) = own_cache.glob("*.mp4")
     frames, fps = read_video_frames(kept)
     # The kept reference made brighter by 64 of 255: the mps-sim output no longer matches it.
-    _write_video(kept, np.clip(frames.astype(np.int16) + 64, 0, 255).astype(np.uint8), int(fps))
+    write_video(kept, np.clip(frames.astype(np.int16) + 64, 0, 255).astype(np.uint8), int(fps))
 
     report = verify(fixture_tree, "--device", "mps-sim")
     assert report["passed"] is False and parity(report)["status"] == "fail"
@@ -150,7 +150,7 @@ def test_the_tree_digest_follows_the_code_not_the_pipelines_scratch_files(fixtur
 
 def test_a_cache_that_cannot_take_the_reference_is_skipped_not_an_error(tmp_path):
     """Keeping the reference is an optimisation: a full disk or a read-only home must not fail verify."""
-    from latentsync_mps.payload.verify.harness import ReferenceCache
+    from latentsync_mps.payload.verify.reference import ReferenceCache
 
     video = tmp_path / "out.mp4"
     video.write_bytes(b"frames")

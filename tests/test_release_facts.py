@@ -3,7 +3,6 @@ doctor, verify's runner and its harness: a fact changed in a copied pack changes
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -23,9 +22,10 @@ from latentsync_mps.pack.errors import RuleFileError
 from latentsync_mps.pack.paths import patches_dir
 from latentsync_mps.payload.protocol import Spec
 from latentsync_mps.payload.verify import comfy_node
+from latentsync_mps.payload.verify import release as verify_release
+from latentsync_mps.payload.verify import weights as verify_weights
+from latentsync_mps.payload.verify.state import State
 from latentsync_mps.port.rulepack import load
-
-HARNESS = runner.HARNESS
 
 
 @pytest.fixture
@@ -155,29 +155,23 @@ def test_a_tree_of_no_known_release_gets_the_newest_facts_undetected():
     assert facts["release"] == "main" and facts["detected"] is False
 
 
-def _harness():
-    spec = importlib.util.spec_from_file_location("lsync_port_harness_facts_test", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_harness_takes_whisper_vae_and_chunking_from_the_spec(tmp_path):
-    harness = _harness()
     (tmp_path / "checkpoints" / "whisper").mkdir(parents=True)
     (tmp_path / "checkpoints" / "latentsync_unet.pt").write_bytes(b"")
     (tmp_path / "checkpoints" / "whisper" / "medium.pt").write_bytes(b"")
     facts = release_facts.lookup("latentsync", "1.6").to_json() | {"detected": True}
     spec = Spec(tree=str(tmp_path), release_facts=facts | {"whisper": "medium", "vae": "someone/vae"})
-    weights = harness.real_weights(spec, {"model": {"cross_attention_dim": 384}})
+    weights = verify_weights.real_weights(spec, {"model": {"cross_attention_dim": 384}})
     assert Path(weights["whisper"]).name == "medium.pt" and weights["vae"] == "someone/vae"
-    with pytest.raises(harness.CheckFailed, match="small.pt"):
-        harness.real_weights(spec, {"model": {"cross_attention_dim": 768}})  # whisper_by_width: small
+    with pytest.raises(verify_weights.check_run.CheckFailed, match="small.pt"):
+        verify_weights.real_weights(spec, {"model": {"cross_attention_dim": 768}})  # whisper_by_width: small
 
     # No face_detector.py in this tree: a detected release's facts decide, not the files.
-    assert harness.release_fact(spec, "whole_chunks") is False
-    assert harness.release_fact(replace(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
-    assert harness.release_fact(replace(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
+    assert verify_release.release_fact(spec, "whole_chunks") is False
+    assert (
+        verify_release.release_fact(replace(spec, release_facts=facts | {"whole_chunks": True}), "whole_chunks") is True
+    )
+    assert verify_release.release_fact(replace(spec, release_facts=facts | {"detected": False}), "whole_chunks") is True
 
 
 def test_memory_needs_are_the_releases_published_figures(copied_pack):
@@ -210,8 +204,6 @@ def test_a_bare_resolution_stands_for_the_release_marked_for_it(copied_pack):
 
 
 def test_the_wrappers_node_links_whisper_by_the_facts_name(tmp_path):
-    harness = _harness()
-    comfy_node.bind(harness, None)
     tree = tmp_path / "ComfyUI-LatentSyncWrapper"
     (tree / "configs").mkdir(parents=True)
     (tree / "nodes.py").write_text("")
@@ -220,6 +212,6 @@ def test_the_wrappers_node_links_whisper_by_the_facts_name(tmp_path):
         path.write_bytes(b"")
     facts = release_facts.lookup("latentsync", "main").to_json() | {"detected": False}
     spec = Spec(tree=str(tree), work=str(tmp_path / "work"), release_facts=facts | {"whisper": "base"})
-    _, package = comfy_node.node_view(spec, {"weights": weights})
+    _, package = comfy_node.node_view(spec, State(weights=weights))
     assert (package / "checkpoints" / "whisper" / "base.pt").resolve() == weights["whisper"]
     assert not (package / "checkpoints" / "whisper" / "tiny.pt").exists()

@@ -125,14 +125,14 @@ def test_wrong_version_names_the_pin(tmp_path, pack):
 def _load_landmarks():
     import importlib.util
 
-    from latentsync_mps.payload.verify import harness
+    from latentsync_mps.payload.verify import inputs
 
     spec = importlib.util.spec_from_file_location(
-        "landmarks_under_test", harness.Path(harness.__file__).with_name("landmarks.py")
+        "landmarks_under_test", inputs.Path(inputs.__file__).with_name("landmarks.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module, harness.face_landmarks
+    return module, inputs.face_landmarks
 
 
 def test_stand_ins_answer_in_each_librarys_layout():

@@ -117,10 +117,16 @@ def read_event(line: str):
     return EVENT_TYPES[data.pop("event")](**data)
 
 
+PROTOCOL_NAME = "lsync_port_protocol"  # this module's name in the child
+
+
 def load_sibling(path: Path, name: str, package: bool = False):
     """The module (or, with `package`, the package folder) at `path`, loaded by path under `name` and
     kept in sys.modules: the child's modules find each other this way, lsync-port not being importable
     there. Loaded once: a second call returns the first module."""
+    # The siblings find this module under one name, however it was loaded itself (by path in the
+    # child; as lsync-port's own where the host or a test imports a sibling).
+    sys.modules.setdefault(PROTOCOL_NAME, sys.modules[__name__])
     if name in sys.modules:
         return sys.modules[name]
     path = Path(path)

@@ -175,7 +175,7 @@ def run_verify(
             release_facts=spec_facts(pack, profile, release),
             preview=str(out / "preview.png"),
             # Parity off cpu: the output of an earlier cpu verify of the same tree and inputs is the
-            # CPU float32 reference, when the harness finds one under the same key (harness.reference_key).
+            # CPU float32 reference, when the harness finds one under the same key (reference.reference_key).
             reference={
                 "reuse": reuse_reference,
                 "folder": str(_cache_dir().with_name("verify-reference")),

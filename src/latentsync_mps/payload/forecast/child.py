@@ -3,7 +3,7 @@
     python child.py SPEC.json
 
 Runs in a child process under the tree's interpreter, like verify's harness, whose event
-machinery it reuses (harness.py is loaded by path: `emit`, `run_check`, `load_config`). Each
+machinery it reuses (verify/check_run.py and verify/release.py, loaded by path). Each
 configuration is one check; its `data` carries the figures:
 
     {"event": "end", "check": "mps-float16-chunked", "status": "pass", "data": {"peak_bytes": ...}}
@@ -48,7 +48,8 @@ def _load_protocol():
 
 
 protocol = _load_protocol()
-harness = protocol.load_sibling(HERE.parent / "verify" / "harness.py", "lsync_port_harness")
+check_run = protocol.load_sibling(HERE.parent / "verify" / "check_run.py", "lsync_port_check_run")
+release = protocol.load_sibling(HERE.parent / "verify" / "release.py", "lsync_port_release")
 
 
 def attention_kernels(torch, device: str):
@@ -168,7 +169,7 @@ def whisper_model(spec, config) -> dict:
     for name, entry in spec.whisper.items():
         if entry["cross_attention_dim"] == width:
             return {"name": name, "dims": entry["dims"]}
-    raise harness.CheckFailed(f"no whisper model of width {width} in patches/forecast.toml")
+    raise check_run.CheckFailed(f"no whisper model of width {width} in patches/forecast.toml")
 
 
 def audio_chunk_shape(whisper: dict, config) -> tuple[int, int]:
@@ -269,7 +270,7 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
 def check_configuration(configuration, spec, state):
     torch = state["torch"]
     if configuration["chunking"] is not None and not state["ported"]:
-        raise harness.SkipCheck("the port's chunking rows need a ported tree (lsync-port apply)")
+        raise check_run.SkipCheck("the port's chunking rows need a ported tree (lsync-port apply)")
     os.environ["LATENTSYNC_MPS_CHUNKING"] = "force" if configuration["chunking"] else "0"
     os.environ["LATENTSYNC_DTYPE"] = configuration["dtype"]
     dtype = getattr(torch, configuration["dtype"])
@@ -312,7 +313,7 @@ def check_configuration(configuration, spec, state):
 
 def main(spec_path: str) -> int:
     spec = protocol.Spec.read(spec_path)
-    harness.EVENTS = Path(spec.events)
+    check_run.EVENTS = Path(spec.events)
     tree = spec.tree
     os.chdir(tree)
     sys.path.insert(0, tree)
@@ -321,17 +322,17 @@ def main(spec_path: str) -> int:
     spec.device = "meta"
     state: dict = {}
     try:
-        harness.load_config(spec, state)
+        state["config"], state["resolution"], _ = release.read_config(spec)
     except Exception as error:  # noqa: BLE001 - reported as the config check, in one line
         detail = f"cannot read {spec.config}: {type(error).__name__}: {error}"
-        harness.emit(protocol.CheckEnd("config", "fail", 0, detail))
+        check_run.emit(protocol.CheckEnd("config", "fail", 0, detail))
         return 1
-    if not harness.run_check("build", check_build, spec, state):
+    if not check_run.run_check("build", check_build, spec, state):
         return 1
     ok = True
     for configuration in spec.configurations:
         check = functools.partial(check_configuration, configuration)
-        ok = harness.run_check(configuration["name"], check, spec, state) and ok
+        ok = check_run.run_check(configuration["name"], check, spec, state) and ok
     return 0 if ok else 1
 
 

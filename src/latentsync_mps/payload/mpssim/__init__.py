@@ -74,6 +74,7 @@ training code paths are out of scope.
 
 The parts (each imports only those above it):
 
+    registry.py   the one simulator installed in this process, which every MPSSimTensor reports to
     support.py    the support table: MPS kernels per aten overload, from a release's native_functions.yaml
     tensor.py     MPSSimTensor, the mps generator, moving values between the device and the CPU
     simulator.py  Simulator: the checks (coverage, dtype, mixing, generators, rules, memory) and the CPU run

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import tensor as _tensor
+from . import registry
 from .simulator import (
     _ORIGINALS,
     SIMULATED_MAC_GPU_CORES,
@@ -23,7 +23,7 @@ from .simulator import (
     _split_copy,
 )
 from .support import load_support_table
-from .tensor import MPSSimTensor, SimGenerator, _active, _is_mps
+from .tensor import MPSSimTensor, SimGenerator, _is_mps
 
 
 def _patched_to(self, *args, **kwargs):
@@ -33,13 +33,13 @@ def _patched_to(self, *args, **kwargs):
         parsed_args, parsed, copy = _split_copy(args, kwargs)
         device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*parsed_args, **parsed)
         if device is not None and device.type == "mps":
-            return _active().to_device(self, dtype, copy, memory_format)
+            return registry.active().to_device(self, dtype, copy, memory_format)
     return _ORIGINALS["Tensor.to"](self, *args, **kwargs)
 
 
 def _patched_new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     if _is_mps(device):
-        return _active().to_device(_ORIGINALS["Tensor.new_tensor"](self, data, dtype=dtype, device="cpu"))
+        return registry.active().to_device(_ORIGINALS["Tensor.new_tensor"](self, data, dtype=dtype, device="cpu"))
     return _ORIGINALS["Tensor.new_tensor"](self, data, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
@@ -51,8 +51,8 @@ def _factory(name):
             kwargs.pop("requires_grad", None)
             data = args[0] if args else kwargs.get("data")
             if isinstance(data, MPSSimTensor):
-                return _active().tensor_to(data, (), {"dtype": kwargs.get("dtype")})
-            return _active().to_device(original(*args, device="cpu", **kwargs))
+                return registry.active().tensor_to(data, (), {"dtype": kwargs.get("dtype")})
+            return registry.active().to_device(original(*args, device="cpu", **kwargs))
         return original(*args, device=device, **kwargs)
 
     factory.__name__ = name
@@ -84,7 +84,7 @@ def _patched_load_file(filename, device="cpu"):
 
 def _to_mps_tree(value):
     if isinstance(value, torch.Tensor) and not isinstance(value, MPSSimTensor):
-        return _active().to_device(value)
+        return registry.active().to_device(value)
     if isinstance(value, dict):
         converted = {k: _to_mps_tree(v) for k, v in value.items()}
         if type(value) is dict:
@@ -245,11 +245,11 @@ def install(
 
     `table`: a JSON table of the *target* torch (verify writes it: lsync-port's shipped data for the
     torch the tree will run with on a Mac); without it, the installed torch's own (`load_support_table`)."""
-    if _tensor._SIMULATOR is not None:
-        return _tensor._SIMULATOR
+    if registry.simulator is not None:
+        return registry.simulator
     table = json.loads(Path(table).read_text(encoding="utf-8")) if table else load_support_table(cache_dir)
     simulator = Simulator(tree, table)
-    _tensor._SIMULATOR = simulator  # the simulator every MPSSimTensor reports to
+    registry.simulator = simulator  # the simulator every MPSSimTensor reports to
 
     torch.set_grad_enabled(False)
     torch.__future__.set_overwrite_module_params_on_conversion(True)
@@ -309,4 +309,4 @@ def install(
 
 
 def installed() -> Simulator | None:
-    return _tensor._SIMULATOR
+    return registry.simulator

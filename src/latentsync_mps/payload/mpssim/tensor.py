@@ -1,16 +1,14 @@
 """The simulated device's tensor (`MPSSimTensor`), its generator, and the helpers that move values
-between it and the CPU. The simulator they report to is `_SIMULATOR` here, set by hooks.install()."""
+between it and the CPU. The simulator they report to is the installed one (registry.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from .simulator import Simulator
+from . import registry
 
 MPS_DEVICE = torch.device("mps", 0)
 CPU_DEVICE = torch.device("cpu")
@@ -34,13 +32,13 @@ class MPSSimTensor(torch.Tensor):
             requires_grad=False,
         )
         out.elem = elem
-        if _SIMULATOR is not None:
-            out._sim_storage = _SIMULATOR.track(elem)
+        if registry.simulator is not None:
+            out._sim_storage = registry.simulator.track(elem)
         return out
 
     def __del__(self):
         # The simulated device's memory: a storage is freed when its last wrapper goes.
-        simulator = _SIMULATOR
+        simulator = registry.simulator
         if simulator is not None:
             with contextlib.suppress(Exception):
                 simulator.untrack(self.__dict__.get("_sim_storage", 0))
@@ -49,7 +47,7 @@ class MPSSimTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return _active().dispatch(func, types, args, kwargs)
+        return registry.active().dispatch(func, types, args, kwargs)
 
     # A traceable wrapper subclass: nn.Module._apply then swaps parameters in place.
     def __tensor_flatten__(self):
@@ -64,10 +62,10 @@ class MPSSimTensor(torch.Tensor):
     def contiguous(self, memory_format=torch.contiguous_format):
         if self.is_contiguous(memory_format=memory_format):
             return self
-        return _active().dispatch(torch.ops.aten.clone.default, (), (self,), {"memory_format": memory_format})
+        return registry.active().dispatch(torch.ops.aten.clone.default, (), (self,), {"memory_format": memory_format})
 
     def copy_(self, src, non_blocking=False):
-        return _active().dispatch(torch.ops.aten.copy_.default, (), (self, src), {"non_blocking": non_blocking})
+        return registry.active().dispatch(torch.ops.aten.copy_.default, (), (self, src), {"non_blocking": non_blocking})
 
     def nonzero(self, *, as_tuple=False):
         # Hand-written binding (python_torch_functions_manual.cpp) with a device guard: as its aten ops.
@@ -87,7 +85,7 @@ class MPSSimTensor(torch.Tensor):
         return int(self.item())
 
     def __invert__(self):
-        return _active().dispatch(torch.ops.aten.bitwise_not.default, (), (self,), {})
+        return registry.active().dispatch(torch.ops.aten.bitwise_not.default, (), (self,), {})
 
     def __format__(self, format_spec):
         if self.dim() == 0:
@@ -102,29 +100,29 @@ class MPSSimTensor(torch.Tensor):
         return f"{text[:at]}, device='mps:0'{text[at:]}"
 
     def __getitem__(self, index):
-        return _active().getitem(self, index)
+        return registry.active().getitem(self, index)
 
     def __setitem__(self, index, value):
-        _active().setitem(self, index, value)
+        registry.active().setitem(self, index, value)
 
     def to(self, *args, **kwargs):
-        return _active().tensor_to(self, args, kwargs)
+        return registry.active().tensor_to(self, args, kwargs)
 
     def cpu(self, memory_format=torch.preserve_format):
-        return _active().tensor_to(self, ("cpu",), {"memory_format": memory_format})
+        return registry.active().tensor_to(self, ("cpu",), {"memory_format": memory_format})
 
     def numpy(self, *, force=False):
-        return _active().numpy(self, force)
+        return registry.active().numpy(self, force)
 
     def __array__(self, dtype=None, copy=None):
         array = self.numpy()
         return array if dtype is None else array.astype(dtype)
 
     def tolist(self):
-        return _active().tolist(self)
+        return registry.active().tolist(self)
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
-        return _active().new_tensor(self, data, dtype, device)
+        return registry.active().new_tensor(self, data, dtype, device)
 
     def requires_grad_(self, requires_grad=True):
         return self  # autograd is not simulated: see the module's docstring
@@ -140,7 +138,7 @@ class MPSSimTensor(torch.Tensor):
 
     @property
     def data(self):
-        return _active().dispatch(torch.ops.aten.detach.default, (), (self,), {})
+        return registry.active().dispatch(torch.ops.aten.detach.default, (), (self,), {})
 
     @data.setter
     def data(self, value):
@@ -233,12 +231,3 @@ def _wrap(value):
     if kind is list or kind is tuple:
         return kind(_wrap(v) for v in value)
     return value
-
-
-_SIMULATOR: Simulator | None = None
-
-
-def _active() -> Simulator:
-    if _SIMULATOR is None:
-        raise RuntimeError("the MPS simulator is not installed")
-    return _SIMULATOR

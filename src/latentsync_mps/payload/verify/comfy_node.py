@@ -1,7 +1,7 @@
 """The wrapper's own nodes, driven the way a ComfyUI workflow drives them (after verify's other checks).
 
-Loaded by path by harness.py in the tree's interpreter (`bind(harness)` hands it the harness's
-helpers). The node package is seen from a ComfyUI-shaped folder made in verify's work folder:
+Loaded by path by harness.py in the tree's interpreter, which runs its `watched_checks()`. The node
+package is seen from a ComfyUI-shaped folder made in verify's work folder:
 
     <work>/ComfyUI/custom_nodes/<tree name>/   the tree's folders made again, its files linked; but
         checkpoints/                          the tree's layout, filled with the synthetic weights
@@ -20,19 +20,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-H = None  # the harness module, set by bind()
-CONTRACT = None  # comfy_contract.py
+if __package__:  # imported as lsync-port's own (the host, its tests)
+    from .. import protocol
+else:  # loaded by path, through protocol.load_sibling
+    protocol = sys.modules["lsync_port_protocol"]
 
-
-def bind(harness, contract) -> None:
-    global H, CONTRACT
-    H, CONTRACT = harness, contract
+HERE = Path(__file__).resolve().parent
+check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
+checks = protocol.load_sibling(HERE / "checks.py", "lsync_port_checks")
+comfy_contract = protocol.load_sibling(HERE / "comfy_contract.py", "lsync_port_comfy_contract")
+inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
+pipeline = protocol.load_sibling(HERE / "pipeline.py", "lsync_port_pipeline")
+release = protocol.load_sibling(HERE / "release.py", "lsync_port_release")
+weights = protocol.load_sibling(HERE / "weights.py", "lsync_port_weights")
 
 
 def node_view(spec, state) -> tuple[Path, Path]:
     """(ComfyUI root, node package folder) seen by the node; built once."""
-    if "comfy_package" in state:
-        return state["comfy_root"], state["comfy_package"]
+    if state.comfy_package is not None:
+        return state.comfy_root, state.comfy_package
     tree = Path(spec.tree)
     root = Path(spec.work) / "ComfyUI"
     package = root / "custom_nodes" / tree.name
@@ -40,15 +46,14 @@ def node_view(spec, state) -> tuple[Path, Path]:
     for entry in tree.iterdir():
         if entry.name not in ("checkpoints", "configs", ".lsync-port", ".git"):
             _link(entry, package / entry.name)
-    weights = state["weights"]
     checkpoints = package / "checkpoints"
     (checkpoints / "whisper").mkdir(parents=True)
-    (checkpoints / "latentsync_unet.pt").symlink_to(weights["unet"])
+    (checkpoints / "latentsync_unet.pt").symlink_to(state.weights["unet"])
     # The whisper checkpoint by the name the release facts give (patches/upstreams.toml).
-    (checkpoints / "whisper" / f"{H.release_fact(spec, 'whisper')}.pt").symlink_to(weights["whisper"])
-    (checkpoints / "vae").symlink_to(weights["vae"])
+    (checkpoints / "whisper" / f"{release.release_fact(spec, 'whisper')}.pt").symlink_to(state.weights["whisper"])
+    (checkpoints / "vae").symlink_to(state.weights["vae"])
     _configs(tree / "configs", package / "configs")
-    state["comfy_root"], state["comfy_package"] = root, package
+    state.comfy_root, state.comfy_package = root, package
     return root, package
 
 
@@ -75,7 +80,7 @@ def _configs(source: Path, target: Path) -> None:
     for config in sorted((source / "unet").glob("*.yaml")):
         data = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
         if isinstance(data.get("model"), dict):
-            data["model"] = H.shrink_unet_config(data["model"])
+            data["model"] = weights.shrink_unet_config(data["model"])
         OmegaConf.save(OmegaConf.create(data), target / "unet" / config.name)
 
 
@@ -145,7 +150,7 @@ def _serve_whisper_by_name(package: Path, state) -> None:
     def download(url, root, in_memory):
         local = package / "checkpoints" / "whisper" / os.path.basename(url)
         if local.exists():
-            state.setdefault("comfy_notes", []).append(f"whisper {os.path.basename(url)} by name: served {local.name}")
+            state.comfy_notes.append(f"whisper {os.path.basename(url)} by name: served {local.name}")
             return local.read_bytes() if in_memory else str(local)
         return original(url, root, in_memory)
 
@@ -155,21 +160,21 @@ def _serve_whisper_by_name(package: Path, state) -> None:
 def _serve_vae_by_name(spec, state) -> None:
     """Some wrapper commits (556b673) load the VAE by its Hub name, a download on a new machine: with
     synthetic weights the name is served from verify's VAE (the network is refused here)."""
-    if spec.weights != "synthetic" or state.get("comfy_vae_served"):
+    if spec.weights != "synthetic" or state.comfy_vae_served:
         return
     import diffusers
 
-    name, local = H.release_fact(spec, "vae"), str(state["weights"]["vae"])
+    name, local = release.release_fact(spec, "vae"), str(state.weights["vae"])
     original = diffusers.AutoencoderKL.from_pretrained.__func__
 
     def from_pretrained(cls, path, *args, **kwargs):
         if str(path) == name:
-            state.setdefault("comfy_notes", []).append(f"VAE {name} by name: served the synthetic VAE")
+            state.comfy_notes.append(f"VAE {name} by name: served the synthetic VAE")
             path = local
         return original(cls, path, *args, **kwargs)
 
     diffusers.AutoencoderKL.from_pretrained = classmethod(from_pretrained)
-    state["comfy_vae_served"] = True
+    state.comfy_vae_served = True
 
 
 def _inputs(spec, state):
@@ -179,9 +184,9 @@ def _inputs(spec, state):
     import numpy as np
     import torch
 
-    frames, _ = H.read_video_frames(state["clip"])
+    frames, _ = inputs.read_video_frames(state.clip)
     images = torch.from_numpy(frames.astype(np.float32) / 255.0)
-    with wave.open(str(state["audio"]), "rb") as handle:
+    with wave.open(str(state.audio), "rb") as handle:
         rate = handle.getframerate()
         samples = np.frombuffer(handle.readframes(handle.getnframes()), np.int16).astype(np.float32) / 32768
     audio = {"waveform": torch.from_numpy(samples.copy())[None, None], "sample_rate": int(rate)}
@@ -189,47 +194,47 @@ def _inputs(spec, state):
 
 
 def _package(spec, state):
-    if "comfy_module" not in state:
+    if state.comfy_module is None:
         root, package = node_view(spec, state)
         guards = Guards(Path(spec.work) / "home")
         guards.install()
-        state["comfy_guards"] = guards
+        state.comfy_guards = guards
         try:
-            state["comfy_module"] = CONTRACT.load_node_package(package, root)
-        except CONTRACT.ContractError as error:
-            raise H.CheckFailed(str(error)) from error
+            state.comfy_module = comfy_contract.load_node_package(package, root)
+        except comfy_contract.ContractError as error:
+            raise check_run.CheckFailed(str(error)) from error
         except ImportError as error:  # what nodes.py imports that the interpreter lacks: one line
             if error.name and error.name.split(".")[0] in ("latentsync", "scripts", package.name):
                 raise
-            raise H.CheckFailed(H.missing_dependency(error, Path(spec.tree))) from error
-    return state["comfy_module"], state["comfy_package"] / "nodes.py"
+            raise check_run.CheckFailed(checks.missing_dependency(error, Path(spec.tree))) from error
+    return state.comfy_module, state.comfy_package / "nodes.py"
 
 
 def _problems(images, audio) -> list[str]:
-    return CONTRACT.image_problems(images) + CONTRACT.audio_problems(audio)
+    return comfy_contract.image_problems(images) + comfy_contract.audio_problems(audio)
 
 
 def check_adjust(spec, state):
     import torch
 
     module, nodes = _package(spec, state)
-    cls = CONTRACT.node_class(
+    cls = comfy_contract.node_class(
         module, "VideoLengthAdjuster", "adjust", {"images": "IMAGE", "audio": "AUDIO"}, ("IMAGE", "AUDIO"), nodes
     )
     images, audio = _inputs(spec, state)
-    out_images, out_audio = CONTRACT.run_node(
-        cls, images=images, audio=audio, mode="normal", fps=float(H.FPS), silent_padding_sec=0.5
+    out_images, out_audio = comfy_contract.run_node(
+        cls, images=images, audio=audio, mode="normal", fps=float(inputs.FPS), silent_padding_sec=0.5
     )
     problems = _problems(out_images, out_audio)
-    seconds_video = len(out_images) / H.FPS
+    seconds_video = len(out_images) / inputs.FPS
     seconds_audio = out_audio["waveform"].shape[-1] / out_audio["sample_rate"]
-    if not problems and abs(seconds_video - seconds_audio) > 1.0 / H.FPS + 1e-6:
+    if not problems and abs(seconds_video - seconds_audio) > 1.0 / inputs.FPS + 1e-6:
         problems.append(f"video lasts {seconds_video:.2f} s and audio {seconds_audio:.2f} s after adjusting")
     if not problems and not torch.equal(out_images[: min(len(out_images), len(images))], images[: len(out_images)]):
         problems.append("the adjusted frames are not the input frames")
     if problems:
-        raise H.CheckFailed("VideoLengthAdjuster.adjust: " + "; ".join(problems))
-    state["comfy_adjusted"] = (out_images, out_audio)
+        raise check_run.CheckFailed("VideoLengthAdjuster.adjust: " + "; ".join(problems))
+    state.comfy_adjusted = (out_images, out_audio)
     return (
         f"mode normal: {len(images)} -> {len(out_images)} frames, audio {seconds_audio:.2f} s; "
         f"IMAGE {tuple(out_images.shape)} float32 on cpu",
@@ -241,16 +246,22 @@ def check_node(spec, state):
     import numpy as np
 
     module, nodes = _package(spec, state)
-    inputs = {"images": "IMAGE", "audio": "AUDIO", "seed": "INT", "lips_expression": "FLOAT", "inference_steps": "INT"}
-    cls = CONTRACT.node_class(module, "LatentSyncNode", "inference", inputs, ("IMAGE", "AUDIO"), nodes)
-    images, audio = state.get("comfy_adjusted") or _inputs(spec, state)
+    input_types = {
+        "images": "IMAGE",
+        "audio": "AUDIO",
+        "seed": "INT",
+        "lips_expression": "FLOAT",
+        "inference_steps": "INT",
+    }
+    cls = comfy_contract.node_class(module, "LatentSyncNode", "inference", input_types, ("IMAGE", "AUDIO"), nodes)
+    images, audio = state.comfy_adjusted or _inputs(spec, state)
     import importlib
 
     importlib.import_module("latentsync.whisper.whisper")
-    _serve_whisper_by_name(state["comfy_package"], state)
-    H.stand_in_face_detection(spec)
+    _serve_whisper_by_name(state.comfy_package, state)
+    pipeline.stand_in_face_detection(spec)
     _serve_vae_by_name(spec, state)
-    out_images, out_audio = CONTRACT.run_node(
+    out_images, out_audio = comfy_contract.run_node(
         cls, images=images, audio=audio, seed=spec.seed, lips_expression=1.5, inference_steps=spec.steps
     )
     problems = _problems(out_images, out_audio)
@@ -262,7 +273,7 @@ def check_node(spec, state):
     if not problems:
         frames = (out_images.numpy() * 255).astype(np.uint8)
         size = frames.shape[1]
-        cx, cy = H.face_landmarks(frames.shape[2], size)["mouth"]
+        cx, cy = inputs.face_landmarks(frames.shape[2], size)["mouth"]
         half = max(2, size // 10)
         mouth = frames[:, int(cy) - half : int(cy) + half, int(cx) - 2 * half : int(cx) + 2 * half]
         mouth_mean = float(mouth.mean()) if mouth.size else 0.0
@@ -275,12 +286,12 @@ def check_node(spec, state):
         mouth_change = float(np.abs(after - before.astype(np.float32)).mean()) if mouth.size else 0.0
         if not problems and mouth_change < 0.5:
             problems.append(f"the mouth region is unchanged (mean difference {mouth_change:.2f}/255): not lip-synced")
-        state["comfy_output_frames"] = frames
-    guards = state["comfy_guards"]
+        state.comfy_output_frames = frames
+    guards = state.comfy_guards
     if problems:
         said = guards.said()
-        raise H.CheckFailed("LatentSyncNode.inference: " + "; ".join(problems) + (f" ({said})" if said else ""))
-    notes = state.get("comfy_notes", []) + ([guards.said()] if guards.said() else [])
+        raise check_run.CheckFailed("LatentSyncNode.inference: " + "; ".join(problems) + (f" ({said})" if said else ""))
+    notes = state.comfy_notes + ([guards.said()] if guards.said() else [])
     detail = (
         f"IMAGE {tuple(out_images.shape)} float32 on cpu in 0..1, mouth mean {mouth_mean:.1f}/255, "
         f"changed by {mouth_change:.1f}/255 on average; "
@@ -296,4 +307,29 @@ def check_node(spec, state):
 
 
 CHECKS = [("node-adjust", check_adjust), ("node", check_node)]
+
+
+def watched_checks():
+    """The node checks as the harness runs them: under the MPS simulator, each watches its denoising steps."""
+    return [(name, _watching_denoising(check)) for name, check in CHECKS]
+
+
+def _watching_denoising(check):
+    """Under the MPS simulator, a node check whose pipeline the node builds itself: its denoising steps
+    are told by the diffusers DDIM scheduler class (every instance), for the stalls per step."""
+
+    def watched(spec, state):
+        simulator = state.simulator
+        try:
+            from diffusers import DDIMScheduler
+        except ImportError:
+            DDIMScheduler = None  # noqa: N806 - the class, when diffusers is there
+        if simulator is None or DDIMScheduler is None:
+            return check(spec, state)
+        with simulator.watch_scheduler_class(DDIMScheduler):
+            return check(spec, state)
+
+    return watched
+
+
 TITLES = {"node-adjust": "ComfyUI VideoLengthAdjuster.adjust", "node": "ComfyUI LatentSyncNode.inference"}

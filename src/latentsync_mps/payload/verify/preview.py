@@ -1,6 +1,6 @@
 """A contact sheet of a verify run: input frames, output frames and both mouth crops, labelled.
 
-Loaded by path by harness.py in the tree's interpreter (numpy and Pillow: diffusers needs Pillow,
+Loaded by path by checks.py (the preview check) in the tree's interpreter (numpy and Pillow: diffusers needs Pillow,
 so every tree's stack has it).
 """
 
