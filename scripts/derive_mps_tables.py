@@ -52,7 +52,7 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from latentsync_mps.payload import mps_sim  # noqa: E402
+from latentsync_mps.payload import mpssim as mps_sim  # noqa: E402
 
 YAML = "torchgen/packaged/ATen/native/native_functions.yaml"
 COMMON_MPS = "torch/testing/_internal/common_mps.py"

@@ -6,7 +6,7 @@
 
 Runs PyTorch's own OpInfo samples (`torch.testing._internal.common_methods_invocations.op_db`),
 float32 and float16, forward only, the first --samples of each op, through the simulator
-(`latentsync_mps.payload.mps_sim`), and compares each op x dtype verdict with what torch's MPS test
+(`latentsync_mps.payload.mpssim`), and compares each op x dtype verdict with what torch's MPS test
 suite expects for that op x dtype in the installed release. Not part of CI (minutes, not seconds).
 
 The simulator's verdict for an op x dtype: "fails" when running its samples on the simulated device
@@ -393,7 +393,7 @@ def run(keys: set[str] | None, samples: int, timeout: float, progress: bool = Tr
     import torch
 
     lists = load_expectations()
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
 
     version = torch.__version__.split("+")[0]
     table_path, table_source = None, f"the installed torch {torch.__version__}'s own native_functions.yaml"

@@ -106,7 +106,7 @@ CHILD = textwrap.dedent(
     spec = importlib.util.spec_from_file_location("mps_sim_fidelity", sys.argv[1])
     fidelity = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fidelity)
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
     simulator = mps_sim.install(sys.argv[2])
     import torch
 

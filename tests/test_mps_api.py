@@ -55,8 +55,8 @@ def load(path, name):
     return module
 
 payload, tree, table, events = sys.argv[1:5]
-sim = load(payload + "/mps_sim.py", "lsync_port_mps_sim")
 protocol = load(payload + "/protocol.py", "lsync_port_protocol")
+sim = protocol.load_sibling(payload + "/mpssim", "lsync_port_mpssim", package=True)
 check_run = protocol.load_sibling(payload + "/verify/check_run.py", "lsync_port_check_run")
 sim.install(tree, None, table)
 sys.path.insert(0, tree)
@@ -125,7 +125,7 @@ def test_the_shipped_tables_carry_each_releases_mps_api():
 
 
 def test_public_api_reads_functions_and_all_but_not_private_names():
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
 
     text = "__all__ = ['Event', 'seed']\ndef seed(): pass\ndef _lazy(): pass\nclass Event: pass\nx = 1\n"
     assert mps_sim.public_api(text) == ["Event", "seed"]

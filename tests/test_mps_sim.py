@@ -26,11 +26,11 @@ torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (veri
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
 from latentsync_mps.cli import app  # noqa: E402
-from latentsync_mps.payload import mps_sim  # noqa: E402
+from latentsync_mps.payload import mpssim as mps_sim  # noqa: E402
 from latentsync_mps.port.planning import make_plan  # noqa: E402
 from latentsync_mps.port.transaction import commit  # noqa: E402
 
-SIM = Path(mps_sim.__file__)
+SIM = Path(mps_sim.__file__).parent
 TORCH_2_13 = torch.__version__.split("+")[0] == "2.13.0"
 INSTALLED = torch.__version__.split("+")[0]
 runner = CliRunner()
@@ -226,7 +226,9 @@ def fallback_enabled():
 
 DRIVER = """
 import importlib.util, json, sys, traceback
-spec = importlib.util.spec_from_file_location("lsync_port_mps_sim", sys.argv[1])
+spec = importlib.util.spec_from_file_location(
+    "lsync_port_mpssim", sys.argv[1] + "/__init__.py", submodule_search_locations=[sys.argv[1]]
+)
 sim_module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = sim_module
 spec.loader.exec_module(sim_module)

@@ -18,13 +18,15 @@ torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (veri
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
 from latentsync_mps.pack.target_torch import TargetTorch, write_table  # noqa: E402
-from latentsync_mps.payload import mps_sim  # noqa: E402
+from latentsync_mps.payload import mpssim as mps_sim  # noqa: E402
 
 DRIVER = """
 import importlib.util, json, sys
 import torch
 import torch.nn.functional as F
-spec = importlib.util.spec_from_file_location("lsync_port_mps_sim", sys.argv[1])
+spec = importlib.util.spec_from_file_location(
+    "lsync_port_mpssim", sys.argv[1] + "/__init__.py", submodule_search_locations=[sys.argv[1]]
+)
 sim_module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = sim_module
 spec.loader.exec_module(sim_module)
@@ -89,7 +91,7 @@ def attention(tmp_path_factory):
     table = write_table(TargetTorch("2.4.1", "--target-torch"), folder / "table.json")
     (folder / "driver.py").write_text(DRIVER)
     done = subprocess.run(
-        [sys.executable, str(folder / "driver.py"), str(Path(mps_sim.__file__)), str(folder), str(table)],
+        [sys.executable, str(folder / "driver.py"), str(Path(mps_sim.__file__).parent), str(folder), str(table)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -20,13 +20,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="the MPS simulator needs torch (verify extra)")
 pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
 
-from latentsync_mps.payload import mps_sim  # noqa: E402
+from latentsync_mps.payload import mpssim as mps_sim  # noqa: E402
 
 CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    import mps_sim
+    import mpssim as mps_sim
 
     simulator = mps_sim.install(sys.argv[2], cache_dir=sys.argv[3])
     import torch
@@ -61,7 +61,7 @@ def child(tmp_path_factory):
         [
             sys.executable,
             str(tree / "child.py"),
-            os.path.dirname(mps_sim.__file__),
+            os.path.dirname(os.path.dirname(mps_sim.__file__)),
             str(tree),
             str(tmp_path_factory.mktemp("cache")),
         ],

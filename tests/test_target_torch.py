@@ -36,7 +36,7 @@ runner = CliRunner()
 def test_the_table_for_the_installed_torch_is_what_build_support_table_derives():
     torch = pytest.importorskip("torch", reason="needs torch (verify extra)")
     pytest.importorskip("yaml", reason="the MPS simulator reads native_functions.yaml with pyyaml")
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
 
     installed = torch.__version__.split("+")[0]
     if installed not in known_versions():
@@ -51,7 +51,7 @@ def test_the_table_for_the_installed_torch_is_what_build_support_table_derives()
 
 def test_mps_kernels_registered_from_python_are_read_from_each_releases_own_files():
     pytest.importorskip("torch", reason="needs torch (verify extra)")
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
 
     text = (
         'mps_lib = torch.library.Library("aten", "IMPL", "MPS")\n'
@@ -142,7 +142,7 @@ def test_numerics_defects_carry_their_source_and_versions():
 @pytest.fixture
 def sim():
     pytest.importorskip("torch", reason="needs torch (verify extra)")
-    from latentsync_mps.payload import mps_sim
+    from latentsync_mps.payload import mpssim as mps_sim
 
     def make(**table):
         table.setdefault("ops", {})

@@ -1,7 +1,7 @@
 """A simulated MPS device: run a tree's MPS code path on a machine without a Mac, and check every op.
 
 Used by `lsync-port verify TREE --device mps-sim`. Standalone on purpose: the verify harness loads
-it by path (through ../mps_sim.py), inside the child process that runs the tree under the tree's own interpreter,
+this folder by path, as a package, inside the child process that runs the tree under the tree's own interpreter,
 which need not have lsync-port installed. It imports nothing from lsync-port.
 
 What it does, once `install(tree)` has run (before the tree's modules are imported):

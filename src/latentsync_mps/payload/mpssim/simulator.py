@@ -205,9 +205,9 @@ class Simulator:
         self._infos: dict = {}
         self._files: dict[str, str | None] = {}
         self._lock = threading.Lock()
-        # The simulator's own files (this package and the mps_sim.py that loads it) are never call sites.
+        # The simulator's own files (this package's) are never call sites.
         here = Path(__file__).resolve().parent
-        self._own_files = {str(p) for p in (*here.glob("*.py"), here.with_name("mps_sim.py"))}
+        self._own_files = {str(p) for p in here.glob("*.py")}
         self._torch_dir = str(Path(torch.__file__).resolve().parent)
         # The target torch (a table from lsync-port's shipped data), or None: the installed torch's own.
         self.target = table.get("target")

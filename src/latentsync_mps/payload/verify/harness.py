@@ -10,7 +10,7 @@ checks in order, and appends one JSON line per event to the spec's `events` file
     {"event": "end", "check": "decode", "status": "pass"|"fail"|"skip", "seconds": 0.4,
      "detail": "...", "peak_memory": 123456789, "data": {...}}
 
-With `"simulate": "mps"` in the spec (`--device mps-sim`), mps_sim.py (next to this file, loaded by
+With `"simulate": "mps"` in the spec (`--device mps-sim`), the package mpssim/ (beside verify/, loaded by
 path) is installed first and, after every check, the findings so far are appended too:
 
     {"event": "findings", "findings": [{"kind": ..., "level": ..., "op": ..., "site": ...}], "stats": {...}}
@@ -133,8 +133,8 @@ def ffmpeg_on_path(work: Path) -> None:
 
 
 def install_simulator(spec):
-    """Load mps_sim.py and hook it into torch."""
-    module = protocol.load_sibling(HERE.parent / "mps_sim.py", "lsync_port_mps_sim")
+    """Load mpssim/ (as a package, by path) and hook it into torch."""
+    module = protocol.load_sibling(HERE.parent / "mpssim", "lsync_port_mpssim", package=True)
     return module.install(spec.tree, Path(spec.cache).parent / "mps-support", spec.mps_table)
 
 
