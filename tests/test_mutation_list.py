@@ -1,5 +1,5 @@
 """scripts/mutation_check.py names each mutation by an exact snippet of one file. When code moves
-(engine.py became engine/, mps_sim.py became mpssim/), a snippet that no longer occurs once makes
+(engine.py became engine/ and then port/, mps_sim.py became mpssim/), a snippet that no longer occurs once makes
 that mutation an error instead of a check: this test says so at once, not when someone next runs
 the (slow, not-in-CI) mutation check."""
 
