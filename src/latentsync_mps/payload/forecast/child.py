@@ -25,6 +25,7 @@ allocates. The device is modelled where it differs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -33,8 +34,28 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass
+class ForecastState:
+    """What the build check gives the configurations' checks: one run's state, typed."""
+
+    config: dict = dataclasses.field(default_factory=dict)  # the tree's UNet config, resolved
+    resolution: int = 0  # the frame side in pixels: the spec's, else the config's
+    torch: Any = None  # the torch module
+    meter_module: Any = None  # meter.py: bytes of every aten op, by phase
+    work_module: Any = None  # work.py: FLOPs and bytes by arithmetic intensity
+    unet_module: Any = None  # the tree's latentsync.models.unet
+    pipeline_module: Any = None  # the tree's latentsync.pipelines.lipsync_pipeline
+    whisper_module: Any = None  # the tree's latentsync.whisper.whisper.model
+    ported: bool = False  # the tree has lsync-port's runtime helper
+    scheduler: Any = None  # the tree's DDIM scheduler
+    whisper: dict = dataclasses.field(default_factory=dict)  # the release's whisper facts (dims, checkpoint)
+    audio_chunk_shape: tuple = ()  # (rows, width) of one frame's audio features
+    models: dict = dataclasses.field(default_factory=dict)  # (device, dtype) -> (unet, vae, whisper) on meta
 
 
 def _load_protocol():
@@ -123,40 +144,40 @@ def check_build(spec, state):
     """Import the tree's model code and build the real-size models on meta, once per dtype later."""
     import torch
 
-    state["torch"] = torch
-    state["meter_module"] = protocol.load_sibling(HERE / "meter.py", "lsync_port_meter")
-    state["work_module"] = protocol.load_sibling(HERE / "work.py", "lsync_port_work")
+    state.torch = torch
+    state.meter_module = protocol.load_sibling(HERE / "meter.py", "lsync_port_meter")
+    state.work_module = protocol.load_sibling(HERE / "work.py", "lsync_port_work")
     stood_in: set[str] = set()
     stand_ins = spec.stand_ins
-    state["unet_module"] = import_tree_module("latentsync.models.unet", stand_ins, stood_in)
-    state["pipeline_module"] = import_tree_module("latentsync.pipelines.lipsync_pipeline", stand_ins, stood_in)
-    state["whisper_module"] = import_tree_module("latentsync.whisper.whisper.model", stand_ins, stood_in)
+    state.unet_module = import_tree_module("latentsync.models.unet", stand_ins, stood_in)
+    state.pipeline_module = import_tree_module("latentsync.pipelines.lipsync_pipeline", stand_ins, stood_in)
+    state.whisper_module = import_tree_module("latentsync.whisper.whisper.model", stand_ins, stood_in)
     try:
         importlib.import_module(spec.runtime_module)
-        state["ported"] = True
+        state.ported = True
     except ModuleNotFoundError:
-        state["ported"] = False
+        state.ported = False
     from diffusers import DDIMScheduler
 
-    state["scheduler"] = DDIMScheduler.from_pretrained(str(Path(spec.tree) / "configs"))
-    model = state["config"]["model"]
-    whisper = state["whisper"] = whisper_model(spec, state["config"])
-    state["audio_chunk_shape"] = audio_chunk_shape(whisper, state["config"])
+    state.scheduler = DDIMScheduler.from_pretrained(str(Path(spec.tree) / "configs"))
+    model = state.config["model"]
+    whisper = state.whisper = whisper_model(spec, state.config)
+    state.audio_chunk_shape = audio_chunk_shape(whisper, state.config)
     return (
         f"torch {torch.__version__}; UNet from {spec.config} (block_out_channels "
         f"{list(model.get('block_out_channels', []))}), VAE {spec.vae['name']}, whisper {whisper['name']}; "
-        f"{'ported' if state['ported'] else 'not ported'}"
+        f"{'ported' if state.ported else 'not ported'}"
         + (f"; not installed, stood in for: {', '.join(sorted(stood_in))}" if stood_in else ""),
         {
             "torch": torch.__version__,
-            "ported": state["ported"],
-            "resolution": state["resolution"],
+            "ported": state.ported,
+            "resolution": state.resolution,
             "stood_in": sorted(stood_in),
             # What the UNet's cross-attention reads per chunk: guidance doubles it.
             "audio_features_shape": [
                 2 if spec.guidance_scale > 1 else 1,
                 spec.frames,
-                *state["audio_chunk_shape"],
+                *state.audio_chunk_shape,
             ],
         },
     )
@@ -184,26 +205,26 @@ def audio_chunk_shape(whisper: dict, config) -> tuple[int, int]:
 def build_models(spec, state, dtype):
     """The UNet, VAE and whisper model at real size on meta: parameters without data."""
     key = str(dtype)
-    if key in state.setdefault("models", {}):
-        return state["models"][key]
-    torch = state["torch"]
+    if key in state.models:
+        return state.models[key]
+    torch = state.torch
     from diffusers import AutoencoderKL
 
     vae_spec = spec.vae
     with torch.device("meta"):
-        unet, _ = state["unet_module"].UNet3DConditionModel.from_pretrained(state["config"]["model"], "", device="meta")
+        unet, _ = state.unet_module.UNet3DConditionModel.from_pretrained(state.config["model"], "", device="meta")
         vae = AutoencoderKL(**vae_spec["config"])
-        whisper_module = state["whisper_module"]
+        whisper_module = state.whisper_module
         fields = set(inspect.signature(whisper_module.ModelDimensions).parameters)
-        dims = whisper_module.ModelDimensions(**{k: v for k, v in state["whisper"]["dims"].items() if k in fields})
+        dims = whisper_module.ModelDimensions(**{k: v for k, v in state.whisper["dims"].items() if k in fields})
         whisper = whisper_module.Whisper(dims)
     unet = unet.to(dtype=dtype).eval()
     vae = vae.to(dtype=dtype).eval()
     for name, value in vae_spec.get("scaling", {}).items():
         setattr(vae.config, name, value)  # as the tree's inference script sets them
     # The whisper checkpoint is loaded into a float32 model on the device, on every release.
-    state["models"][key] = (unet, vae, whisper.eval())
-    return state["models"][key]
+    state.models[key] = (unet, vae, whisper.eval())
+    return state.models[key]
 
 
 class Phases:
@@ -225,14 +246,14 @@ class Phases:
 def run_chunk(spec, state, pipeline, unet, dtype, meter):
     """One chunk of `frames` frames through the pipeline's own methods, as its __call__ does.
     `meter`: a Phases (or anything with `during(phase)` and `work_only(phase)`)."""
-    torch = state["torch"]
+    torch = state.torch
     device = torch.device("meta")
-    frames, size = spec.frames, state["resolution"]
+    frames, size = spec.frames, state.resolution
     latent = size // pipeline.vae_scale_factor
     guidance = spec.guidance_scale
     cfg = guidance > 1.0
     with meter.during("inputs"):
-        rows, width = state["audio_chunk_shape"]
+        rows, width = state.audio_chunk_shape
         audio = torch.zeros(frames, rows, width, device=device, dtype=dtype)
         if cfg:
             audio = torch.cat([torch.zeros_like(audio), audio])
@@ -268,18 +289,18 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
 
 
 def check_configuration(configuration, spec, state):
-    torch = state["torch"]
-    if configuration["chunking"] is not None and not state["ported"]:
+    torch = state.torch
+    if configuration["chunking"] is not None and not state.ported:
         raise check_run.SkipCheck("the port's chunking rows need a ported tree (lsync-port apply)")
     os.environ["LATENTSYNC_MPS_CHUNKING"] = "force" if configuration["chunking"] else "0"
     os.environ["LATENTSYNC_DTYPE"] = configuration["dtype"]
     dtype = getattr(torch, configuration["dtype"])
     unet, vae, whisper = build_models(spec, state, dtype)
     # Positional: 1.5 names the UNet `denoising_unet`, later releases `unet`; the order is the same.
-    pipeline = state["pipeline_module"].LipsyncPipeline(vae, None, unet, state["scheduler"])
-    meters = state["meter_module"]
+    pipeline = state.pipeline_module.LipsyncPipeline(vae, None, unet, state.scheduler)
+    meters = state.meter_module
     meter = meters.MemoryMeter()
-    work = state["work_module"].WorkMeter()
+    work = state.work_module.WorkMeter()
     weights = meters.module_bytes(unet, vae, whisper)
     with torch.no_grad(), attention_kernels(torch, configuration["device"]), meter, work:
         run_chunk(spec, state, pipeline, unet, dtype, Phases(meter, work))
@@ -320,9 +341,9 @@ def main(spec_path: str) -> int:
     # The ported helper's own choices land on the meta device and the dtype of each configuration.
     os.environ["LATENTSYNC_DEVICE"] = "meta"
     spec.device = "meta"
-    state: dict = {}
+    state = ForecastState()
     try:
-        state["config"], state["resolution"], _ = release.read_config(spec)
+        state.config, state.resolution, _ = release.read_config(spec)
     except Exception as error:  # noqa: BLE001 - reported as the config check, in one line
         detail = f"cannot read {spec.config}: {type(error).__name__}: {error}"
         check_run.emit(protocol.CheckEnd("config", "fail", 0, detail))
