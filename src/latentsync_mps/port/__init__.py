@@ -11,7 +11,9 @@ parsed with libcst and written back atomically (see manifest.py). One module per
     transaction  the tree lock, commit, revert, status
     scanning     the finders alone over a tree (scan)
     errors       what can go wrong, one type per cause (the CLI alone turns them into exit codes)
-    rules/       the rule kinds; manifest, findings, rewrite, positions, cuda_mentions, rulecheck
+    outcome      what an apply or scan reports: Finding, Drift (no libcst: the no-op answer rebuilds them)
+    rulepack     the rule packs, every rule built by its kind (pack/ reads the files)
+    rules/       the rule kinds; manifest, finders, rewrite, positions, cuda_mentions, rulecheck
 
 Import each name from the module that defines it. Only planning, transform, scanning and rules/
 import libcst (most of a second): a no-op re-apply, the lock or an error message needs none of it.
