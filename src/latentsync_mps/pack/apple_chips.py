@@ -17,8 +17,6 @@ here, beside its table, because forecast and doctor both estimate from it; no to
 
 from __future__ import annotations
 
-import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,20 +90,6 @@ def find_chip(name: str, chips: list[Chip]) -> Chip:
             return chip
     known = ", ".join(chip.name.removeprefix("Apple ") for chip in chips)
     raise ChipError(f"unknown chip {name!r}: the table (patches/{CHIPS_FILE}) knows {known}")
-
-
-def this_mac_chip() -> str | None:
-    """The chip of the Mac this runs on (sysctl machdep.cpu.brand_string: "Apple M2 Pro"), else None."""
-    if platform.system() != "Darwin":
-        return None
-    try:
-        result = subprocess.run(
-            ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    brand = result.stdout.strip()
-    return brand if brand.startswith("Apple") else None
 
 
 def roofline_seconds(phase: dict, chip: Chip, dtype: str) -> float:

@@ -258,13 +258,6 @@ def table_for(version: str) -> dict:
     return table
 
 
-def expectations_for(version: str) -> dict | None:
-    """torch's own MPS expectations of a release as shipped: {list name: {OpInfo key (name + variant):
-    dtype names, or None for every dtype}} for a macOS 15 machine; None where the release's wheel has no
-    common_mps.py (before 2.8)."""
-    return _tables()[check_version(version, "torch")]["expectations"]
-
-
 def dtype_rules(table: dict) -> dict[str, list[dict]]:
     """torch's own MPS expectations for this release, by the aten op (base name) the simulator sees.
 

@@ -330,6 +330,3 @@ def _watching_denoising(check):
             return check(spec, state)
 
     return watched
-
-
-TITLES = {"node-adjust": "ComfyUI VideoLengthAdjuster.adjust", "node": "ComfyUI LatentSyncNode.inference"}
