@@ -145,6 +145,19 @@ def test_an_unported_tree_gets_the_cuda_row_and_is_told_why_not_the_others(fixtu
         assert by_name[name]["status"] == "skip" and "need a ported tree" in by_name[name]["detail"]
 
 
+def test_a_1_0_tree_is_forecast_too(tmp_path, pack):
+    """1.0's LipsyncPipeline takes (vae, audio_processor, audio_encoder, unet, scheduler), later ones
+    (vae, audio_encoder, denoising_unet, scheduler): the child builds it by parameter name."""
+    tree = tmp_path / "latentsync-1.0"
+    shutil.copytree(FIXTURES / "latentsync-1.0", tree)
+    commit(make_plan(tree, pack))
+    code, output = forecast(tree, "--json", "--frames", "2", "--resolution", "128", "--steps", "1")
+    report = json.loads(output)
+    assert code == 0, report["reason"]
+    assert report["release"] == "1.0" and report["ported"] is True
+    assert all(row["status"] == "pass" for row in report["configurations"]), report["configurations"]
+
+
 def test_the_real_vae_config_is_shipped_as_data():
     vae = load_facts()["vae"]
     assert vae["name"] == "stabilityai/sd-vae-ft-mse"

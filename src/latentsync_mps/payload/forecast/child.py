@@ -288,6 +288,16 @@ def run_chunk(spec, state, pipeline, unet, dtype, meter):
             paste(decoded, reference, masks, device, dtype)
 
 
+def lipsync_pipeline(state: ForecastState, vae, unet):
+    """The tree's LipsyncPipeline around the meta models, its audio parts left out. Given by name: 1.0's
+    takes (vae, audio_processor, audio_encoder, unet, scheduler), later ones (vae, audio_encoder,
+    denoising_unet, scheduler)."""
+    pipeline_class = state.pipeline_module.LipsyncPipeline
+    given = {"vae": vae, "unet": unet, "denoising_unet": unet, "scheduler": state.scheduler}
+    names = list(inspect.signature(pipeline_class.__init__).parameters)[1:]
+    return pipeline_class(**{name: given.get(name) for name in names if name in given or "audio" in name})
+
+
 def check_configuration(configuration, spec, state):
     torch = state.torch
     if configuration["chunking"] is not None and not state.ported:
@@ -296,8 +306,7 @@ def check_configuration(configuration, spec, state):
     os.environ["LATENTSYNC_DTYPE"] = configuration["dtype"]
     dtype = getattr(torch, configuration["dtype"])
     unet, vae, whisper = build_models(spec, state, dtype)
-    # Positional: 1.5 names the UNet `denoising_unet`, later releases `unet`; the order is the same.
-    pipeline = state.pipeline_module.LipsyncPipeline(vae, None, unet, state.scheduler)
+    pipeline = lipsync_pipeline(state, vae, unet)
     meters = state.meter_module
     meter = meters.MemoryMeter()
     work = state.work_module.WorkMeter()
