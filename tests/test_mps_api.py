@@ -56,8 +56,8 @@ def load(path, name):
 
 payload, tree, table, events = sys.argv[1:5]
 protocol = load(payload + "/protocol.py", "lsync_port_protocol")
-sim = protocol.load_sibling(payload + "/mpssim", "lsync_port_mpssim", package=True)
-check_run = protocol.load_sibling(payload + "/verify/check_run.py", "lsync_port_check_run")
+sim = protocol.load_sibling(payload + "/mpssim")
+check_run = protocol.load_sibling(payload + "/verify/check_run.py")
 sim.install(tree, None, table)
 sys.path.insert(0, tree)
 import torch

@@ -117,20 +117,22 @@ def read_event(line: str):
     return EVENT_TYPES[data.pop("event")](**data)
 
 
-PROTOCOL_NAME = "lsync_port_protocol"  # this module's name in the child
+SIBLING_PREFIX = "lsync_port_"  # a sibling loaded by path is `lsync_port_<file stem>`
+PROTOCOL_NAME = SIBLING_PREFIX + "protocol"  # this module's name in the child
 
 
-def load_sibling(path: Path, name: str, package: bool = False):
-    """The module (or, with `package`, the package folder) at `path`, loaded by path under `name` and
-    kept in sys.modules: the child's modules find each other this way, lsync-port not being importable
+def load_sibling(path: Path | str):
+    """The module (or package folder) at `path`, loaded by path as `lsync_port_<its name>` and kept in
+    sys.modules: the child's modules find each other this way, lsync-port not being importable
     there. Loaded once: a second call returns the first module."""
     # The siblings find this module under one name, however it was loaded itself (by path in the
     # child; as lsync-port's own where the host or a test imports a sibling).
     sys.modules.setdefault(PROTOCOL_NAME, sys.modules[__name__])
+    path = Path(path)
+    name = SIBLING_PREFIX + path.stem
     if name in sys.modules:
         return sys.modules[name]
-    path = Path(path)
-    if package:
+    if path.is_dir():
         module_spec = importlib.util.spec_from_file_location(
             name, path / "__init__.py", submodule_search_locations=[str(path)]
         )

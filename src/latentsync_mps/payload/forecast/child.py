@@ -69,8 +69,8 @@ def _load_protocol():
 
 
 protocol = _load_protocol()
-check_run = protocol.load_sibling(HERE.parent / "verify" / "check_run.py", "lsync_port_check_run")
-release = protocol.load_sibling(HERE.parent / "verify" / "release.py", "lsync_port_release")
+check_run = protocol.load_sibling(HERE.parent / "verify" / "check_run.py")
+release = protocol.load_sibling(HERE.parent / "verify" / "release.py")
 
 
 def attention_kernels(torch, device: str):
@@ -145,8 +145,8 @@ def check_build(spec, state):
     import torch
 
     state.torch = torch
-    state.meter_module = protocol.load_sibling(HERE / "meter.py", "lsync_port_meter")
-    state.work_module = protocol.load_sibling(HERE / "work.py", "lsync_port_work")
+    state.meter_module = protocol.load_sibling(HERE / "meter.py")
+    state.work_module = protocol.load_sibling(HERE / "work.py")
     stood_in: set[str] = set()
     stand_ins = spec.stand_ins
     state.unet_module = import_tree_module("latentsync.models.unet", stand_ins, stood_in)

@@ -13,13 +13,13 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-distributions = protocol.load_sibling(HERE / "distributions.py", "lsync_port_distributions")
-inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
-pipeline = protocol.load_sibling(HERE / "pipeline.py", "lsync_port_pipeline")
-reference = protocol.load_sibling(HERE / "reference.py", "lsync_port_reference")
-release = protocol.load_sibling(HERE / "release.py", "lsync_port_release")
-weights = protocol.load_sibling(HERE / "weights.py", "lsync_port_weights")
+check_run = protocol.load_sibling(HERE / "check_run.py")
+distributions = protocol.load_sibling(HERE / "distributions.py")
+inputs = protocol.load_sibling(HERE / "inputs.py")
+pipeline = protocol.load_sibling(HERE / "pipeline.py")
+reference = protocol.load_sibling(HERE / "reference.py")
+release = protocol.load_sibling(HERE / "release.py")
+weights = protocol.load_sibling(HERE / "weights.py")
 
 
 def check_device(spec, state):
@@ -233,7 +233,7 @@ def check_preview(spec, state):
     release_name = spec.release or "?"
     what = "ComfyUI LatentSyncNode output" if node is not None else f"LatentSync {release_name}"
     title = f"{what} | {device} | {dtype} | {spec.weights} weights | lsync-port verify"
-    sheet = protocol.load_sibling(HERE / "preview.py", "lsync_port_preview")
+    sheet = protocol.load_sibling(HERE / "preview.py")
     mouth = inputs.face_landmarks(outputs.shape[2], outputs.shape[1])["mouth"]
     path = sheet.contact_sheet(Path(spec.preview), clip, outputs, mouth, title)
     return f"contact sheet {path}", {"path": str(path)}

@@ -26,13 +26,13 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-checks = protocol.load_sibling(HERE / "checks.py", "lsync_port_checks")
-comfy_contract = protocol.load_sibling(HERE / "comfy_contract.py", "lsync_port_comfy_contract")
-inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
-pipeline = protocol.load_sibling(HERE / "pipeline.py", "lsync_port_pipeline")
-release = protocol.load_sibling(HERE / "release.py", "lsync_port_release")
-weights = protocol.load_sibling(HERE / "weights.py", "lsync_port_weights")
+check_run = protocol.load_sibling(HERE / "check_run.py")
+checks = protocol.load_sibling(HERE / "checks.py")
+comfy_contract = protocol.load_sibling(HERE / "comfy_contract.py")
+inputs = protocol.load_sibling(HERE / "inputs.py")
+pipeline = protocol.load_sibling(HERE / "pipeline.py")
+release = protocol.load_sibling(HERE / "release.py")
+weights = protocol.load_sibling(HERE / "weights.py")
 
 
 def node_view(spec, state) -> tuple[Path, Path]:

@@ -42,12 +42,12 @@ def _load_protocol():
 
 
 protocol = _load_protocol()
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-checks = protocol.load_sibling(HERE / "checks.py", "lsync_port_checks")
-distributions = protocol.load_sibling(HERE / "distributions.py", "lsync_port_distributions")
-inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
-release = protocol.load_sibling(HERE / "release.py", "lsync_port_release")
-State = protocol.load_sibling(HERE / "state.py", "lsync_port_state").State
+check_run = protocol.load_sibling(HERE / "check_run.py")
+checks = protocol.load_sibling(HERE / "checks.py")
+distributions = protocol.load_sibling(HERE / "distributions.py")
+inputs = protocol.load_sibling(HERE / "inputs.py")
+release = protocol.load_sibling(HERE / "release.py")
+State = protocol.load_sibling(HERE / "state.py").State
 
 
 def main(spec_path: str) -> int:
@@ -72,11 +72,11 @@ def main(spec_path: str) -> int:
             return 1
     if spec.stack:
         # The host stack modelled (stacks.toml): the tree's code sees only what that Mac set-up has.
-        stack_model = protocol.load_sibling(HERE / "stack_model.py", "lsync_port_stack_model")
+        stack_model = protocol.load_sibling(HERE / "stack_model.py")
         state.stack_notes = stack_model.install(tree, spec.stack)
     if spec.weights == "synthetic" and release.release_fact(spec, "face_detection") == "face_alignment":
         # 1.0, 1.5: face_alignment and mediapipe stood in (InsightFace's stand-in comes with the pipeline)
-        landmarks = protocol.load_sibling(HERE / "landmarks.py", "lsync_port_landmarks")
+        landmarks = protocol.load_sibling(HERE / "landmarks.py")
         state.landmarks = landmarks.install(inputs.face_landmarks)
     if spec.device == "auto":
         spec.device = _auto_device()
@@ -98,7 +98,7 @@ def main(spec_path: str) -> int:
     if spec.comfy:
         # A node package: its nodes run first after the inputs are made, as a workflow runs them on the
         # Mac (the first failure named is the node's own), then the vendored LatentSync's checks.
-        comfy_node = protocol.load_sibling(HERE / "comfy_node.py", "lsync_port_comfy_node")
+        comfy_node = protocol.load_sibling(HERE / "comfy_node.py")
         at = [name for name, _ in order].index("audio")
         order = order[:at] + comfy_node.watched_checks() + order[at:]
     for name, function in order:
@@ -134,7 +134,7 @@ def ffmpeg_on_path(work: Path) -> None:
 
 def install_simulator(spec):
     """Load mpssim/ (as a package, by path) and hook it into torch."""
-    module = protocol.load_sibling(HERE.parent / "mpssim", "lsync_port_mpssim", package=True)
+    module = protocol.load_sibling(HERE.parent / "mpssim")
     return module.install(spec.tree, Path(spec.cache).parent / "mps-support", spec.mps_table)
 
 

@@ -14,9 +14,9 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
-weights = protocol.load_sibling(HERE / "weights.py", "lsync_port_weights")
+check_run = protocol.load_sibling(HERE / "check_run.py")
+inputs = protocol.load_sibling(HERE / "inputs.py")
+weights = protocol.load_sibling(HERE / "weights.py")
 
 
 class StandInFaceDetector:

@@ -19,9 +19,9 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-inputs = protocol.load_sibling(HERE / "inputs.py", "lsync_port_inputs")
-pipeline = protocol.load_sibling(HERE / "pipeline.py", "lsync_port_pipeline")
+check_run = protocol.load_sibling(HERE / "check_run.py")
+inputs = protocol.load_sibling(HERE / "inputs.py")
+pipeline = protocol.load_sibling(HERE / "pipeline.py")
 
 
 def check_parity(spec, state):

@@ -12,7 +12,7 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
+check_run = protocol.load_sibling(HERE / "check_run.py")
 
 
 def read_config(spec):

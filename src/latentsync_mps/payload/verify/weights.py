@@ -18,8 +18,8 @@ else:  # loaded by path, through protocol.load_sibling
     protocol = sys.modules["lsync_port_protocol"]
 
 HERE = Path(__file__).resolve().parent
-check_run = protocol.load_sibling(HERE / "check_run.py", "lsync_port_check_run")
-release = protocol.load_sibling(HERE / "release.py", "lsync_port_release")
+check_run = protocol.load_sibling(HERE / "check_run.py")
+release = protocol.load_sibling(HERE / "release.py")
 
 HARNESS_VERSION = "1"
 
